@@ -1,0 +1,235 @@
+"""`FederalModel`: a `Model` split between two processes that exchange tensors with `send`/`recv`.
+
+Gradient flow. A tensor sent with `require_grad=True` makes the receiver compute d(objective)/d(received
+tensor) in the same training step and send it back as `<name>_grad`; the sender then trains on
+
+    objective = own loss (if any) + sum over its require_grad sends s of <s, stop_gradient(received grad of s)>
+
+whose gradient is the own-loss gradient plus the backward pass (VJP) of each received gradient. A party whose
+loss_fn returns only a sent tensor has no own loss and trains on the VJP alone. DP optimizers get the same
+objective per example; `opt_config['BACKEND_MODE']` decides whether the gradient sent back is noised
+('noise', default) or plain ('unnoise').
+"""
+import collections
+import os
+import re
+
+import tensorflow.compat.v1 as tf
+
+from efl import flags
+from efl.framework.hooks import CommunicatorHook
+from efl.framework.model import Model, is_dp_optimizer, reduce_loss
+from efl.mode import MODE, current_task_scope
+
+_BACKEND_MODES = ('noise', 'unnoise')
+
+
+class CheckpointMismatchError(RuntimeError):
+  """The two parties cannot restore the same checkpoint step."""
+
+
+def checkpoint_steps(checkpoint_dir):
+  """Global steps of the complete checkpoints listed in `checkpoint_dir`'s state file."""
+  if not checkpoint_dir:
+    return []
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  if state is None:
+    return []
+  steps = []
+  for path in state.all_model_checkpoint_paths:
+    if not os.path.isabs(path):
+      path = os.path.join(checkpoint_dir, path)
+    m = re.search(r'-(\d+)$', path)
+    if m and tf.train.checkpoint_exists(path):
+      steps.append(int(m.group(1)))
+  return sorted(set(steps))
+
+
+def _checkpoint_path(checkpoint_dir, step):
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  for path in state.all_model_checkpoint_paths:
+    if path.endswith('-%d' % step):
+      return path if os.path.isabs(path) else os.path.join(checkpoint_dir, path)
+  raise CheckpointMismatchError('checkpoint of step %d vanished from %s' % (step, checkpoint_dir))
+
+
+class FederalModel(Model):
+  """A model whose graph is one party's half of a split network.
+
+  The role and addresses come from the command line (`--federal_role`, `--peer_addr`, `--local_addr`).
+  """
+
+  def __init__(self, client_thread_num=None, server_thread_num=None, scanning_interval_milliseconds=None,
+               default_timeout_milliseconds=None):
+    super(FederalModel, self).__init__()
+    from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
+    self._role = flags.get_federal_role()
+    self._communicator = Communicator(
+        self._role, flags.get_peer_addr(), flags.get_local_addr(), client_thread_num=client_thread_num,
+        server_thread_num=server_thread_num, scanning_interval_milliseconds=scanning_interval_milliseconds,
+        default_timeout_milliseconds=default_timeout_milliseconds)
+    self._sent_with_grad = collections.defaultdict(list)  # task -> [(name, sent tensor, received grad)]
+    self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
+    self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent
+    self.add_global_hooks([CommunicatorHook(self._communicator)])
+
+  @property
+  def federal_role(self):
+    return self._role
+
+  @property
+  def communicator(self):
+    return self._communicator
+
+  # ---- send / recv ---------------------------------------------------------------------------------------
+  def send(self, name, tensor, require_grad=False, mode=MODE.TRAIN, task=None):
+    """Sends `tensor` to the peer in every run of `mode`; with `require_grad`, trains on the peer's gradient."""
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    tensor = tf.convert_to_tensor(tensor)
+    task = current_task_scope().task if task is None else task
+    if require_grad and mode != MODE.TRAIN:
+      raise ValueError('send(%r): require_grad=True needs mode=TRAIN (gradients only flow in training), '
+                       'got mode=%s' % (name, mode))
+    if require_grad and not tensor.dtype.is_floating:
+      raise TypeError('send(%r): require_grad=True needs a floating tensor, got %s' % (name, tensor.dtype.name))
+    op = ops.send(self._communicator, name, tensor)
+    if mode == MODE.TRAIN:
+      self.add_train_op(op, task)
+    else:
+      self.add_eval_op(op, task)
+    if require_grad:
+      # The gradient can only arrive after the peer got the tensor: order the recv after the send so that
+      # it never holds an executor thread while the send waits.
+      with tf.control_dependencies([op]):
+        grad = ops.recv(self._communicator, name + '_grad', tensor.dtype)
+      grad = tf.reshape(grad, tf.shape(tensor))
+      grad.set_shape(tensor.shape)
+      self._sent_with_grad[task].append((name, tensor, grad))
+    return op
+
+  def recv(self, name, dtype=tf.float32, require_grad=False, task=None, shape=None):
+    """Receives the peer's tensor `name`; with `require_grad`, sends d(objective)/d(tensor) back."""
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    task = current_task_scope().task if task is None else task
+    tensor = ops.recv(self._communicator, name, dtype, shape=shape)
+    if require_grad:
+      if not tf.as_dtype(dtype).is_floating:
+        raise TypeError('recv(%r): require_grad=True needs a floating dtype, got %s' % (name, dtype))
+      self._recv_with_grad[task].append((name, tensor))
+    return tensor
+
+  def recv_grad_ops(self, task=None):
+    """[(sent tensor, gradient received for it)] of the task's require_grad sends."""
+    return [(t, g) for _, t, g in self._sent_with_grad.get(task, [])]
+
+  def require_grad_ops(self, task=None):
+    """[(name, received tensor)] of the task's require_grad receives (their gradients are sent back)."""
+    return list(self._recv_with_grad.get(task, []))
+
+  # ---- gradients -----------------------------------------------------------------------------------------
+  def _objective(self, t, per_example):
+    """The task's objective: own loss plus the VJP terms of require_grad sends (see module docstring)."""
+    sent = self._sent_with_grad.get(t.name, [])
+    own = t.loss
+    if own is not None and any(own is s for _, s, _ in sent):
+      own = None  # loss_fn returned a sent tensor: this party has no loss of its own
+    terms = []
+    if own is not None:
+      if per_example:
+        if own.shape.ndims == 0:
+          raise ValueError('DP optimizers need a per-example loss of shape [batch]; loss_fn of task %r returned '
+                           'a scalar (return the loss before tf.reduce_mean)' % (t.name,))
+        terms.append(own if own.shape.ndims == 1 else tf.reduce_sum(
+            own, axis=list(range(1, own.shape.ndims))))
+      else:
+        terms.append(reduce_loss(own, self._opt_config))
+    for _, s, g in sent:
+      product = s * tf.stop_gradient(g)
+      if per_example:
+        terms.append(tf.reduce_sum(product, axis=list(range(1, s.shape.ndims))) if s.shape.ndims > 1
+                     else product)
+      else:
+        terms.append(tf.reduce_sum(product))
+    if not terms:
+      return None
+    return tf.add_n(terms) if len(terms) > 1 else terms[0]
+
+  def _minimize(self, t, opt, var_list, scope):
+    dp = is_dp_optimizer(opt)
+    objective = self._objective(t, per_example=dp)
+    if objective is None:
+      return None
+    peer_grads = self._send_gradients_back(t, opt, scope, objective, dp)
+    if not var_list:
+      return None
+    if dp:
+      grads_and_vars = opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config))
+    else:
+      grads_and_vars = opt.compute_gradients(objective, var_list)
+    # Variables are updated in place: the gradients for the peer must be computed before any update.
+    with tf.control_dependencies(peer_grads):
+      return self._apply(opt, grads_and_vars)
+
+  def _send_gradients_back(self, t, opt, scope, objective, dp):
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    pending = [(n, x) for n, x in self._recv_with_grad.get(t.name, [])
+               if n not in self._grads_sent[t.name] and (scope is None or re.match(scope, x.name))]
+    if not pending:
+      return []
+    tensors = [x for _, x in pending]
+    if dp:
+      backend = self._opt_config.get('BACKEND_MODE', 'noise')
+      if backend not in _BACKEND_MODES:
+        raise ValueError("opt_config['BACKEND_MODE'] must be 'noise' or 'unnoise', got %r" % (backend,))
+      if backend == 'unnoise':
+        grads = opt.compute_plain_gradients(objective, tensors)
+      else:
+        grads = [g for g, _ in opt.compute_gradients(objective, tensors, opt_config=dict(self._opt_config))]
+    else:
+      grads = tf.gradients(objective, tensors)
+    out = []
+    for (name, x), g in zip(pending, grads):
+      if g is None:
+        tf.logging.warning('recv(%r, require_grad=True): the objective does not depend on it; sending zeros',
+                           name)
+        g = tf.zeros_like(x)
+      g = tf.convert_to_tensor(g)
+      self.add_train_op(ops.send(self._communicator, name + '_grad', g), t.name)
+      self._grads_sent[t.name].add(name)
+      out.append(g)
+    return out
+
+  # ---- session -------------------------------------------------------------------------------------------
+  def _default_save_schedule(self):
+    # Both parties must save the same global steps, so that a restart finds a common checkpoint.
+    return 1000, None
+
+  def _session_config_or_default(self):
+    if self._session_config is not None:
+      return self._session_config
+    # Receives block an executor thread until the peer's message arrives: leave threads for the rest.
+    return tf.ConfigProto(inter_op_parallelism_threads=8)
+
+  def _before_session(self, checkpoint_dir):
+    own = checkpoint_steps(checkpoint_dir)
+    peer_info = self._communicator.connect(info={'checkpoint_steps': own}) or {}
+    peer = peer_info.get('checkpoint_steps', [])
+    if not own and not peer:
+      return None
+    common = sorted(set(own) & set(peer))
+    if not common:
+      raise CheckpointMismatchError(
+          'the parties cannot restore the same checkpoint: this %s has steps %s in %r, the peer has steps %s. '
+          'Give both parties the checkpoints of the same run (or empty checkpoint dirs to start afresh).'
+          % (self._role, own, checkpoint_dir, peer))
+    step = common[-1]
+    if step != own[-1]:
+      tf.logging.warning('restoring step %d, the newest step both parties have (this %s also has %s)',
+                         step, self._role, own)
+    return _checkpoint_path(checkpoint_dir, step)
+
+  def _after_session(self, error):
+    text = None
+    if error is not None:
+      text = '%s: %s' % (type(error).__name__, getattr(error, 'message', None) or str(error))
+    self._communicator.close(error=text)

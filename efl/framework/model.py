@@ -1,0 +1,392 @@
+"""`Model`: compiles `input_fn`, `loss_fn`, `eval_fn` and `optimizer_fn` into one static graph, and runs it.
+
+Life cycle: set the functions (each setter takes `task=None` and returns the model) -> `compile()` builds the
+graph of every task -> `fit(procedure_fn)` opens one monitored session and runs the procedure's stages.
+`FederalModel` extends the gradient computation (`_minimize`) and the session set-up (`_before_session`,
+`_after_session`); everything else is shared.
+"""
+import collections
+import inspect
+import os
+
+import tensorflow.compat.v1 as tf
+
+from efl import flags
+from efl.framework import hooks as hooks_lib
+from efl.framework.sample import Sample
+from efl.framework.stage import StageManager, _raw_run
+from efl.log import redirect_log
+from efl.mode import MODE, TaskScope, current_task_scope, task_scope
+
+_SETTERS = ('input_fn', 'loss_fn', 'eval_fn', 'optimizer_fn')
+_REDUCERS = {'mean': tf.reduce_mean, 'sum': tf.reduce_sum}
+
+
+class _Task(object):
+  """What compile() built for one task."""
+
+  def __init__(self, name):
+    self.name = name
+    self.fns = {}
+    self.samples = {}
+    self.loss = None
+    self.train_ops = []
+    self.eval_ops = []
+    self.opt_to_vars = {}
+
+
+def is_dp_optimizer(opt):
+  """True for optimizers whose compute_gradients takes `opt_config` (efl's DP optimizers)."""
+  try:
+    return 'opt_config' in inspect.signature(opt.compute_gradients).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def reduce_loss(loss, opt_config):
+  """Reduces a non-scalar loss with `opt_config['REDUCE']` ('mean', 'sum' or a callable)."""
+  if loss.shape.ndims == 0:
+    return loss
+  how = opt_config.get('REDUCE', 'mean')
+  if callable(how):
+    return how(loss)
+  if how not in _REDUCERS:
+    raise ValueError("opt_config['REDUCE'] must be 'mean', 'sum' or a callable, got %r" % (how,))
+  return _REDUCERS[how](loss)
+
+
+class Model(object):
+  """A single-process model; see the module docstring."""
+
+  def __init__(self):
+    redirect_log()
+    self._graph = tf.get_default_graph()
+    self._training_flag = tf.placeholder_with_default(True, shape=[], name='is_training_flag')
+    self._global_step = tf.train.get_or_create_global_step()
+    self._tasks = collections.OrderedDict()
+    self._hooks = hooks_lib.HookRegistry()
+    self._metrics = collections.OrderedDict()  # TaskScope -> OrderedDict(name -> tensor)
+    self._extra = {}
+    self._compiled = False
+    self._opt_config = {}
+    self._session_config = None
+    self._loggers = {}
+    self._stage_manager = None
+    self._sess = None
+
+  # ---- setters -------------------------------------------------------------------------------------------
+  def _set(self, kind, fn, task):
+    if not callable(fn):
+      raise TypeError('%s must be callable, got %r' % (kind, fn))
+    if self._compiled:
+      raise RuntimeError('%s cannot be set after compile()' % kind)
+    t = self._tasks.setdefault(task, _Task(task))
+    if kind in t.fns:
+      raise ValueError('%s is already set for task %r; set each function once per task' % (kind, task))
+    t.fns[kind] = fn
+    return self
+
+  def input_fn(self, fn, task=None):
+    """Sets `fn(model, mode) -> Sample` (TRAIN) and Sample or None (EVAL)."""
+    return self._set('input_fn', fn, task)
+
+  def loss_fn(self, fn, task=None):
+    """Sets `fn(model, sample) -> loss` (a tensor, a sent tensor, or None)."""
+    return self._set('loss_fn', fn, task)
+
+  def eval_fn(self, fn, task=None):
+    """Sets `fn(model, sample) -> eval op`."""
+    return self._set('eval_fn', fn, task)
+
+  def optimizer_fn(self, fn, task=None):
+    """Sets `fn(model, task) -> {optimizer: (var_list, scope)}`, e.g. `efl.optimizer_fn.optimizer_setter(opt)`."""
+    return self._set('optimizer_fn', fn, task)
+
+  # ---- accessors -----------------------------------------------------------------------------------------
+  @property
+  def training_flag(self):
+    """Scalar bool placeholder: True in training runs, False in eval runs."""
+    return self._training_flag
+
+  @property
+  def global_step(self):
+    return self._global_step
+
+  @property
+  def graph(self):
+    return self._graph
+
+  @property
+  def tasks(self):
+    return [t for t in self._tasks if self._is_runnable(t)]
+
+  def _is_runnable(self, task):
+    fns = self._tasks[task].fns
+    return 'loss_fn' in fns or 'eval_fn' in fns
+
+  def check_task(self, task):
+    if task not in self._tasks or not self._is_runnable(task):
+      raise KeyError('unknown task %r; the model has tasks %s' % (task, self.tasks))
+    return self._tasks[task]
+
+  def _compiled_task(self, task):
+    if not self._compiled:
+      raise RuntimeError('call compile() before asking the model for its ops')
+    return self.check_task(task)
+
+  def input(self, mode=MODE.TRAIN, task=None):
+    return self._compiled_task(task).samples.get(mode)
+
+  def loss(self, task=None):
+    return self._compiled_task(task).loss
+
+  def train_op(self, task=None):
+    """The list of ops one training step runs (optimizer updates, sends, global step increment)."""
+    ops = self._compiled_task(task).train_ops
+    return list(ops) if ops else None
+
+  def eval_op(self, task=None):
+    ops = self._compiled_task(task).eval_ops
+    return list(ops) if ops else None
+
+  def opt_to_vars(self, task=None):
+    return dict(self._compiled_task(task).opt_to_vars)
+
+  def metrics(self, mode=MODE.TRAIN, task=None):
+    return dict(self._metrics.get(TaskScope(mode, task), {}))
+
+  def add_metric(self, name, op, mode=MODE.TRAIN, task=None):
+    """Logs `op` (fetched every run of the scope) as metric `name`. A `(value, update_op)` pair logs update_op."""
+    if isinstance(op, (tuple, list)):
+      op = op[-1]
+    task = current_task_scope().task if task is None else task
+    self._metrics.setdefault(TaskScope(mode, task), collections.OrderedDict())[name] = op
+    return self
+
+  def add_hooks(self, hooks, mode=MODE.TRAIN, task=None):
+    """Registers `tf.train.SessionRunHook`s for the runs of scope `(mode, task)`."""
+    task = current_task_scope().task if task is None else task
+    self._hooks.add(list(hooks), TaskScope(mode, task))
+    return self
+
+  def add_global_hooks(self, hooks):
+    """Registers hooks that see every run, whatever its scope."""
+    self._hooks.add(list(hooks), hooks_lib.ALL_SCOPES)
+    return self
+
+  def add_train_op(self, op, task=None):
+    task = current_task_scope().task if task is None else task
+    self._tasks.setdefault(task, _Task(task)).train_ops.append(op)
+    return self
+
+  def add_eval_op(self, op, task=None):
+    task = current_task_scope().task if task is None else task
+    self._tasks.setdefault(task, _Task(task)).eval_ops.append(op)
+    return self
+
+  def add_extra_data(self, key, value):
+    self._extra[key] = value
+    return self
+
+  def get_extra_data(self, key, default=None):
+    return self._extra.get(key, default)
+
+  @property
+  def metric_variables_initializer(self):
+    return self._metric_init
+
+  # ---- compile -------------------------------------------------------------------------------------------
+  def _fn(self, task, kind):
+    fn = self._tasks[task].fns.get(kind)
+    if fn is None and kind in ('input_fn', 'optimizer_fn') and None in self._tasks:
+      fn = self._tasks[None].fns.get(kind)  # tasks share the default task's input and optimizer
+    return fn
+
+  def compile(self, session_config=None, sync_optimizer_config=None, opt_config=None):
+    """Builds the graph of every task. `opt_config` is copied, never modified."""
+    if self._compiled:
+      raise RuntimeError('compile() was already called on this model')
+    if sync_optimizer_config:
+      tf.logging.warning('sync_optimizer_config is ignored: efl trains one worker per party')
+    self._opt_config = dict(opt_config or {})
+    self._opt_config.setdefault('REDUCE', 'mean')
+    self._session_config = session_config
+    if not self.tasks:
+      raise ValueError('nothing to compile: set loss_fn (and input_fn) first')
+    with self._graph.as_default():
+      for task in self.tasks:
+        self._compile_task(self._tasks[task])
+      self._metric_init = tf.variables_initializer(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES),
+                                                   name='metric_variables_initializer')
+    self._compiled = True
+    return self
+
+  def _build_sample(self, t, mode):
+    input_fn = self._fn(t.name, 'input_fn')
+    if input_fn is None:
+      raise ValueError('task %r has no input_fn; call model.input_fn(fn) before compile()' % (t.name,))
+    with task_scope(mode, t.name):
+      sample = input_fn(self, mode)
+    if sample is not None and not isinstance(sample, Sample):
+      raise TypeError('input_fn must return an efl.Sample (or None for EVAL); for mode %s it returned %s'
+                      % (mode.name, type(sample).__name__))
+    return sample
+
+  def _compile_task(self, t):
+    t.samples[MODE.TRAIN] = self._build_sample(t, MODE.TRAIN)
+    t.samples[MODE.EVAL] = self._build_sample(t, MODE.EVAL)
+    loss_fn = t.fns.get('loss_fn')
+    if loss_fn is not None:
+      sample = t.samples[MODE.TRAIN]
+      if sample is None:
+        raise ValueError('input_fn returned None for TRAIN, but task %r has a loss_fn' % (t.name,))
+      with task_scope(MODE.TRAIN, t.name), tf.control_dependencies(sample.before_step_ops()):
+        t.loss = loss_fn(self, sample)
+        self._build_train(t)
+    eval_fn = t.fns.get('eval_fn')
+    if eval_fn is not None:
+      sample = t.samples[MODE.EVAL]
+      if sample is None:
+        raise ValueError('input_fn returned None for EVAL, but task %r has an eval_fn' % (t.name,))
+      with task_scope(MODE.EVAL, t.name), tf.control_dependencies(sample.before_step_ops()):
+        result = eval_fn(self, sample)
+      if result is not None:
+        t.eval_ops.insert(0, result)
+
+  def _build_train(self, t):
+    if t.loss is not None:
+      t.loss = tf.convert_to_tensor(t.loss)
+    opt_fn = self._fn(t.name, 'optimizer_fn')
+    if opt_fn is None:
+      raise ValueError('task %r has a loss_fn but no optimizer_fn; call model.optimizer_fn(...)' % (t.name,))
+    t.opt_to_vars = opt_fn(self, t.name)
+    if not isinstance(t.opt_to_vars, dict) or not t.opt_to_vars:
+      raise TypeError('optimizer_fn must return {optimizer: (var_list, scope)}, got %r' % (t.opt_to_vars,))
+    update_ops = []
+    for opt, (var_list, scope) in t.opt_to_vars.items():
+      op = self._minimize(t, opt, list(var_list), scope)
+      if op is not None:
+        update_ops.append(op)
+    if not update_ops and not t.train_ops:
+      raise ValueError('task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
+                       'trainable variable' % (t.name, t.loss))
+    with tf.control_dependencies(update_ops + list(t.train_ops)):
+      step = tf.assign_add(self._global_step, 1, name='global_step_increment')
+    t.train_ops = update_ops + list(t.train_ops) + [step]
+
+  def _minimize(self, t, opt, var_list, scope):
+    """Returns the op applying `opt` to `var_list` for task `t` (None if nothing to update)."""
+    if t.loss is None:
+      return None
+    if is_dp_optimizer(opt):
+      grads_and_vars = opt.compute_gradients(t.loss, var_list, opt_config=dict(self._opt_config))
+    else:
+      grads_and_vars = opt.compute_gradients(reduce_loss(t.loss, self._opt_config), var_list)
+    return self._apply(opt, grads_and_vars)
+
+  def _apply(self, opt, grads_and_vars):
+    grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
+    if not grads_and_vars:
+      return None
+    return opt.apply_gradients(grads_and_vars)
+
+  # ---- fit -----------------------------------------------------------------------------------------------
+  def run_stage(self, name, stage_or_func, *args, **kwargs):
+    """Runs a stage once per project (skipped after a restart if it had finished); returns its result."""
+    if self._sess is None:
+      raise RuntimeError('run_stage() is only available inside fit()')
+    return self._stage_manager.run_stage(self._sess, name, stage_or_func, *args, **kwargs)
+
+  def reset_metrics(self, sess=None):
+    _raw_run(sess or self._sess, self._metric_init)
+
+  def stage_summary(self, name, mode, task):
+    logger = self._loggers.get(TaskScope(mode, task))
+    if logger is not None:
+      logger.stage_summary(name)
+
+  def _make_loggers(self, log_step, summary_dir):
+    for task in self.tasks:
+      t = self._tasks[task]
+      for mode, ops in ((MODE.TRAIN, t.train_ops), (MODE.EVAL, t.eval_ops)):
+        if not ops:
+          continue
+        scope = TaskScope(mode, task)
+        sample = t.samples.get(mode)
+        logger = hooks_lib.LoggerHook(self._global_step, log_step, scope=scope,
+                                      batch_size=sample.batch_size if sample is not None else None,
+                                      summary_dir=summary_dir, extra_log_fn=self._extra_log_fn(scope))
+        if mode == MODE.TRAIN and t.loss is not None and t.loss.dtype.is_floating:
+          logger.add_metrics('loss', tf.reduce_mean(t.loss))
+        for name, tensor in self._metrics.get(scope, {}).items():
+          logger.add_metrics(name, tensor)
+        self._hooks.add([logger], scope)
+        self._loggers[scope] = logger
+
+  def _extra_log_fn(self, scope):
+    return None
+
+  def fit(self, procedure_fn, log_step=100, project_name='default_prj', checkpoint_dir=None,
+          save_checkpoint_steps=None, save_checkpoint_secs=None, max_checkpoints_to_keep=5, **kwargs):
+    """Runs `procedure_fn(model)` in one monitored session.
+
+    Args:
+      procedure_fn: e.g. `efl.procedure_fn.train_and_evaluate(...)`.
+      log_step: log one line per scope every `log_step` runs.
+      project_name: stage records in a checkpoint belong to this project; a new name starts afresh.
+      checkpoint_dir: restore from and save to this dir (default: `--ckpt_dir`). Checkpoints are written
+        every `save_checkpoint_steps` steps or `save_checkpoint_secs` seconds (default 600 s) and at the end.
+    """
+    if not self._compiled:
+      raise RuntimeError('fit() called before compile(); call model.compile() first')
+    if kwargs:
+      tf.logging.info('fit: ignoring unsupported arguments %s', sorted(kwargs))
+    checkpoint_dir = checkpoint_dir or flags.get_ckpt_dir()
+    if save_checkpoint_steps is not None and save_checkpoint_secs is not None:
+      raise ValueError('give save_checkpoint_steps or save_checkpoint_secs, not both')
+    if save_checkpoint_steps is None and save_checkpoint_secs is None:
+      save_checkpoint_steps, save_checkpoint_secs = self._default_save_schedule()
+    with self._graph.as_default():
+      self._stage_manager = StageManager(project_name)
+      self._make_loggers(log_step, checkpoint_dir)
+      scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
+                                                        sharded=True, allow_empty=True))
+      run_hooks = [hooks_lib.ScopedHookDispatcher(self._hooks)]
+      if checkpoint_dir:
+        run_hooks.append(tf.train.CheckpointSaverHook(
+            checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
+            scaffold=scaffold))
+      error = None
+      try:
+        restore_path = self._before_session(checkpoint_dir)
+        creator = tf.train.ChiefSessionCreator(
+            scaffold=scaffold, config=self._session_config_or_default(),
+            checkpoint_filename_with_path=restore_path)
+        if restore_path:
+          tf.logging.info('restoring checkpoint %s', restore_path)
+        with tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks) as sess:
+          self._sess = sess
+          self._stage_manager.load(sess)
+          procedure_fn(self)
+      except BaseException as e:  # pylint: disable=broad-except
+        error = e
+        raise
+      finally:
+        self._sess = None
+        self._after_session(error)
+    return self
+
+  def _default_save_schedule(self):
+    return None, 600
+
+  def _session_config_or_default(self):
+    return self._session_config
+
+  def _before_session(self, checkpoint_dir):
+    """Returns the checkpoint to restore (None: the latest one in checkpoint_dir, if any)."""
+    if checkpoint_dir:
+      return tf.train.latest_checkpoint(checkpoint_dir)
+    return None
+
+  def _after_session(self, error):
+    pass

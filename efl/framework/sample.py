@@ -1,0 +1,189 @@
+"""`Sample`: groups of feature columns turned into dense tensors, and its federated form `FederalSample`."""
+import re
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from efl import flags
+
+
+def _column_keys(column):
+  return sorted(tf.feature_column.make_parse_example_spec([column]).keys())
+
+
+def _layer_name(group):
+  name = re.sub(r'[^A-Za-z0-9_.\-]', '_', str(group))
+  return name if re.match(r'[A-Za-z0-9.]', name) else 'g' + name
+
+
+class Sample(object):
+  """A batch of model inputs: each group of feature columns becomes one dense `[batch, width]` tensor.
+
+  Args:
+    features: dict feature name -> Tensor or SparseTensor (the raw batch).
+    columns: dict group name -> list of dense `tf.feature_column`s (numeric, embedding, indicator, ...).
+  """
+
+  def __init__(self, features, columns):
+    if not isinstance(features, dict):
+      raise TypeError('Sample features must be a dict name -> Tensor, got %s' % type(features).__name__)
+    if not isinstance(columns, dict):
+      raise TypeError('Sample columns must be a dict group -> [feature columns], got %s'
+                      % type(columns).__name__)
+    self._features = dict(features)
+    self._columns = dict(columns)
+    self._groups = {}
+    for group, cols in self._columns.items():
+      if not isinstance(cols, (list, tuple)) or not cols:
+        raise ValueError('columns[%r] must be a non-empty list of feature columns, got %r' % (group, cols))
+      for col in cols:
+        missing = [k for k in _column_keys(col) if k not in self._features]
+        if missing:
+          raise KeyError('feature column %r of group %r reads feature(s) %s, which the features dict lacks '
+                         '(it has: %s); make the column key match a feature name'
+                         % (col.name, group, missing, sorted(self._features)))
+      self._groups[group] = tf.keras.layers.DenseFeatures(list(cols), name=_layer_name(group))(self._features)
+    self._batch_size = self._infer_batch_size()
+
+  def _infer_batch_size(self):
+    for group in sorted(self._groups, key=str):
+      return tf.shape(self._groups[group])[0]
+    for name in sorted(self._features):
+      f = self._features[name]
+      if isinstance(f, tf.SparseTensor):
+        return tf.cast(f.dense_shape[0], tf.int32)
+      return tf.shape(f)[0]
+    return tf.constant(0)
+
+  @classmethod
+  def create(cls, features, columns):
+    """Same as `Sample(features, columns)`."""
+    return cls(features, columns)
+
+  @property
+  def features(self):
+    """The raw features dict this sample was built from."""
+    return self._features
+
+  @property
+  def columns(self):
+    return self._columns
+
+  @property
+  def batch_size(self):
+    """A scalar int32 tensor: the number of examples in the batch (used for samples/s)."""
+    return self._batch_size
+
+  def set_transformed_feature_groups(self, groups):
+    """Replaces or adds group tensors, e.g. after a user transformation. `groups`: dict name -> Tensor."""
+    for name, tensor in groups.items():
+      self._groups[name] = tf.convert_to_tensor(tensor)
+
+  def before_step_ops(self):
+    """Ops every loss/eval op of this sample depends on (nothing for a local sample)."""
+    return [tf.no_op()]
+
+  def __getitem__(self, group):
+    if group not in self._groups:
+      raise KeyError('sample has no group %r; its groups are %s' % (group, sorted(self._groups, key=str)))
+    return self._groups[group]
+
+  def __contains__(self, group):
+    return group in self._groups
+
+  def __len__(self):
+    return len(self._groups)
+
+  def __iter__(self):
+    return iter(self._groups)
+
+  def items(self):
+    return self._groups.items()
+
+  def keys(self):
+    return self._groups.keys()
+
+  def to_dict(self):
+    return dict(self._groups)
+
+
+def _id_hashes(ids):
+  ids = tf.reshape(ids, [-1])
+  if ids.dtype != tf.string:
+    ids = tf.as_string(ids)
+  return ids, tf.strings.to_hash_bucket_fast(ids, 2 ** 62)
+
+
+class SampleIdMismatchError(ValueError):
+  """The two parties hold different samples in the same step."""
+
+
+class FederalSample(Sample):
+  """A `Sample` whose sample ids are checked against the peer's every step.
+
+  The leader sends a hash of each sample id; the follower compares with its own and stops training at the first
+  mismatch, naming the step and the ids. Both parties hold the same samples only if they read the same blocks
+  in the same order, which `efl.data.FederalDataIO` guarantees.
+  """
+
+  def __init__(self, features, columns, federal_role, communicator, sample_id_name=None, verify_id=True,
+               name='sample'):
+    super(FederalSample, self).__init__(features, columns)
+    self._role = flags.check_role(federal_role)
+    self._communicator = communicator
+    self._name = name
+    self._ops = None
+    self._verify = bool(verify_id) and sample_id_name is not None
+    if sample_id_name is None:
+      tf.logging.info('FederalSample %r: no sample_id_name given, sample ids are not verified', name)
+      return
+    if sample_id_name not in self._features:
+      raise KeyError('sample_id_name %r is not a feature; features are %s' % (sample_id_name,
+                                                                             sorted(self._features)))
+    if communicator is None:
+      raise ValueError('FederalSample %r needs a communicator to verify sample ids (pass model.communicator)'
+                       % name)
+    self._sample_ids = self._features[sample_id_name]
+    if isinstance(self._sample_ids, tf.SparseTensor):
+      raise TypeError('sample id feature %r must be a fixed-length feature, got a SparseTensor' % sample_id_name)
+
+  @property
+  def federal_role(self):
+    return self._role
+
+  def before_step_ops(self):
+    """The sample-id check of this step (built once, shared by the loss and metrics)."""
+    if not self._verify:
+      return [tf.no_op()]
+    if self._ops is None:
+      self._ops = [self._build_check()]
+    return self._ops
+
+  def _build_check(self):
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    channel = '_verify_sample_ids_' + self._name
+    ids, hashes = _id_hashes(self._sample_ids)
+    if self._role == 'leader':
+      return ops.send(self._communicator, channel, hashes)
+    peer = ops.recv(self._communicator, channel, tf.int64)
+    comm = self._communicator
+    name = self._name
+
+    def check(own_ids, own_hashes, peer_hashes):
+      if own_hashes.shape == peer_hashes.shape and np.array_equal(own_hashes, peer_hashes):
+        return np.int64(0)
+      if own_hashes.shape != peer_hashes.shape:
+        detail = 'the leader has %d samples in this batch, the follower %d' % (peer_hashes.size,
+                                                                                own_hashes.size)
+      else:
+        bad = np.nonzero(own_hashes != peer_hashes)[0]
+        shown = ', '.join('position %d: follower id %s' % (i, own_ids[i].decode('utf-8', 'replace'))
+                          for i in bad[:5])
+        detail = '%d of %d ids differ (%s)' % (bad.size, own_hashes.size, shown)
+      raise SampleIdMismatchError(
+          'sample ids of FederalSample %r differ between leader and follower at step %d: %s. Both parties '
+          'must read the same samples in the same order: check that their data dirs hold the same blocks '
+          'with the same sample_id order.' % (name, max(comm.step, 0), detail))
+
+    flag = tf.py_func(check, [ids, hashes, peer], tf.int64, stateful=True, name='verify_sample_ids')
+    return flag.op

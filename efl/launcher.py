@@ -1,0 +1,120 @@
+"""Runs a federated example's two parties on this machine and interleaves their logs.
+
+    python -m efl.launcher efl/example/mnist [--leader leader.py] [--follower follower.py] [-- script args]
+
+It runs the directory's `generate_data.py` first if the leader's training data is missing, starts the leader
+and the follower on two free localhost ports, prefixes every log line with the party's role, and exits
+non-zero if either party fails. A party still running a grace period after its peer failed is stopped.
+"""
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port():
+  """A TCP port on 127.0.0.1 that was free a moment ago (the party binds it itself)."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def party_args(role, own_port, peer_port):
+  return ['--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
+          '--peer_addr=127.0.0.1:%d' % peer_port]
+
+
+def _pump(stream, prefix, out, lock):
+  for raw in iter(stream.readline, b''):
+    line = raw.decode('utf-8', 'replace').rstrip('\n')
+    with lock:
+      out.write('%s %s\n' % (prefix, line))
+      out.flush()
+  stream.close()
+
+
+def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, env=None, out=None):
+  """Starts both parties (commands without role/address flags) in `workdir`; returns their exit codes.
+
+  Args:
+    workdir: the directory the scripts run in.
+    leader_cmd, follower_cmd: argv lists, e.g. [sys.executable, 'leader.py'].
+    timeout_s: stop both parties after this many seconds (None: no limit).
+    grace_s: how long a party may keep running after the other one failed.
+    env: environment for both (default: this process's).
+    out: where the prefixed lines go (default stdout).
+  """
+  out = out or sys.stdout
+  lp, fp = free_port(), free_port()
+  while fp == lp:
+    fp = free_port()
+  env = dict(os.environ if env is None else env)
+  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  env['PYTHONUNBUFFERED'] = '1'
+  lock = threading.Lock()
+  procs, pumps = {}, []
+  for role, cmd, own, peer in (('leader', leader_cmd, lp, fp), ('follower', follower_cmd, fp, lp)):
+    p = subprocess.Popen(list(cmd) + party_args(role, own, peer), cwd=workdir, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    procs[role] = p
+    t = threading.Thread(target=_pump, args=(p.stdout, '[%-8s]' % role, out, lock), daemon=True)
+    t.start()
+    pumps.append(t)
+  start = time.time()
+  failed_at = None
+  while any(p.poll() is None for p in procs.values()):
+    now = time.time()
+    if failed_at is None and any(p.poll() not in (None, 0) for p in procs.values()):
+      failed_at = now
+    late = failed_at is not None and now - failed_at > grace_s
+    if late or (timeout_s is not None and now - start > timeout_s):
+      for role, p in procs.items():
+        if p.poll() is None:
+          with lock:
+            out.write('[launcher] stopping the %s (%s)\n' % (role, 'peer failed' if late else 'timeout'))
+          p.send_signal(signal.SIGTERM)
+          try:
+            p.wait(10)
+          except subprocess.TimeoutExpired:
+            p.kill()
+      break
+    time.sleep(0.2)
+  for p in procs.values():
+    p.wait()
+  for t in pumps:
+    t.join(5)
+  return {role: p.returncode for role, p in procs.items()}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('workdir', help='the example directory, e.g. efl/example/mnist')
+  parser.add_argument('--leader', default='leader.py')
+  parser.add_argument('--follower', default='follower.py')
+  parser.add_argument('--generate', default='generate_data.py',
+                      help='run this script first if leader_train/ is missing ("" to skip)')
+  parser.add_argument('--timeout_s', type=float, default=None)
+  parser.add_argument('script_args', nargs='*', help='passed to both parties (after --)')
+  args = parser.parse_args(argv)
+  workdir = os.path.abspath(args.workdir)
+  if not os.path.isdir(workdir):
+    parser.error('no such directory: %s' % workdir)
+  gen = os.path.join(workdir, args.generate) if args.generate else None
+  if gen and os.path.exists(gen) and not os.path.isdir(os.path.join(workdir, 'leader_train')):
+    print('[launcher] generating data with %s' % args.generate, flush=True)
+    rc = subprocess.call([sys.executable, args.generate], cwd=workdir)
+    if rc != 0:
+      print('[launcher] %s failed with exit code %d' % (args.generate, rc), flush=True)
+      return rc
+  codes = run_parties(workdir, [sys.executable, args.leader] + args.script_args,
+                      [sys.executable, args.follower] + args.script_args, timeout_s=args.timeout_s)
+  print('[launcher] exit codes: leader %s, follower %s' % (codes['leader'], codes['follower']), flush=True)
+  return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
