@@ -199,16 +199,20 @@ class FederalModel(Model):
       out.append(g)
     return out
 
+  def _dp_releases_per_step(self, task):
+    # With BACKEND_MODE 'noise' the gradient sent back is a second noised release of the same batch.
+    noised_back = self._recv_with_grad.get(task) and self._opt_config.get('BACKEND_MODE', 'noise') == 'noise'
+    return 2 if noised_back else 1
+
   # ---- session -------------------------------------------------------------------------------------------
   def _default_save_schedule(self):
     # Both parties must save the same global steps, so that a restart finds a common checkpoint.
     return 1000, None
 
   def _session_config_or_default(self):
-    if self._session_config is not None:
-      return self._session_config
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     # Receives block an executor thread until the peer's message arrives: leave threads for the rest.
-    return tf.ConfigProto(inter_op_parallelism_threads=8)
+    return ops.session_config(self._session_config, self._communicator)
 
   def _before_session(self, checkpoint_dir):
     own = checkpoint_steps(checkpoint_dir)

@@ -182,7 +182,7 @@ class LoggerHook(tf.train.SessionRunHook):
     for name, value in r['metrics'].items():
       parts.append('%s=%s' % (name, _fmt(value)))
     if self._extra_log_fn is not None:
-      parts.extend(self._extra_log_fn(r['gstep']))
+      parts.extend(self._extra_log_fn(int(r['gstep']), int(r.get('batch', 0))))
     tf.logging.info(('%s done: ' % self.prefix if final else '') + ' '.join(parts))
     self._last = (now, r['gstep'], self._lstep, self._samples)
     if self._writer is not None:
@@ -202,10 +202,19 @@ class LoggerHook(tf.train.SessionRunHook):
 
 
 class CommunicatorHook(tf.train.SessionRunHook):
-  """Advances the communicator's run counter after every monitored run, so message steps stay aligned."""
+  """Tags every monitored run with its phase and step, so both parties' messages stay aligned.
+
+  The phase ('train', 'eval', 'train/<task>') travels with each message: a peer running another phase at the
+  same step fails at once instead of waiting for a message that never comes.
+  """
 
   def __init__(self, communicator):
     self._communicator = communicator
+
+  def before_run(self, run_context):
+    scope = current_task_scope()
+    phase = scope.mode.name.lower() if isinstance(scope.mode, MODE) else str(scope.mode)
+    self._communicator.set_phase(phase if scope.task is None else '%s/%s' % (phase, scope.task))
 
   def after_run(self, run_context, run_values):
     self._communicator.advance_step()

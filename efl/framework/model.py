@@ -324,7 +324,33 @@ class Model(object):
         self._loggers[scope] = logger
 
   def _extra_log_fn(self, scope):
-    return None
+    """For a training scope with a clipping DP optimizer: a function adding epsilon to the log line."""
+    if scope.mode != MODE.TRAIN:
+      return None
+    opts = [o for o in self._tasks[scope.task].opt_to_vars
+            if is_dp_optimizer(o) and getattr(o, 'l2_norm_clip', None) is not None]
+    if not opts:
+      return None
+    n = self._opt_config.get('NUM_EXAMPLES') or os.environ.get('EFL_DP_NUM_EXAMPLES')
+    delta = float(self._opt_config.get('DELTA', 1e-5))
+    if not n:
+      tf.logging.info('DP training: epsilon is not logged because the dataset size is unknown; pass '
+                      "compile(opt_config={'NUM_EXAMPLES': n}) or set EFL_DP_NUM_EXAMPLES")
+      return None
+    from efl.privacy import analysis  # pylint: disable=g-import-not-at-top
+    n, sigma = int(n), float(opts[0].noise_multiplier)
+    releases = self._dp_releases_per_step(scope.task)
+
+    def fn(gstep, batch):
+      if gstep <= 0 or batch <= 0:
+        return []
+      eps = analysis.epsilon_after_steps(n, min(batch, n), sigma, gstep * releases, delta)
+      return ['epsilon=%.4g' % eps, 'delta=%g' % delta]
+    return fn
+
+  def _dp_releases_per_step(self, task):
+    """How many noised gradients one training step releases (accounting composes them)."""
+    return 1
 
   def fit(self, procedure_fn, log_step=100, project_name='default_prj', checkpoint_dir=None,
           save_checkpoint_steps=None, save_checkpoint_secs=None, max_checkpoints_to_keep=5, **kwargs):

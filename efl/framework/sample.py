@@ -42,7 +42,10 @@ class Sample(object):
           raise KeyError('feature column %r of group %r reads feature(s) %s, which the features dict lacks '
                          '(it has: %s); make the column key match a feature name'
                          % (col.name, group, missing, sorted(self._features)))
-      self._groups[group] = tf.keras.layers.DenseFeatures(list(cols), name=_layer_name(group))(self._features)
+      # The TRAIN and EVAL samples of a model use the same columns: they must share embedding variables.
+      with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+        self._groups[group] = tf.keras.layers.DenseFeatures(list(cols), name=_layer_name(group))(
+            self._features)
     self._batch_size = self._infer_batch_size()
 
   def _infer_batch_size(self):

@@ -347,3 +347,15 @@ def test_config_optimizer_from_flags():
 def test_wrong_role_is_a_clear_error():
   with pytest.raises(ValueError, match="--federal_role=leader or --federal_role=follower"):
     efl.flags.check_role('boss')
+
+
+def test_train_and_eval_samples_share_embeddings():
+  cols = {'emb': [tf.feature_column.embedding_column(
+      tf.feature_column.categorical_column_with_hash_bucket('c', 100), dimension=4)]}
+  a = efl.Sample({'c': tf.constant([['x']])}, cols)
+  b = efl.Sample({'c': tf.constant([['x']])}, cols)
+  assert len(tf.global_variables()) == 1
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    va, vb = sess.run([a['emb'], b['emb']])
+  np.testing.assert_array_equal(va, vb)

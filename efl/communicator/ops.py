@@ -1,0 +1,121 @@
+"""TF graph ops over a `Communicator`: `send` and `recv` as `tf.py_func`s.
+
+Both register their name with the communicator when the graph is built, and use `comm.step` when they run,
+so they must run inside the session runs that advance the step (see `Communicator.step`). With `sync=False`
+each op numbers its own messages 0, 1, 2, ... instead, for ordered side channels.
+
+A waiting `recv` op holds a thread of the session's inter-op pool. If all threads wait, a `send` of the same
+run that the peer needs first can never run, and both parties stall. Sessions that run these ops therefore need
+more inter-op threads than TF's default (the number of cores): build their config with `session_config()`.
+"""
+import itertools
+import threading
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+SUPPORTED_DTYPES = (tf.float16, tf.float32, tf.float64, tf.int32, tf.int64, tf.bool, tf.uint8, tf.string)
+
+
+def _check_dtype(dtype, what):
+  dtype = tf.as_dtype(dtype)
+  if dtype not in SUPPORTED_DTYPES:
+    raise TypeError('%s supports dtypes %s, got %s' % (what, ', '.join(d.name for d in SUPPORTED_DTYPES),
+                                                       dtype.name))
+  return dtype
+
+
+def session_config(config=None, comm=None, min_threads=16):
+  """Returns a `tf.ConfigProto` whose inter-op pool cannot be filled by waiting `recv` ops.
+
+  Args:
+    config: a `tf.ConfigProto` to extend (copied, not modified), or None.
+    comm: the `Communicator`; with it the pool also grows with the number of registered names.
+    min_threads: the least number of inter-op threads.
+
+  Returns:
+    The config, with its own (per-session) inter-op pool of enough threads.
+  """
+  out = tf.ConfigProto()
+  if config is not None:
+    out.CopyFrom(config)
+  needed = min_threads
+  if comm is not None:
+    needed = max(needed, len(comm.recv_names) + len(comm.send_names) + 4)
+  out.inter_op_parallelism_threads = max(out.inter_op_parallelism_threads, needed)
+  # The global pool keeps the size the process's first session gave it; a session-owned pool gets this one.
+  out.use_per_session_threads = True
+  return out
+
+
+class _Sequence(object):
+  """Thread-safe counter of an unsynced channel."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._next = itertools.count()
+
+  def next(self):
+    with self._lock:
+      return next(self._next)
+
+
+def send(comm, name, tensor, sync=True):
+  """Returns an op that sends `tensor` to the peer under `name` when run.
+
+  Args:
+    comm: the `Communicator`.
+    name: message name; the peer must `recv` it.
+    tensor: a tensor of a supported dtype.
+    sync: tag with `comm.step` (True) or with this op's own sequence number (False).
+
+  Returns:
+    The send op (no outputs).
+  """
+  tensor = tf.convert_to_tensor(tensor)
+  _check_dtype(tensor.dtype, 'efl send(%r)' % name)
+  comm.register_send(name)
+  sequence = None if sync else _Sequence()
+
+  def _send(value):
+    step = comm.step if sync else sequence.next()
+    comm.send(name, step, value, sync=sync)
+
+  return tf.py_func(_send, [tensor], [], stateful=True, name=_op_name('send', name))
+
+
+def recv(comm, name, dtype, shape=None, sync=True):
+  """Returns a tensor that receives the peer's message `name` when evaluated.
+
+  Args:
+    comm: the `Communicator`.
+    name: message name; the peer must `send` it.
+    dtype: the dtype the peer sends (checked when the message arrives).
+    shape: optional shape to reshape to (one dimension may be -1); without it the shape is unknown.
+    sync: expect the `comm.step` tag (True) or this op's own sequence number (False).
+
+  Returns:
+    The received tensor.
+  """
+  dtype = _check_dtype(dtype, 'efl recv(%r)' % name)
+  comm.register_recv(name)
+  sequence = None if sync else _Sequence()
+  expected = np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype)
+
+  def _recv():
+    step = comm.step if sync else sequence.next()
+    value = comm.recv(name, step, sync=sync)
+    if value.dtype != expected:
+      raise TypeError('recv(%r) at step %d expects %s but the peer sent %s; use the same dtype on both '
+                      'sides' % (name, step, dtype.name, 'string' if value.dtype == object else value.dtype))
+    return value
+
+  out = tf.py_func(_recv, [], dtype, stateful=True, name=_op_name('recv', name))
+  if shape is not None:
+    out = tf.reshape(out, shape)
+  return out
+
+
+def _op_name(kind, name):
+  # Scope names allow [A-Za-z0-9_.\-/]; others become '_'.
+  return 'efl_%s_%s' % (kind, ''.join(c if c.isalnum() or c in '_.-' else '_' for c in name))

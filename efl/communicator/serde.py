@@ -1,0 +1,144 @@
+"""Conversion between numpy arrays and `efl.Frame` messages, the only place that knows the wire format.
+
+Numeric and bool arrays travel as their little-endian bytes in C order. Arrays of byte strings (TF strings,
+numpy object arrays of `bytes`) travel as the int64 lengths of the elements followed by the concatenated
+elements; `str` elements are encoded as UTF-8 and come back as `bytes`. Nothing is pickled.
+"""
+import numpy as np
+
+from efl.communicator.errors import CommunicatorError
+from efl.communicator.proto import communicator_pb2 as pb
+
+STRING = 'string'
+_NUMERIC = frozenset(np.dtype(t).name for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float16, np.float32, np.float64, np.complex64, np.complex128))
+_LENGTH = np.dtype('<i8')
+
+# Field 1 (`Frames.frames`), wire type 2 (length-delimited).
+_FRAMES_TAG = bytes([(1 << 3) | 2])
+DATA = pb.Frame.DATA
+BYE = pb.Frame.BYE
+ERROR = pb.Frame.ERROR
+
+
+def wire_dtype(dtype):
+  """Returns the wire name of a numpy dtype ('float32', ..., 'string').
+
+  Raises:
+    TypeError: for dtypes that cannot be sent (structured, datetime, ...).
+  """
+  dtype = np.dtype(dtype)
+  if dtype.kind in 'OSU':
+    return STRING
+  if dtype.name not in _NUMERIC:
+    raise TypeError('cannot send arrays of dtype %s; supported: bool, (u)int8-64, float16/32/64, '
+                    'complex64/128 and byte strings' % dtype)
+  return dtype.name
+
+
+def _encode_strings(array):
+  items = []
+  for i, item in enumerate(array.ravel(order='C')):
+    if isinstance(item, bytes):
+      items.append(item)
+    elif isinstance(item, str):
+      items.append(item.encode('utf-8'))
+    else:
+      raise TypeError('a string array may only hold bytes or str; element %d is a %s'
+                      % (i, type(item).__name__))
+  lengths = np.fromiter((len(b) for b in items), dtype=_LENGTH, count=len(items))
+  return lengths.tobytes() + b''.join(items)
+
+
+def _decode_strings(raw, shape, name):
+  count = int(np.prod(shape, dtype=np.int64))
+  head = count * _LENGTH.itemsize
+  if len(raw) < head:
+    raise CommunicatorError('corrupt string frame %r: %d bytes cannot hold %d lengths' % (name, len(raw), count))
+  lengths = np.frombuffer(raw, dtype=_LENGTH, count=count)
+  ends = head + np.cumsum(lengths)
+  if count and int(ends[-1]) != len(raw):
+    raise CommunicatorError('corrupt string frame %r: lengths sum to %d bytes, frame has %d'
+                            % (name, int(ends[-1]) - head, len(raw) - head))
+  view = memoryview(raw)
+  out = np.empty(count, dtype=object)
+  start = head
+  for i, end in enumerate(ends.tolist()):
+    out[i] = bytes(view[start:end])
+    start = end
+  return out.reshape(shape)
+
+
+def encode(name, step, array, sync=True, phase=''):
+  """Builds the DATA frame of `array`.
+
+  Args:
+    name: channel name.
+    step: run counter (sync) or sequence number.
+    array: anything `np.asarray` accepts; numeric, bool, or byte/str strings.
+    sync: whether `step` is the run counter.
+    phase: for sync frames, what the sender's run of `step` does (see `Communicator.set_phase`).
+
+  Returns:
+    An `efl.Frame`.
+
+  Raises:
+    TypeError: for an unsupported dtype or a non-string element in a string array.
+  """
+  array = np.asarray(array)
+  dtype = wire_dtype(array.dtype)
+  if dtype == STRING:
+    raw = _encode_strings(array)
+  else:
+    if array.dtype.byteorder == '>':
+      array = array.astype(array.dtype.newbyteorder('<'))
+    raw = array.tobytes(order='C')
+  return pb.Frame(name=name, step=int(step), sync=bool(sync), kind=DATA, dtype=dtype,
+                  shape=array.shape, raw=raw, phase=phase if sync else '')
+
+
+def decode(frame):
+  """Returns the array of a DATA frame (writable; strings as an object array of `bytes`).
+
+  Raises:
+    CommunicatorError: if the frame is corrupt or has an unknown dtype.
+  """
+  shape = tuple(frame.shape)
+  if frame.dtype == STRING:
+    return _decode_strings(frame.raw, shape, frame.name)
+  if frame.dtype not in _NUMERIC:
+    raise CommunicatorError('frame %r has unknown dtype %r' % (frame.name, frame.dtype))
+  dtype = np.dtype(frame.dtype).newbyteorder('<')
+  count = int(np.prod(shape, dtype=np.int64))
+  if len(frame.raw) != count * dtype.itemsize:
+    raise CommunicatorError('corrupt frame %r: shape %s of %s needs %d bytes, frame has %d'
+                            % (frame.name, list(shape), frame.dtype, count * dtype.itemsize,
+                               len(frame.raw)))
+  # bytearray: one copy that makes the result writable (np.frombuffer on bytes is read-only).
+  array = np.frombuffer(bytearray(frame.raw), dtype=dtype).reshape(shape)
+  return array.astype(array.dtype.newbyteorder('='), copy=False)
+
+
+def to_record(frame):
+  """Returns `frame` serialized as one entry of `Frames.frames`.
+
+  A repeated message field is its entries' records concatenated, so the writer can join queued records into
+  one `Frames` message without parsing them again.
+  """
+  data = frame.SerializeToString()
+  return _FRAMES_TAG + _varint(len(data)) + data
+
+
+def _varint(n):
+  out = bytearray()
+  while n > 0x7F:
+    out.append((n & 0x7F) | 0x80)
+    n >>= 7
+  out.append(n)
+  return bytes(out)
+
+
+def control(kind, text=''):
+  """Builds a BYE or ERROR frame."""
+  return pb.Frame(kind=kind, text=text)

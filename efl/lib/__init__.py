@@ -1,0 +1,1 @@
+"""EFLS-compatible aliases: `efl.lib.ops` holds the communicator's TF ops."""

@@ -1,0 +1,75 @@
+"""Helpers for the communicator tests: free ports and pairs of connected communicators in one process.
+
+A uniquely named module rather than conftest.py, which other test directories also have.
+"""
+import socket
+import threading
+
+from efl.communicator import Communicator
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def connect_both(first, second, timeout_s=10.0, infos=(None, None)):
+  """Connects two communicators concurrently; returns (first's result, second's result), each a dict or
+  the exception connect raised."""
+  results = [None, None]
+
+  def run(i, comm):
+    try:
+      results[i] = comm.connect(timeout_s=timeout_s, info=infos[i])
+    except Exception as e:  # pylint: disable=broad-except
+      results[i] = e
+
+  threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate((first, second))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout_s + 15)
+  return results
+
+
+class Pairs(object):
+  """Creates leader/follower pairs on free ports and closes them all at teardown."""
+
+  def __init__(self):
+    self.comms = []
+
+  def make(self, leader_send=(), follower_send=(), roles=('leader', 'follower'), **kwargs):
+    """Returns an unconnected pair; names the leader sends are registered as recv at the follower and
+    vice versa."""
+    pl, pf = free_port(), free_port()
+    leader = Communicator(roles[0], '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl, **kwargs)
+    follower = Communicator(roles[1], '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf, **kwargs)
+    for name in leader_send:
+      leader.register_send(name)
+      follower.register_recv(name)
+    for name in follower_send:
+      follower.register_send(name)
+      leader.register_recv(name)
+    self.comms += [leader, follower]
+    return leader, follower
+
+  def connected(self, leader_send=(), follower_send=(), **kwargs):
+    leader, follower = self.make(leader_send, follower_send, **kwargs)
+    results = connect_both(leader, follower)
+    for r in results:
+      if isinstance(r, Exception):
+        raise r
+    return leader, follower
+
+  def close_all(self):
+    close_all(*self.comms)
+
+
+def close_all(*comms):
+  """Closes communicators concurrently, as two processes would."""
+  threads = [threading.Thread(target=c.close) for c in comms]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(30)

@@ -1,0 +1,269 @@
+"""Two real communicators in one process, over gRPC on 127.0.0.1."""
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import efl.communicator as ec
+from efl.communicator import Communicator
+from comm_helpers import connect_both, free_port
+
+DTYPES = ['bool', 'int8', 'int32', 'int64', 'uint8', 'float16', 'float32', 'float64']
+
+
+def test_handshake_returns_peer_info(pairs):
+  leader, follower = pairs.make(['a'], ['b'])
+  results = connect_both(leader, follower, infos=({'role': 'L', 'n': 1}, {'role': 'F'}))
+  assert results == [{'role': 'F'}, {'role': 'L', 'n': 1}]
+  assert leader.connected and follower.connected
+
+
+def test_every_dtype_arrives_bit_exact(pairs):
+  names = DTYPES + ['string']
+  leader, follower = pairs.connected(leader_send=names)
+  rng = np.random.RandomState(1)
+  sent = {}
+  for name in DTYPES:
+    array = np.frombuffer(rng.bytes(3 * 4 * np.dtype(name).itemsize), dtype=name).reshape(3, 4)
+    if name == 'bool':
+      array = array.view(np.uint8) % 2 == 1
+    sent[name] = array
+  sent['string'] = np.array([b'', b'\x00\xff', b'federated'], dtype=object)
+  for name in names:
+    leader.send(name, 0, sent[name])
+  for name in names:
+    got = follower.recv(name, 0, timeout_s=10)
+    assert got.dtype == sent[name].dtype and got.shape == sent[name].shape
+    if name == 'string':
+      assert got.tolist() == sent[name].tolist()
+    else:
+      assert got.tobytes() == sent[name].tobytes()
+
+
+def test_messages_of_one_name_are_fifo(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  for step in range(5):
+    leader.send('x', step, np.array([step]))
+  assert [follower.recv('x', s, timeout_s=10)[0] for s in range(5)] == list(range(5))
+
+
+def test_many_queued_messages_keep_their_order(pairs):
+  leader, follower = pairs.connected(leader_send=['x', 'y'])
+  rng = np.random.RandomState(2)
+  sent = []
+  for step in range(400):
+    array = rng.rand(rng.randint(0, 3000)).astype(np.float32)
+    sent.append(array)
+    leader.send('x', step, array)
+    leader.send('y', step, np.array([step]))
+  for step in range(400):
+    assert follower.recv('y', step, timeout_s=10)[0] == step
+    np.testing.assert_array_equal(follower.recv('x', step, timeout_s=10), sent[step])
+
+
+def test_connect_can_be_interrupted_by_close():
+  comm = Communicator('leader', '127.0.0.1:%d' % free_port(), '127.0.0.1:%d' % free_port())
+  result = {}
+
+  def connect():
+    try:
+      comm.connect(timeout_s=30)
+    except Exception as e:  # pylint: disable=broad-except
+      result['error'] = e
+
+  t = threading.Thread(target=connect)
+  t.start()
+  time.sleep(0.5)
+  comm.close()
+  t.join(5)
+  assert not t.is_alive() and isinstance(result['error'], ec.ClosedError)
+
+
+def test_step_mismatch_names_both_steps(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  leader.send('x', 4, np.zeros(2))
+  time.sleep(0.2)
+  with pytest.raises(ec.StepMismatchError, match=r"'x' expects step 3 .* has step 4"):
+    follower.recv('x', 3, timeout_s=10)
+
+
+def test_peer_moved_past_step_fails_at_once(pairs):
+  leader, follower = pairs.connected(leader_send=['x', 'y'])
+  leader.send('y', 7, np.zeros(1))  # Step 7 is over for the leader without an "x".
+  leader.send('y', 8, np.zeros(1))
+  start = time.time()
+  with pytest.raises(ec.StepMismatchError, match=r"finished step 7 without sending 'x'"):
+    follower.recv('x', 7, timeout_s=30)
+  assert time.time() - start < 5
+  # Unsynced messages do not count as progress.
+  leader.send('y', 100, np.zeros(1), sync=False)
+  assert follower.recv('y', 7, timeout_s=5) is not None
+
+
+def test_unsynced_channel_uses_its_own_numbers(pairs):
+  leader, follower = pairs.connected(leader_send=['blocks'])
+  for seq in range(3):
+    leader.send('blocks', seq, np.array([b'part-%d' % seq], dtype=object), sync=False)
+  assert [follower.recv('blocks', s, sync=False, timeout_s=10)[0] for s in range(3)] == [
+      b'part-0', b'part-1', b'part-2']
+
+
+def test_unknown_names_are_refused_at_connect_on_both_sides(pairs):
+  leader, follower = pairs.make(leader_send=['ok'])
+  leader.register_send('only_leader_sends')
+  follower.register_recv('nobody_sends')
+  results = connect_both(leader, follower)
+  for r in results:
+    assert isinstance(r, ec.HandshakeError), r
+  assert "'only_leader_sends'" in str(results[0]) and "'nobody_sends'" in str(results[0])
+  assert "'only_leader_sends'" in str(results[1]) and "'nobody_sends'" in str(results[1])
+
+
+def test_unknown_name_is_refused_at_send_and_recv(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  with pytest.raises(ec.UnknownNameError, match="'nope'.*does not receive it"):
+    leader.send('nope', 0, np.zeros(1))
+  with pytest.raises(ec.UnknownNameError, match="cannot recv 'nope'"):
+    follower.recv('nope', 0)
+  with pytest.raises(ec.CommunicatorError, match='after connect'):
+    leader.register_send('late')
+
+
+def test_peer_error_reaches_a_waiting_recv(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  result = {}
+
+  def wait():
+    try:
+      follower.recv('x', 0, timeout_s=30)
+    except Exception as e:  # pylint: disable=broad-except
+      result['error'] = e
+
+  t = threading.Thread(target=wait)
+  t.start()
+  time.sleep(0.3)
+  closer = threading.Thread(target=leader.close, kwargs={'error': ValueError('loss is NaN at step 0')})
+  closer.start()
+  t.join(10)
+  follower.close()
+  closer.join(10)
+  assert isinstance(result['error'], ec.PeerFailedError)
+  assert 'loss is NaN at step 0' in str(result['error']) and 'ValueError' in str(result['error'])
+
+
+def test_bye_delivers_in_flight_messages_then_reports_closed(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  for step in range(3):
+    leader.send('x', step, np.full(1000, step))
+  closer = threading.Thread(target=leader.close)
+  closer.start()
+  for step in range(3):
+    assert follower.recv('x', step, timeout_s=10)[0] == step
+  with pytest.raises(ec.PeerClosedError, match='leader closed'):
+    follower.recv('x', 3, timeout_s=10)
+  follower.close()
+  closer.join(10)
+  assert not closer.is_alive()
+  with pytest.raises(ec.ClosedError):
+    leader.send('x', 9, np.zeros(1))
+  leader.close()  # Idempotent.
+
+
+def test_send_after_peer_bye_fails(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  threading.Thread(target=follower.close).start()
+  deadline = time.time() + 10
+  with pytest.raises(ec.PeerClosedError):
+    while time.time() < deadline:
+      leader.send('x', 0, np.zeros(1))
+      time.sleep(0.05)
+
+
+def test_recv_timeout_names_name_step_and_seconds(pairs):
+  leader, follower = pairs.connected(leader_send=['x'], default_timeout_milliseconds=400)
+  start = time.time()
+  with pytest.raises(ec.RecvTimeoutError, match=r"deadline exceeded: recv of 'x' at step 2 waited 0.4 s"):
+    follower.recv('x', 2)
+  assert time.time() - start < 5
+
+
+def test_recv_timeout_env_overrides(pairs, monkeypatch):
+  monkeypatch.setenv('EFL_RECV_TIMEOUT_S', '0.2')
+  leader, follower = pairs.connected(leader_send=['x'])
+  with pytest.raises(TimeoutError, match='waited 0.2 s'):
+    follower.recv('x', 0)
+
+
+def test_send_size_limit_names_the_variable(pairs, monkeypatch):
+  monkeypatch.setenv('EFL_CLIENT_MAX_SEND_MESSAGE_SIZE', '4096')
+  leader, follower = pairs.connected(leader_send=['x'])
+  for step in range(40):  # Queued together, yet each write stays within the limit.
+    leader.send('x', step, np.zeros(200, np.float32))
+  with pytest.raises(ec.MessageTooLargeError, match=r'over the limit of 4096 bytes; raise '
+                                                    r'EFL_CLIENT_MAX_SEND_MESSAGE_SIZE'):
+    leader.send('x', 1, np.zeros(2000, np.float32))
+  for step in range(40):  # The connection survives.
+    assert follower.recv('x', step, timeout_s=10).shape == (200,)
+
+
+def test_peer_receive_limit_is_checked_by_the_sender(pairs, monkeypatch):
+  monkeypatch.setenv('EFL_SERVER_MAX_RECEIVE_MESSAGE_SIZE', '4096')
+  leader, _ = pairs.connected(leader_send=['x'])
+  with pytest.raises(ec.MessageTooLargeError, match='EFL_SERVER_MAX_RECEIVE_MESSAGE_SIZE \\(on the follower\\)'):
+    leader.send('x', 0, np.zeros(2000, np.float32))
+
+
+def test_two_leaders_are_refused(pairs):
+  first, second = pairs.make(roles=('leader', 'leader'))
+  for r in connect_both(first, second):
+    assert isinstance(r, ec.HandshakeError) and 'both parties are leaders' in str(r), r
+
+
+def test_bad_role_is_refused():
+  with pytest.raises(ValueError, match=r"'leader', 'follower', got 'boss'"):
+    Communicator('boss', '127.0.0.1:1', '127.0.0.1:2')
+
+
+def test_connect_timeout_names_the_address():
+  port = free_port()
+  comm = Communicator('follower', '127.0.0.1:%d' % port, '127.0.0.1:%d' % free_port())
+  start = time.time()
+  with pytest.raises(ec.PeerUnreachableError, match=r'leader at peer_addr 127.0.0.1:%d did not answer '
+                                                    r'within 1.5 s.*start the leader' % port):
+    comm.connect(timeout_s=1.5)
+  assert time.time() - start < 8
+  comm.close()
+
+
+def test_taken_port_is_reported():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    s.listen(1)
+    addr = '127.0.0.1:%d' % s.getsockname()[1]
+    comm = Communicator('leader', '127.0.0.1:%d' % free_port(), addr)
+    with pytest.raises(ec.AddressInUseError, match='cannot listen on local_addr %s' % addr):
+      comm.connect(timeout_s=1)
+    comm.close()
+
+
+def test_close_before_connect_and_twice():
+  comm = Communicator('leader', '127.0.0.1:1', '127.0.0.1:2', worker_index=0, worker_num=1)
+  comm.register_recv('x')
+  comm.close()
+  comm.close()
+  with pytest.raises(ec.ClosedError, match='closed'):
+    comm.recv('x', 0)
+
+
+def test_efls_positional_order_is_accepted():
+  comm = Communicator('follower', 0, 1, '127.0.0.1:5', '127.0.0.1:6')
+  assert (comm.peer_addr, comm.local_addr) == ('127.0.0.1:5', '127.0.0.1:6')
+
+
+def test_step_counter():
+  comm = Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
+  assert comm.step == 0
+  comm.advance_step()
+  assert comm.advance_step(2) == 3 and comm.step == 3

@@ -1,0 +1,116 @@
+"""The TF send/recv ops: two graphs, each with its own session and Communicator, run in two threads."""
+import threading
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from efl.communicator import Communicator
+from efl.lib import ops
+from comm_helpers import close_all, connect_both, free_port
+
+_VALUES = {
+    tf.float16: np.array([1.5, -2.25], np.float16),
+    tf.float32: np.array([[0.1, 0.2], [0.3, 0.4]], np.float32),
+    tf.float64: np.array([np.pi], np.float64),
+    tf.int32: np.array([-7, 2 ** 31 - 1], np.int32),
+    tf.int64: np.array([2 ** 62], np.int64),
+    tf.bool: np.array([True, False, True]),
+    tf.uint8: np.array([0, 255], np.uint8),
+    tf.string: np.array([b'id-1', b'', b'\xff'], dtype=object),
+}
+
+
+def _run_in_threads(*fns):
+  errors = []
+
+  def wrap(fn):
+    try:
+      fn()
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=wrap, args=(fn,)) for fn in fns]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(60)
+  assert not any(t.is_alive() for t in threads), 'the sessions stalled'
+  if errors:
+    raise errors[0]
+
+
+def test_send_recv_ops_between_two_sessions(monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  lp, fp = free_port(), free_port()
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+
+  leader_graph, follower_graph = tf.Graph(), tf.Graph()
+  with leader_graph.as_default():
+    step_input = tf.placeholder(tf.float32, [None, 4])
+    send_ops = [ops.send(leader, 'act', step_input)]
+    for dtype, value in _VALUES.items():
+      send_ops.append(ops.send(leader, 'v_' + dtype.name, tf.constant(value, dtype=dtype)))
+    send_ops.append(ops.send(leader, 'side', tf.constant([b'block'], tf.string), sync=False))
+    grad = ops.recv(leader, 'act_grad', tf.float32, shape=[-1, 4])
+    with tf.control_dependencies(send_ops):
+      leader_out = tf.identity(grad)
+  with follower_graph.as_default():
+    act = ops.recv(follower, 'act', tf.float32, shape=[-1, 4])
+    assert act.shape.as_list() == [None, 4]
+    received = {dtype: ops.recv(follower, 'v_' + dtype.name, dtype) for dtype in _VALUES}
+    received['side'] = ops.recv(follower, 'side', tf.string, sync=False)
+    follower_send = ops.send(follower, 'act_grad', act * 2.0)
+
+  assert connect_both(leader, follower) == [{}, {}]
+  leader_results, follower_results = [], []
+
+  def run_leader():
+    with tf.Session(graph=leader_graph, config=ops.session_config(comm=leader)) as sess:
+      for step in range(3):
+        feed = np.full((2, 4), step, np.float32)
+        leader_results.append(sess.run(leader_out, {step_input: feed}))
+        leader.advance_step()
+
+  def run_follower():
+    with tf.Session(graph=follower_graph, config=ops.session_config(comm=follower)) as sess:
+      for _ in range(3):
+        follower_results.append(sess.run([received, follower_send])[0])
+        follower.advance_step()
+
+  try:
+    _run_in_threads(run_leader, run_follower)
+  finally:
+    close_all(leader, follower)
+  for step, out in enumerate(leader_results):
+    np.testing.assert_array_equal(out, np.full((2, 4), 2.0 * step, np.float32))
+  assert [r['side'].tolist() for r in follower_results] == [[b'block']] * 3
+  for dtype, value in _VALUES.items():
+    got = follower_results[-1][dtype]
+    assert got.dtype == value.dtype and got.tolist() == value.tolist(), dtype
+
+
+def test_recv_dtype_mismatch_is_reported(monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  lp, fp = free_port(), free_port()
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  with tf.Graph().as_default():
+    wrong = ops.recv(follower, 'x', tf.int32)
+    leader.register_send('x')
+    try:
+      assert connect_both(leader, follower) == [{}, {}]
+      leader.send('x', 0, np.zeros(3, np.float32))
+      with tf.Session() as sess:
+        with pytest.raises(tf.errors.InvalidArgumentError, match='expects int32 but the peer sent float32'):
+          sess.run(wrong)
+    finally:
+      close_all(leader, follower)
+
+
+def test_unsupported_dtype_is_refused_at_graph_build():
+  comm = Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
+  with tf.Graph().as_default():
+    with pytest.raises(TypeError, match='complex64'):
+      ops.recv(comm, 'x', tf.complex64)

@@ -1,0 +1,125 @@
+"""TLS with certificates made by the openssl CLI: mutual TLS works, a certificate of another CA is refused."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import efl.communicator as ec
+from efl.communicator import Communicator
+from comm_helpers import close_all, connect_both, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which('openssl') is None,
+                                reason='the openssl command-line tool is needed to make test certificates')
+
+_LEAF_EXTENSIONS = """\
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+"""
+
+
+def _openssl(*args):
+  subprocess.run(('openssl',) + args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+
+
+def _make_ca(directory, name):
+  key, cert = os.path.join(directory, name + '.key'), os.path.join(directory, name + '.crt')
+  _openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
+           '-subj', '/CN=efl test ' + name)
+  return key, cert
+
+
+def _make_leaf(directory, name, ca_key, ca_cert):
+  key, csr, cert = (os.path.join(directory, name + ext) for ext in ('.key', '.csr', '.crt'))
+  ext = os.path.join(directory, name + '.ext')
+  with open(ext, 'w') as f:
+    f.write(_LEAF_EXTENSIONS)
+  _openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost')
+  _openssl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial', '-out', cert,
+           '-days', '2', '-extfile', ext)
+  return key, cert
+
+
+@pytest.fixture(scope='module')
+def certs(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('certs'))
+  ca_key, ca_cert = _make_ca(directory, 'ca')
+  other_key, other_cert = _make_ca(directory, 'other_ca')
+  return {
+      'ca': ca_cert,
+      'other_ca': other_cert,
+      'leader': _make_leaf(directory, 'leader', ca_key, ca_cert),
+      'follower': _make_leaf(directory, 'follower', ca_key, ca_cert),
+      'stranger': _make_leaf(directory, 'stranger', other_key, other_cert),
+  }
+
+
+def _party(monkeypatch, role, peer_port, local_port, ca, key_cert):
+  monkeypatch.setenv('EFL_PEER_CERTS_FILENAME', ca)
+  monkeypatch.setenv('EFL_MY_KEY_FILENAME', key_cert[0])
+  monkeypatch.setenv('EFL_MY_CERTS_FILENAME', key_cert[1])
+  monkeypatch.setenv('EFL_SSL_TARGET_NAME_OVERRIDE', 'localhost')
+  # The settings are read by the constructor, so each party keeps its own.
+  return Communicator(role, '127.0.0.1:%d' % peer_port, '127.0.0.1:%d' % local_port)
+
+
+def test_mutual_tls_exchange(certs, monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  lp, fp = free_port(), free_port()
+  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
+  follower = _party(monkeypatch, 'follower', lp, fp, certs['ca'], certs['follower'])
+  leader.register_send('x')
+  follower.register_recv('x')
+  try:
+    assert connect_both(leader, follower) == [{}, {}]
+    data = np.arange(12, dtype=np.float64).reshape(3, 4)
+    leader.send('x', 0, data)
+    np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), data)
+  finally:
+    close_all(follower, leader)
+
+
+def test_certificate_of_another_ca_is_refused_with_a_tls_error(certs, monkeypatch):
+  lp, fp = free_port(), free_port()
+  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
+  stranger = _party(monkeypatch, 'follower', lp, fp, certs['other_ca'], certs['stranger'])
+  try:
+    results = connect_both(leader, stranger, timeout_s=20)
+    for r in results:
+      assert isinstance(r, ec.TLSHandshakeError), r
+      assert 'TLS handshake' in str(r) and 'EFL_PEER_CERTS_FILENAME' in str(r)
+  finally:
+    close_all(stranger, leader)
+
+
+def test_plain_client_against_tls_server_times_out_with_a_tls_hint(certs, monkeypatch):
+  lp, fp = free_port(), free_port()
+  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
+  for var in ('EFL_PEER_CERTS_FILENAME', 'EFL_MY_KEY_FILENAME', 'EFL_MY_CERTS_FILENAME'):
+    monkeypatch.delenv(var)
+  plain = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  try:
+    results = connect_both(leader, plain, timeout_s=3)
+    assert isinstance(results[1], ec.PeerUnreachableError), results[1]
+    assert 'EFL_PEER_CERTS_FILENAME' in str(results[1])
+    assert isinstance(results[0], (ec.TLSHandshakeError, ec.PeerUnreachableError)), results[0]
+  finally:
+    close_all(plain, leader)
+
+
+def test_client_certificate_of_another_ca_is_refused_on_both_sides(certs, monkeypatch):
+  lp, fp = free_port(), free_port()
+  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
+  # Trusts the leader's CA, but presents a certificate the leader cannot verify.
+  stranger = _party(monkeypatch, 'follower', lp, fp, certs['ca'], certs['stranger'])
+  try:
+    results = connect_both(leader, stranger, timeout_s=8)
+    assert isinstance(results[0], ec.TLSHandshakeError), results[0]
+    # The stranger sees its connection closed; if the leader gave up first it may only see a refusal.
+    assert isinstance(results[1], (ec.TLSHandshakeError, ec.PeerUnreachableError)), results[1]
+    assert 'TLS' in str(results[1])
+  finally:
+    close_all(stranger, leader)

@@ -1,0 +1,56 @@
+"""Helpers for tests that run real processes: free ports, starting parties, running a pair."""
+import os
+import socket
+import subprocess
+import sys
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def party_env(extra=None):
+  env = dict(os.environ)
+  env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+  env['TF_CPP_MIN_LOG_LEVEL'] = '2'
+  env['PYTHONUNBUFFERED'] = '1'
+  env.update(extra or {})
+  return env
+
+
+def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, log_path=None):
+  """Starts `script` as a real process in `role`, listening on own_port, talking to peer_port."""
+  cmd = [sys.executable, script, '--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
+         '--peer_addr=127.0.0.1:%d' % peer_port] + list(args)
+  out = open(log_path, 'wb') if log_path else subprocess.PIPE
+  return subprocess.Popen(cmd, cwd=cwd, env=party_env(env), stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), cwd=None, timeout=240,
+             env=None, tmp_path=None):
+  """Runs both parties to completion; returns {role: (returncode, log text)}."""
+  lp, fp = free_port(), free_port()
+  logs = {}
+  procs = {}
+  for role, script, own, peer, args in (('leader', script_leader, lp, fp, args_leader),
+                                        ('follower', script_follower, fp, lp, args_follower)):
+    logs[role] = os.path.join(str(tmp_path or cwd), '%s.log' % role)
+    procs[role] = start_party(script, role, own, peer, args, cwd=cwd, env=env, log_path=logs[role])
+  out = {}
+  try:
+    for role, p in procs.items():
+      p.wait(timeout)
+  finally:
+    for p in procs.values():
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for role, p in procs.items():
+    with open(logs[role], 'rb') as f:
+      out[role] = (p.returncode, f.read().decode('utf-8', 'replace'))
+  return out
