@@ -32,15 +32,17 @@ def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, 
 
 
 def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), cwd=None, timeout=240,
-             env=None, tmp_path=None):
+             env=None, tmp_path=None, env_leader=None, env_follower=None):
   """Runs both parties to completion; returns {role: (returncode, log text)}."""
   lp, fp = free_port(), free_port()
   logs = {}
   procs = {}
-  for role, script, own, peer, args in (('leader', script_leader, lp, fp, args_leader),
-                                        ('follower', script_follower, fp, lp, args_follower)):
+  for role, script, own, peer, args, own_env in (
+      ('leader', script_leader, lp, fp, args_leader, env_leader),
+      ('follower', script_follower, fp, lp, args_follower, env_follower)):
     logs[role] = os.path.join(str(tmp_path or cwd), '%s.log' % role)
-    procs[role] = start_party(script, role, own, peer, args, cwd=cwd, env=env, log_path=logs[role])
+    procs[role] = start_party(script, role, own, peer, args, cwd=cwd, env=dict(env or {}, **(own_env or {})),
+                              log_path=logs[role])
   out = {}
   try:
     for role, p in procs.items():

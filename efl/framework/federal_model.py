@@ -18,7 +18,7 @@ import tensorflow.compat.v1 as tf
 
 from efl import flags
 from efl.framework.hooks import CommunicatorHook
-from efl.framework.model import Model, is_dp_optimizer, reduce_loss
+from efl.framework.model import Model, _summary, is_dp_optimizer, reduce_loss
 from efl.mode import MODE, current_task_scope
 
 _BACKEND_MODES = ('noise', 'unnoise')
@@ -43,6 +43,15 @@ def checkpoint_steps(checkpoint_dir):
     if m and tf.train.checkpoint_exists(path):
       steps.append(int(m.group(1)))
   return sorted(set(steps))
+
+
+def _row_sums(x):
+  """`[B, ...]` -> `[B]`, the sum of each example's row; the rank may be unknown (e.g. a received tensor)."""
+  if x.shape.ndims == 1:
+    return x
+  if x.shape.ndims is not None:
+    return tf.reduce_sum(x, axis=list(range(1, x.shape.ndims)))
+  return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
 
 
 def _checkpoint_path(checkpoint_dir, step):
@@ -139,15 +148,13 @@ class FederalModel(Model):
         if own.shape.ndims == 0:
           raise ValueError('DP optimizers need a per-example loss of shape [batch]; loss_fn of task %r returned '
                            'a scalar (return the loss before tf.reduce_mean)' % (t.name,))
-        terms.append(own if own.shape.ndims == 1 else tf.reduce_sum(
-            own, axis=list(range(1, own.shape.ndims))))
+        terms.append(_row_sums(own))
       else:
         terms.append(reduce_loss(own, self._opt_config))
     for _, s, g in sent:
       product = s * tf.stop_gradient(g)
       if per_example:
-        terms.append(tf.reduce_sum(product, axis=list(range(1, s.shape.ndims))) if s.shape.ndims > 1
-                     else product)
+        terms.append(_row_sums(product))
       else:
         terms.append(tf.reduce_sum(product))
     if not terms:
@@ -233,7 +240,4 @@ class FederalModel(Model):
     return _checkpoint_path(checkpoint_dir, step)
 
   def _after_session(self, error):
-    text = None
-    if error is not None:
-      text = '%s: %s' % (type(error).__name__, getattr(error, 'message', None) or str(error))
-    self._communicator.close(error=text)
+    self._communicator.close(error=None if error is None else _summary(error))

@@ -8,6 +8,7 @@ graph of every task -> `fit(procedure_fn)` opens one monitored session and runs 
 import collections
 import inspect
 import os
+import sys
 
 import tensorflow.compat.v1 as tf
 
@@ -53,6 +54,22 @@ def reduce_loss(loss, opt_config):
   if how not in _REDUCERS:
     raise ValueError("opt_config['REDUCE'] must be 'mean', 'sum' or a callable, got %r" % (how,))
   return _REDUCERS[how](loss)
+
+
+def _summary(error):
+  """The first line of an error's message, without TensorFlow's node and stack trace decorations."""
+  text = getattr(error, 'message', None) or str(error) or type(error).__name__
+  text = text.split('\n')[0].strip()
+  return '%s: %s' % (type(error).__name__, text)
+
+
+def _clearer_data_error(error, graph):
+  """A data reader's clearer version of `error` (naming reader, file and record), else `error` itself."""
+  if isinstance(error, tf.errors.OpError) and 'efl.data' in sys.modules:
+    clearer = sys.modules['efl.data'].explain_error(error, graph)
+    if clearer is not None:
+      return clearer
+  return error
 
 
 class Model(object):
@@ -395,7 +412,10 @@ class Model(object):
           self._stage_manager.load(sess)
           procedure_fn(self)
       except BaseException as e:  # pylint: disable=broad-except
-        error = e
+        error = _clearer_data_error(e, self._graph)
+        tf.logging.error('training failed: %s', _summary(error))
+        if error is not e:
+          raise error from e
         raise
       finally:
         self._sess = None

@@ -1,59 +1,28 @@
 """TLS with certificates made by the openssl CLI: mutual TLS works, a certificate of another CA is refused."""
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 import efl.communicator as ec
 from efl.communicator import Communicator
+from cert_helpers import HAVE_OPENSSL, make_ca, make_leaf
 from comm_helpers import close_all, connect_both, free_port
 
-pytestmark = pytest.mark.skipif(shutil.which('openssl') is None,
+pytestmark = pytest.mark.skipif(not HAVE_OPENSSL,
                                 reason='the openssl command-line tool is needed to make test certificates')
-
-_LEAF_EXTENSIONS = """\
-basicConstraints = CA:FALSE
-keyUsage = digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-"""
-
-
-def _openssl(*args):
-  subprocess.run(('openssl',) + args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-
-
-def _make_ca(directory, name):
-  key, cert = os.path.join(directory, name + '.key'), os.path.join(directory, name + '.crt')
-  _openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
-           '-subj', '/CN=efl test ' + name)
-  return key, cert
-
-
-def _make_leaf(directory, name, ca_key, ca_cert):
-  key, csr, cert = (os.path.join(directory, name + ext) for ext in ('.key', '.csr', '.crt'))
-  ext = os.path.join(directory, name + '.ext')
-  with open(ext, 'w') as f:
-    f.write(_LEAF_EXTENSIONS)
-  _openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost')
-  _openssl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial', '-out', cert,
-           '-days', '2', '-extfile', ext)
-  return key, cert
-
 
 @pytest.fixture(scope='module')
 def certs(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp('certs'))
-  ca_key, ca_cert = _make_ca(directory, 'ca')
-  other_key, other_cert = _make_ca(directory, 'other_ca')
+  ca_key, ca_cert = make_ca(directory, 'ca')
+  other_key, other_cert = make_ca(directory, 'other_ca')
   return {
       'ca': ca_cert,
       'other_ca': other_cert,
-      'leader': _make_leaf(directory, 'leader', ca_key, ca_cert),
-      'follower': _make_leaf(directory, 'follower', ca_key, ca_cert),
-      'stranger': _make_leaf(directory, 'stranger', other_key, other_cert),
+      'leader': make_leaf(directory, 'leader', ca_key, ca_cert),
+      'follower': make_leaf(directory, 'follower', ca_key, ca_cert),
+      'stranger': make_leaf(directory, 'stranger', other_key, other_cert),
   }
 
 
