@@ -99,7 +99,7 @@ def main(argv=None):
                       help='run this script first if leader_train/ is missing ("" to skip)')
   parser.add_argument('--timeout_s', type=float, default=None)
   parser.add_argument('script_args', nargs='*', help='passed to both parties (after --)')
-  args = parser.parse_args(argv)
+  args = parser.parse_intermixed_args(argv)
   workdir = os.path.abspath(args.workdir)
   if not os.path.isdir(workdir):
     parser.error('no such directory: %s' % workdir)

@@ -61,10 +61,12 @@ atexit.register(_close_forgotten)
 
 
 def _keepalive_options(server):
-  # Pings every 10 s, a peer silent for 5 s more is dead. The server must accept the client's pings.
+  # Pings every 10 s; a peer that does not answer within 15 s more is dead (a frozen host or a broken
+  # network; a killed process is seen at once from its closed socket). 15 s leaves a peer whose cores are
+  # saturated (e.g. by Paillier workers) time to answer. The server must accept the client's pings.
   # (gRPC also bounds the wait for a ping's ack by ping_timeout, 60 s by default.)
-  options = [('grpc.keepalive_time_ms', 10000), ('grpc.keepalive_timeout_ms', 5000),
-             ('grpc.http2.ping_timeout_ms', 5000), ('grpc.keepalive_permit_without_calls', 1),
+  options = [('grpc.keepalive_time_ms', 10000), ('grpc.keepalive_timeout_ms', 15000),
+             ('grpc.http2.ping_timeout_ms', 15000), ('grpc.keepalive_permit_without_calls', 1),
              ('grpc.http2.max_pings_without_data', 0)]
   if server:
     options += [('grpc.http2.min_ping_interval_without_data_ms', 5000), ('grpc.http2.max_ping_strikes', 0)]

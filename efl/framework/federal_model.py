@@ -206,6 +206,12 @@ class FederalModel(Model):
       out.append(g)
     return out
 
+  def _logged_loss(self, t):
+    # A loss_fn that returns a sent tensor has no loss of its own: the mean activation means nothing.
+    if t.loss is not None and any(t.loss is s for _, s, _ in self._sent_with_grad.get(t.name, [])):
+      return None
+    return t.loss
+
   def _dp_releases_per_step(self, task):
     # With BACKEND_MODE 'noise' the gradient sent back is a second noised release of the same batch.
     noised_back = self._recv_with_grad.get(task) and self._opt_config.get('BACKEND_MODE', 'noise') == 'noise'

@@ -131,6 +131,7 @@ class LoggerHook(tf.train.SessionRunHook):
     self._lstep = 0
     self._last = None  # (time, gstep, lstep, samples) at the last log line
     self._samples = 0
+    self._max_batch = 0  # the configured batch size (the last batch of an epoch may be smaller)
     self._stage_start = None
     self._latest = None
     self._pending_start = None
@@ -165,6 +166,7 @@ class LoggerHook(tf.train.SessionRunHook):
       self._stage_start = self._last
     self._lstep += self._increment
     self._samples += int(r.get('batch', 0))
+    self._max_batch = max(self._max_batch, int(r.get('batch', 0)))
     self._latest = r
     due = self._every_n is not None and self._lstep % self._every_n == 0
     if self._every_secs is not None and now - self._last[0] >= self._every_secs:
@@ -182,7 +184,7 @@ class LoggerHook(tf.train.SessionRunHook):
     for name, value in r['metrics'].items():
       parts.append('%s=%s' % (name, _fmt(value)))
     if self._extra_log_fn is not None:
-      parts.extend(self._extra_log_fn(int(r['gstep']), int(r.get('batch', 0))))
+      parts.extend(self._extra_log_fn(int(r['gstep']), self._max_batch))
     tf.logging.info(('%s done: ' % self.prefix if final else '') + ' '.join(parts))
     self._last = (now, r['gstep'], self._lstep, self._samples)
     if self._writer is not None:

@@ -7,6 +7,7 @@ graph of every task -> `fit(procedure_fn)` opens one monitored session and runs 
 """
 import collections
 import inspect
+import math
 import os
 import sys
 
@@ -333,12 +334,17 @@ class Model(object):
         logger = hooks_lib.LoggerHook(self._global_step, log_step, scope=scope,
                                       batch_size=sample.batch_size if sample is not None else None,
                                       summary_dir=summary_dir, extra_log_fn=self._extra_log_fn(scope))
-        if mode == MODE.TRAIN and t.loss is not None and t.loss.dtype.is_floating:
-          logger.add_metrics('loss', tf.reduce_mean(t.loss))
+        loss = self._logged_loss(t) if mode == MODE.TRAIN else None
+        if loss is not None and loss.dtype.is_floating:
+          logger.add_metrics('loss', tf.reduce_mean(loss))
         for name, tensor in self._metrics.get(scope, {}).items():
           logger.add_metrics(name, tensor)
         self._hooks.add([logger], scope)
         self._loggers[scope] = logger
+
+  def _logged_loss(self, t):
+    """The loss shown in the training log (None: nothing meaningful to show)."""
+    return t.loss
 
   def _extra_log_fn(self, scope):
     """For a training scope with a clipping DP optimizer: a function adding epsilon to the log line."""
@@ -361,12 +367,15 @@ class Model(object):
     def fn(gstep, batch):
       if gstep <= 0 or batch <= 0:
         return []
-      eps = analysis.epsilon_after_steps(n, min(batch, n), sigma, gstep * releases, delta)
+      eps = analysis.epsilon_after_steps(n, min(batch, n), sigma / math.sqrt(releases), gstep, delta)
       return ['epsilon=%.4g' % eps, 'delta=%g' % delta]
     return fn
 
   def _dp_releases_per_step(self, task):
-    """How many noised gradients one training step releases (accounting composes them)."""
+    """How many noised gradients (each clipped to C, noised with sigma*C) one step releases from its batch.
+
+    k releases of one sampled batch are together one Gaussian mechanism of noise multiplier sigma/sqrt(k).
+    """
     return 1
 
   def fit(self, procedure_fn, log_step=100, project_name='default_prj', checkpoint_dir=None,

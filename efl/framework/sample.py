@@ -168,7 +168,10 @@ class FederalSample(Sample):
     ids, hashes = _id_hashes(self._sample_ids)
     if self._role == 'leader':
       return ops.send(self._communicator, channel, hashes)
-    peer = ops.recv(self._communicator, channel, tf.int64)
+    # After this party's batch exists: at the end of the data the reader's OutOfRange ends the stage before
+    # this recv could wait for hashes the leader (which has stopped) will never send.
+    with tf.control_dependencies([ids]):
+      peer = ops.recv(self._communicator, channel, tf.int64)
     comm = self._communicator
     name = self._name
 
