@@ -5,7 +5,7 @@ Prints
     BENCH paillier_speedup_<bits> <x>           against the same step done with per-element `phe` calls
 The per-element `phe` step is estimated from a timed sample of elements (a full run takes minutes); the
 output says so. Usage:
-    python benchmarks/paillier.py [--bits 1024 2048] [--batch 256] [--dim 128] [--naive_sample 64]
+    python benchmarks/paillier.py [--bits 1024 2048] [--batch 256] [--dim 128] [--steps 2] [--naive_sample 48]
 """
 import argparse
 import os

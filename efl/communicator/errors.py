@@ -1,7 +1,8 @@
 """Exceptions of the communicator.
 
 Every error a `Communicator` raises is a `CommunicatorError`. Inside a TF `send`/`recv` op they surface as a
-`tf.errors.UnknownError` whose message starts with the class name, e.g. "PeerFailedError: ...".
+`tf.errors.UnknownError` whose message starts with the class name, e.g. "PeerFailedError: ..." (those that are
+also a ValueError or TypeError, such as `UnknownNameError`, as `tf.errors.InvalidArgumentError`).
 """
 
 

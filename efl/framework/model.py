@@ -260,13 +260,16 @@ class Model(object):
         raise ValueError('input_fn returned None for TRAIN, but task %r has a loss_fn' % (t.name,))
       with task_scope(MODE.TRAIN, t.name), tf.control_dependencies(sample.before_step_ops()):
         t.loss = loss_fn(self, sample)
-        self._build_train(t)
+        # The forward pass may run ahead of the step's guards (e.g. the sample-id check); updates may not.
+        with tf.control_dependencies(sample.step_guards()):
+          self._build_train(t)
     eval_fn = t.fns.get('eval_fn')
     if eval_fn is not None:
       sample = t.samples[MODE.EVAL]
       if sample is None:
         raise ValueError('input_fn returned None for EVAL, but task %r has an eval_fn' % (t.name,))
-      with task_scope(MODE.EVAL, t.name), tf.control_dependencies(sample.before_step_ops()):
+      with task_scope(MODE.EVAL, t.name), tf.control_dependencies(
+          sample.before_step_ops() + sample.step_guards()):
         result = eval_fn(self, sample)
       if result is not None:
         t.eval_ops.insert(0, result)

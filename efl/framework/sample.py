@@ -86,6 +86,10 @@ class Sample(object):
     """Ops every loss/eval op of this sample depends on (nothing for a local sample)."""
     return [tf.no_op()]
 
+  def step_guards(self):
+    """Ops every update (and eval result) of a step depends on (none for a local sample)."""
+    return []
+
   def __getitem__(self, group):
     if group not in self._groups:
       raise KeyError('sample has no group %r; its groups are %s' % (group, sorted(self._groups, key=str)))
@@ -122,11 +126,13 @@ class SampleIdMismatchError(ValueError):
 
 
 class FederalSample(Sample):
-  """A `Sample` whose sample ids are checked against the peer's every step.
+  """A `Sample` whose sample ids are checked against the peer's every step, by both parties.
 
-  The leader sends a hash of each sample id; the follower compares with its own and stops training at the first
-  mismatch, naming the step and the ids. Both parties hold the same samples only if they read the same blocks
-  in the same order, which `efl.data.FederalDataIO` guarantees.
+  At the start of a step each party sends a hash of its batch's sample ids (`before_step_ops`, which does not
+  wait for anything), and compares the peer's hashes with its own (`step_guards`). The forward pass does not
+  wait for the check, but every update of the step does: a mismatch fails the step on both parties before
+  either changes a variable, with an error naming the step and the first differing ids. Both parties hold the
+  same samples only if they read the same blocks in the same order, which `efl.data.FederalDataIO` guarantees.
   """
 
   def __init__(self, features, columns, federal_role, communicator, sample_id_name=None, verify_id=True,
@@ -135,7 +141,7 @@ class FederalSample(Sample):
     self._role = flags.check_role(federal_role)
     self._communicator = communicator
     self._name = name
-    self._ops = None
+    self._send_op = self._check_op = None
     self._verify = bool(verify_id) and sample_id_name is not None
     if sample_id_name is None:
       tf.logging.info('FederalSample %r: no sample_id_name given, sample ids are not verified', name)
@@ -155,35 +161,43 @@ class FederalSample(Sample):
     return self._role
 
   def before_step_ops(self):
-    """The sample-id check of this step (built once, shared by the loss and metrics)."""
+    """Sends this party's sample-id hashes of the step (does not wait for the peer)."""
     if not self._verify:
       return [tf.no_op()]
-    if self._ops is None:
-      self._ops = [self._build_check()]
-    return self._ops
+    self._build()
+    return [self._send_op]
 
-  def _build_check(self):
+  def step_guards(self):
+    """The check of the step; the framework makes every update of the step depend on it."""
+    if not self._verify:
+      return []
+    self._build()
+    return [self._check_op]
+
+  def _build(self):
+    if self._send_op is not None:
+      return
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     channel = '_verify_sample_ids_' + self._name
     ids, hashes = _id_hashes(self._sample_ids)
-    if self._role == 'leader':
-      return ops.send(self._communicator, channel, hashes)
-    # After this party's batch exists: at the end of the data the reader's OutOfRange ends the stage before
-    # this recv could wait for hashes the leader (which has stopped) will never send.
-    with tf.control_dependencies([ids]):
-      peer = ops.recv(self._communicator, channel, tf.int64)
     comm = self._communicator
-    name = self._name
+    self._send_op = ops.send(comm, channel, hashes)
+    # Only after this party's batch exists: at the end of the data the reader's OutOfRange ends the stage
+    # before this recv could wait for hashes that a stopped peer will never send.
+    with tf.control_dependencies([ids]):
+      peer = ops.recv(comm, channel, tf.int64)
+    name, role = self._name, self._role
+    peer_role = 'follower' if role == 'leader' else 'leader'
 
     def check(own_ids, own_hashes, peer_hashes):
       if own_hashes.shape == peer_hashes.shape and np.array_equal(own_hashes, peer_hashes):
         return np.int64(0)
       if own_hashes.shape != peer_hashes.shape:
-        detail = 'the leader has %d samples in this batch, the follower %d' % (peer_hashes.size,
-                                                                                own_hashes.size)
+        detail = 'the %s has %d samples in this batch, the %s %d' % (role, own_hashes.size, peer_role,
+                                                                      peer_hashes.size)
       else:
         bad = np.nonzero(own_hashes != peer_hashes)[0]
-        shown = ', '.join('position %d: follower id %s' % (i, own_ids[i].decode('utf-8', 'replace'))
+        shown = ', '.join('position %d: %s id %s' % (i, role, own_ids[i].decode('utf-8', 'replace'))
                           for i in bad[:5])
         detail = '%d of %d ids differ (%s)' % (bad.size, own_hashes.size, shown)
       raise SampleIdMismatchError(
@@ -191,5 +205,5 @@ class FederalSample(Sample):
           'must read the same samples in the same order: check that their data dirs hold the same blocks '
           'with the same sample_id order.' % (name, max(comm.step, 0), detail))
 
-    flag = tf.py_func(check, [ids, hashes, peer], tf.int64, stateful=True, name='verify_sample_ids')
-    return flag.op
+    self._check_op = tf.py_func(check, [ids, hashes, peer], tf.int64, stateful=True,
+                                name='verify_sample_ids').op
