@@ -42,6 +42,8 @@ import time
 
 import numpy as np
 
+from efl.data import record_encoding
+
 NUM_FIELDS = 40
 DROPPED_FIELDS = (1, 10, 12, 32, 33, 35, 38, 39)
 KEPT_FIELDS = tuple(i for i in range(1, NUM_FIELDS) if i not in DROPPED_FIELDS)
@@ -61,121 +63,6 @@ _DOWNLOAD_HINT = (
 
 class CriteoFormatError(ValueError):
   """The input is not in the Kaggle Criteo train.txt format; the message names the line."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# TFRecord files of tf.train.Example records, encoded with numpy. Every record of a file has the same layout up
-# to the lengths of a few fields, so records are built in groups of equal layout from a template, and their
-# CRC32C checksums are computed for a whole group at once. This is many times faster than filling protos and
-# writing them one by one, and it keeps the generator free of TensorFlow.
-# Wire format: Example{features: Features{map<string, Feature> feature = 1}}, map entry {key = 1; value = 2},
-# Feature{bytes_list = 1; float_list = 2; int64_list = 3}, each list holding its values in field 1 (packed for
-# numbers). TFRecord: uint64 length, masked crc32c(length), data, masked crc32c(data), little-endian.
-
-BYTES_LIST, FLOAT_LIST, INT64_LIST = b'\x0a', b'\x12', b'\x1a'
-
-
-def _crc32c_table():
-  table = np.zeros(256, dtype=np.uint32)
-  for i in range(256):
-    crc = i
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)
-    table[i] = crc
-  return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def _masked_crc32c(rows):
-  """Masked CRC32C (as TFRecord stores it) of every row of a uint8 matrix [n, width]."""
-  crc = np.full(rows.shape[0], 0xffffffff, dtype=np.uint32)
-  for column in np.ascontiguousarray(rows.T):
-    crc = _CRC_TABLE[(crc ^ column) & 0xff] ^ (crc >> 8)
-  crc ^= np.uint32(0xffffffff)
-  return ((crc >> 15) | (crc << 17)) + np.uint32(0xa282ead8)
-
-
-def _varint(value):
-  out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _varint_matrix(values):
-  """Varint encodings of non-negative int64 values: (uint8 [n, 10] left-aligned bytes, length [n])."""
-  values = values.astype(np.uint64)
-  lengths = np.ones(values.shape[0], dtype=np.int64)
-  for i in range(1, 10):
-    lengths += values >= np.uint64(1 << (7 * i))
-  shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-  groups = ((values[:, None] >> shifts) & np.uint64(0x7f)).astype(np.uint8)
-  groups |= np.where(np.arange(10) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
-  return groups, lengths
-
-
-def _entry_prefix(key, list_tag, payload_len):
-  """Bytes of one Features map entry up to its payload: the packed numbers or the bytes of one value."""
-  list_head = b'\x0a' + _varint(payload_len)
-  feature_head = list_tag + _varint(len(list_head) + payload_len) + list_head
-  body_head = (b'\x0a' + _varint(len(key)) + key + b'\x12' + _varint(len(feature_head) + payload_len) +
-               feature_head)
-  return b'\x0a' + _varint(len(body_head) + payload_len) + body_head
-
-
-def _frames(fields, lengths, rows):
-  """TFRecord frames of the records `rows`, whose fields all have the lengths `lengths`: uint8 [n, width]."""
-  body = bytearray()
-  offsets = []
-  for (key, list_tag, _), length in zip(fields, lengths):
-    body += _entry_prefix(key, list_tag, int(length))
-    offsets.append(len(body))
-    body += bytes(int(length))
-  record = b'\x0a' + _varint(len(body)) + bytes(body)
-  shift = len(record) - len(body) + 12  # Example header and frame header come before the body
-  header = np.frombuffer(np.array([len(record)], dtype='<u8').tobytes(), dtype=np.uint8)
-  frames = np.empty((rows.size, len(record) + 16), dtype=np.uint8)
-  frames[:, :8] = header
-  frames[:, 8:12] = _masked_crc32c(header[None, :]).astype('<u4').view(np.uint8)
-  frames[:, 12:-4] = np.frombuffer(record, dtype=np.uint8)
-  for (_, _, payload), length, offset in zip(fields, lengths, offsets):
-    frames[:, shift + offset:shift + offset + length] = payload[rows, :length]
-  frames[:, -4:] = _masked_crc32c(frames[:, 12:-4]).astype('<u4').view(np.uint8).reshape(-1, 4)
-  return frames
-
-
-def _write_examples(path, fields, lengths):
-  """Writes a TFRecord file of tf.train.Example records.
-
-  Args:
-    path: the file to write.
-    fields: list of (key bytes, list tag, payload uint8 [n, max length]); the payload of a number list holds
-      its packed encoding (varints for int64, little-endian float32).
-    lengths: int array [n, len(fields)], the payload length of every field of every record.
-  """
-  # Group the records by their row of lengths. Usually only the sample_id varies (1 to 4 bytes), so columns
-  # of one value are skipped and the others folded into one small integer key.
-  key = np.zeros(lengths.shape[0], dtype=np.int64)
-  for column in lengths.T:
-    low, high = column.min(), column.max()
-    if low != high:
-      key = np.unique(key * (high - low + 1) + (column - low), return_inverse=True)[1]
-  _, first, group = np.unique(key, return_index=True, return_inverse=True)
-  frames = []
-  rank = np.empty(group.size, dtype=np.int64)
-  for g, group_lengths in enumerate(lengths[first]):
-    rows = np.flatnonzero(group == g)
-    rank[rows] = np.arange(rows.size)
-    frames.append(_frames(fields, group_lengths, rows))
-  # Records keep their order: copy each run of consecutive records that share a layout.
-  run_starts = np.concatenate([[0], np.flatnonzero(np.diff(group)) + 1, [group.size]])
-  with open(path, 'wb') as f:
-    for a, b in zip(run_starts[:-1], run_starts[1:]):
-      f.write(frames[group[a]][rank[a]:rank[a] + b - a].tobytes())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -328,24 +215,18 @@ def _write_file(task):
   """Pass 3: writes one leader file and the follower file of the same name; returns the number of records."""
   out_dir, split, index, first, count, split_start, mean, std, scratch = task
   arrays = _open_scratch(scratch, 'r')
-  ids, id_lengths = _varint_matrix(np.arange(first - split_start, first - split_start + count))
-  dense = ((arrays['dense'][first:first + count] - mean) / std).astype('<f4').view(np.uint8)
-  labels = arrays['label'][first:first + count].reshape(-1, 1)
+  rows = slice(first, first + count)
   name = 'data_%d.tfrd' % index
-  leader_fields = [(b'sample_id', INT64_LIST, ids), (b'dense', FLOAT_LIST, dense), (b'label', INT64_LIST, labels)]
-  lengths = np.empty((count, 3), dtype=np.int64)
-  lengths[:, 0] = id_lengths
-  lengths[:, 1] = dense.shape[1]
-  lengths[:, 2] = 1
-  _write_examples(os.path.join(out_dir, 'leader_' + split, name), leader_fields, lengths)
-  cat = np.ascontiguousarray(arrays['cat'][first:first + count])
-  cat_bytes = cat.view(np.uint8).reshape(count, len(CATEGORICAL_FIELDS), -1)
-  follower_fields = [(b'sample_id', INT64_LIST, ids)] + [
-      (b'feature%d' % j, BYTES_LIST, cat_bytes[:, j]) for j in range(len(CATEGORICAL_FIELDS))]
-  lengths = np.empty((count, 1 + len(CATEGORICAL_FIELDS)), dtype=np.int64)
-  lengths[:, 0] = id_lengths
-  lengths[:, 1:] = (cat_bytes != 0).sum(axis=2)  # the strings hold no NUL: the TSV text never does
-  _write_examples(os.path.join(out_dir, 'follower_' + split, name), follower_fields, lengths)
+  ids = record_encoding.int64_field(b'sample_id', np.arange(first - split_start, first - split_start + count))
+  record_encoding.write_examples(os.path.join(out_dir, 'leader_' + split, name), [
+      ids,
+      record_encoding.float_field(b'dense', (arrays['dense'][rows] - mean) / std),
+      record_encoding.int64_field(b'label', arrays['label'][rows]),
+  ])
+  # Each value ends before its NUL padding: the TSV text never holds a NUL.
+  cat = arrays['cat'][rows]
+  record_encoding.write_examples(os.path.join(out_dir, 'follower_' + split, name), [ids] + [
+      record_encoding.bytes_field(b'feature%d' % j, cat[:, j]) for j in range(len(CATEGORICAL_FIELDS))])
   return count
 
 

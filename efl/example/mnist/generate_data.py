@@ -33,6 +33,8 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from efl.data import record_encoding
+
 HALF_WIDTH = 14
 FEATURE_DIM = 28 * HALF_WIDTH
 NUM_FILES = 10
@@ -94,45 +96,6 @@ def load_mnist(mnist_npz=None):
       % ('; '.join(tried), _KERAS_CACHE))
 
 
-def _varint(value):
-  out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _entry_prefix(key, list_tag, payload_len):
-  """Bytes of one tf.train.Features map entry up to its packed payload (list_tag: 0x12 float, 0x1a int64)."""
-  list_head = b'\x0a' + _varint(payload_len)
-  feature_head = list_tag + _varint(len(list_head) + payload_len) + list_head
-  body_head = (b'\x0a' + _varint(len(key)) + key + b'\x12' + _varint(len(feature_head) + payload_len) +
-               feature_head)
-  return b'\x0a' + _varint(len(body_head) + payload_len) + body_head
-
-
-def _serialize(ids, features, labels):
-  """Serialized tf.train.Example records {sample_id, feature, label}, built from bytes (no protos needed).
-
-  Only the sample_id varint differs in layout between records, so the rest is precomputed once.
-  """
-  feature_prefix = _entry_prefix(b'feature', b'\x12', 4 * features.shape[1])
-  label_prefix = _entry_prefix(b'label', b'\x12', 4)
-  feature_bytes = features.astype('<f4').tobytes()
-  label_bytes = labels.astype('<f4').tobytes()
-  width = 4 * features.shape[1]
-  tail_len = len(feature_prefix) + width + len(label_prefix) + 4
-  records = []
-  for i, sid in enumerate(ids.tolist()):
-    packed = _varint(sid)
-    sid_entry = _entry_prefix(b'sample_id', b'\x1a', len(packed)) + packed
-    records.append(b''.join((b'\x0a', _varint(len(sid_entry) + tail_len), sid_entry, feature_prefix,
-                             feature_bytes[i * width:(i + 1) * width], label_prefix,
-                             label_bytes[4 * i:4 * i + 4])))
-  return records
-
-
 def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_files=NUM_FILES):
   """Writes the leader and follower halves of MNIST as TFRecords (see the module docstring).
 
@@ -174,9 +137,11 @@ def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_fi
         directory = os.path.join(tmp_dir, '%s_%s' % (side, name))
         os.makedirs(directory)
         for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-          with tf.io.TFRecordWriter(os.path.join(directory, 'data_%d.tfrd' % j)) as writer:
-            for record in _serialize(np.arange(a, b), features[a:b], labels[a:b]):
-              writer.write(record)
+          record_encoding.write_examples(os.path.join(directory, 'data_%d.tfrd' % j), [
+              record_encoding.int64_field(b'sample_id', np.arange(a, b)),
+              record_encoding.float_field(b'feature', features[a:b]),
+              record_encoding.float_field(b'label', labels[a:b]),
+          ])
       written[name] = rows
     # Remove every old directory before moving the new ones in, so that an interrupted run leaves missing
     # directories (a loud failure), never a mix of two generations.
