@@ -42,6 +42,10 @@ _FUNCTION_TAG = re.compile(r'\{\{function_node [^}]*\}\}')
 _VALID_NAME = re.compile(r'^[A-Za-z0-9.][A-Za-z0-9_.\-]*$')
 _BLOCK_TYPES = (tf.int64, tf.string, tf.string, tf.int64)  # block number, file, compression, start index
 _BLOCK_SHAPES = (tf.TensorShape([]),) * 4
+# Blocks remembered for naming the file of a read error: the pipeline reads ahead, so by the time an error
+# reaches the training step the block generator may be several files further.
+_RECENT_BLOCKS = 64
+_RECORD_OFFSET = re.compile(r'(?:corrupted|truncated) record at (\d+)')
 
 
 def _unique_scope(graph, name):
@@ -151,6 +155,7 @@ class DataIO(object):
         self._stopped = False
         self._session = lambda: None  # weak reference to the session of the current generation
         self._current_block = None  # (block number, file) the pipeline reads now
+        self._recent_blocks = collections.deque(maxlen=_RECENT_BLOCKS)  # (block, file, compression) read lately
 
     # ------------------------------------------------------------------------------------------ properties
 
@@ -351,9 +356,38 @@ class DataIO(object):
                 raise ValueError('Reader {!r}: more than {} blocks (files x epochs) in one pass; use fewer epochs '
                                  'per run.'.format(self._scope, MAX_BLOCK + 1))
             i = block % num_files
-            self._current_block = (block, self._paths[i])
+            self._enter_block(block, i)
             yield block, self._paths[i], self._compressions[i], int(start_index) if block == start_block else 0
             block += 1
+
+    def _enter_block(self, block, i):
+        """Notes that the pipeline starts reading block number `block`, this reader's file `i`."""
+        self._current_block = (block, self._paths[i])
+        self._recent_blocks.append((block, self._paths[i], self._compressions[i]))
+
+    def _find_corrupt_block(self, text):
+        """The (block, file) of a recently read file that fails to read, for TF's DataLossError `text`; or None.
+
+        TF's message ("corrupted record at <byte offset>") names no file, and the pipeline may have read ahead
+        into later files before the error reached the training step. Candidates are the recent blocks whose
+        file is longer than that offset (for compressed files the offset counts uncompressed bytes, so they all
+        stay); if several remain, each is read through, in reading order, until one fails.
+        """
+        latest = collections.OrderedDict()  # file -> its latest block, ordered by that block
+        for block, path, compression in list(self._recent_blocks):
+            latest.pop(path, None)
+            latest[path] = (block, path, compression)
+        candidates = list(latest.values())
+        match = _RECORD_OFFSET.search(text)
+        if match:
+            offset = int(match.group(1))
+            candidates = [c for c in candidates if c[2] or _file_size(c[1]) > offset]
+        if len(candidates) == 1:
+            return candidates[0][:2]
+        for block, path, compression in candidates:
+            if not schema_lib.readable(path, compression):
+                return block, path
+        return None
 
     def _replaced(self, generation):
         """Whether the generator of `generation` should stop: re-initialised, stopped, or its session closed."""
@@ -440,9 +474,10 @@ class DataIO(object):
         # The first line is TF's own sentence, after the "{{function_node ...}}" tag of errors raised in tf.data.
         text = _FUNCTION_TAG.sub('', (error.message or '').split('\n')[0]).strip()
         if isinstance(error, tf.errors.DataLossError):
-            block = self._current_block
+            block = self._find_corrupt_block(text)
             where = ('file {!r} (block {})'.format(block[1], block[0]) if block is not None
-                     else 'one of the files under {!r}'.format(self._data_base_dir))
+                     else 'one of the files under {!r} read around block {}'.format(
+                         self._data_base_dir, self._current_block[0] if self._current_block else 0))
             message = ('Reader {!r}: {} is truncated or corrupt ({}). Re-create the file or remove it from {!r}, '
                        'and check compression_type.'.format(self._scope, where, text, self._data_base_dir))
         elif isinstance(error, tf.errors.InvalidArgumentError) and ('Key:' in text or 'Feature:' in text):
@@ -482,6 +517,13 @@ def explain_error(error, graph=None):
         if clearer is not None:
             return clearer
     return None
+
+
+def _file_size(path):
+    try:
+        return tf.io.gfile.stat(path).length
+    except tf.errors.OpError:
+        return 0
 
 
 def _weak(sess):

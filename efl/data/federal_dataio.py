@@ -205,7 +205,7 @@ class FederalDataIO(DataIO):
             i = self._index_of_id.get(message.block_id)
             if i is None:
                 raise FileSetMismatchError(self._mismatch_message(message))
-            self._current_block = (message.block, self._paths[i])
+            self._enter_block(message.block, i)
             # The follower's codes carry its own file index, which names its records; the leader's block number
             # is what both parties resume from.
             yield i, self._paths[i], self._compressions[i], message.start

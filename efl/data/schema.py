@@ -72,6 +72,18 @@ def first_record(path, compression, reader_name):
     return None
 
 
+def readable(path, compression):
+    """Whether every record of `path` reads without a checksum or framing error (reads the whole file)."""
+    options = tf.io.TFRecordOptions(compression or '')
+    try:
+        with deprecation.silence():
+            for _ in tf.io.tf_record_iterator(path, options):
+                pass
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError):
+        return False
+    return True
+
+
 def check_record(record, path, features, reader_name):
     """Checks one serialized `tf.train.Example` against the declared features.
 

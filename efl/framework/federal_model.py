@@ -28,6 +28,17 @@ class CheckpointMismatchError(RuntimeError):
   """The two parties cannot restore the same checkpoint step."""
 
 
+def _listed_path(checkpoint_dir, path):
+  """Where a checkpoint listed in `checkpoint_dir`'s state file is: in that dir when it is there.
+
+  The state file holds absolute paths, so a checkpoint dir copied or moved elsewhere still names the old place.
+  """
+  local = os.path.join(checkpoint_dir, os.path.basename(path))
+  if tf.train.checkpoint_exists(local):
+    return local
+  return path if os.path.isabs(path) else os.path.join(checkpoint_dir, path)
+
+
 def checkpoint_steps(checkpoint_dir):
   """Global steps of the complete checkpoints listed in `checkpoint_dir`'s state file."""
   if not checkpoint_dir:
@@ -37,8 +48,7 @@ def checkpoint_steps(checkpoint_dir):
     return []
   steps = []
   for path in state.all_model_checkpoint_paths:
-    if not os.path.isabs(path):
-      path = os.path.join(checkpoint_dir, path)
+    path = _listed_path(checkpoint_dir, path)
     m = re.search(r'-(\d+)$', path)
     if m and tf.train.checkpoint_exists(path):
       steps.append(int(m.group(1)))
@@ -58,7 +68,7 @@ def _checkpoint_path(checkpoint_dir, step):
   state = tf.train.get_checkpoint_state(checkpoint_dir)
   for path in state.all_model_checkpoint_paths:
     if path.endswith('-%d' % step):
-      return path if os.path.isabs(path) else os.path.join(checkpoint_dir, path)
+      return _listed_path(checkpoint_dir, path)
   raise CheckpointMismatchError('checkpoint of step %d vanished from %s' % (step, checkpoint_dir))
 
 
