@@ -24,7 +24,7 @@ proto: $(STAMP)
 	@$(PY) -m efl.communicator.build_proto
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 demo: setup
 	$(PY) -m efl.launcher efl/example/mnist
