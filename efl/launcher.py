@@ -28,6 +28,13 @@ def party_args(role, own_port, peer_port):
           '--peer_addr=127.0.0.1:%d' % peer_port]
 
 
+def shared_machine_env(env):
+  """`env` for one of two parties sharing this machine: each gets half the cores for TF's intra-op pool."""
+  env = dict(env)
+  env.setdefault('EFL_INTRA_OP_THREADS', str(max(1, (os.cpu_count() or 2) // 2)))
+  return env
+
+
 def _pump(stream, prefix, out, lock):
   for raw in iter(stream.readline, b''):
     line = raw.decode('utf-8', 'replace').rstrip('\n')
@@ -52,7 +59,7 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
   lp, fp = free_port(), free_port()
   while fp == lp:
     fp = free_port()
-  env = dict(os.environ if env is None else env)
+  env = shared_machine_env(os.environ if env is None else env)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   env['PYTHONUNBUFFERED'] = '1'
   lock = threading.Lock()

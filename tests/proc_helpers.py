@@ -19,6 +19,8 @@ def party_env(extra=None):
   env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   env['PYTHONUNBUFFERED'] = '1'
+  # Two parties share this machine: split its cores as the launcher does.
+  env.setdefault('EFL_INTRA_OP_THREADS', str(max(1, (os.cpu_count() or 2) // 2)))
   env.update(extra or {})
   return env
 

@@ -235,7 +235,15 @@ class FederalModel(Model):
   def _session_config_or_default(self):
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     # Receives block an executor thread until the peer's message arrives: leave threads for the rest.
-    return ops.session_config(self._session_config, self._communicator)
+    config = ops.session_config(self._session_config, self._communicator)
+    # Two parties on one machine (the launcher, tests) split its cores instead of both using all of them.
+    intra = os.environ.get('EFL_INTRA_OP_THREADS')
+    if intra and not config.intra_op_parallelism_threads:
+      try:
+        config.intra_op_parallelism_threads = int(intra)
+      except ValueError:
+        raise ValueError('EFL_INTRA_OP_THREADS must be a whole number of threads, got %r' % (intra,))
+    return config
 
   def _before_session(self, checkpoint_dir):
     own = checkpoint_steps(checkpoint_dir)
