@@ -128,9 +128,8 @@ class SampleIdMismatchError(ValueError):
 class FederalSample(Sample):
   """A `Sample` whose sample ids are checked against the peer's every step, by both parties.
 
-  At the start of a step each party sends a hash of its batch's sample ids (`before_step_ops`, which does not
-  wait for anything), and compares the peer's hashes with its own (`step_guards`). The forward pass does not
-  wait for the check, but every update of the step does: a mismatch fails the step on both parties before
+  In every step each party sends a hash of its batch's sample ids and compares the peer's hashes with its own
+  (`step_guards`). The forward pass does not wait for the exchange, but every update of the step does: a mismatch fails the step on both parties before
   either changes a variable, with an error naming the step and the first differing ids. Both parties hold the
   same samples only if they read the same blocks in the same order, which `efl.data.FederalDataIO` guarantees.
   """
@@ -161,18 +160,15 @@ class FederalSample(Sample):
     return self._role
 
   def before_step_ops(self):
-    """Sends this party's sample-id hashes of the step (does not wait for the peer)."""
-    if not self._verify:
-      return [tf.no_op()]
-    self._build()
-    return [self._send_op]
+    """Nothing: the forward pass does not wait for the sample-id exchange."""
+    return [tf.no_op()]
 
   def step_guards(self):
-    """The check of the step; the framework makes every update of the step depend on it."""
+    """Sends this party's sample-id hashes and checks the peer's; every update of the step depends on both."""
     if not self._verify:
       return []
     self._build()
-    return [self._check_op]
+    return [self._send_op, self._check_op]
 
   def _build(self):
     if self._send_op is not None:
