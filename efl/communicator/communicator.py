@@ -375,6 +375,9 @@ class Communicator(object):
       except grpc.RpcError as e:
         code, details = e.code(), e.details() or ''
         if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+          # A peer that already refused this party's Hello shuts down and cancels ours: its own Greeting,
+          # if it arrived, names the real problem.
+          self._check_peer_hello_if_any()
           raise errors.HandshakeError(
               'the server at peer_addr %s answered Hello with %s: %s; is it an efl party of the same '
               'version?' % (self._peer_addr, code.name, details))
