@@ -24,6 +24,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 
 from efl.communicator import errors
 from efl.communicator import serde
@@ -73,22 +74,31 @@ def _keepalive_options(server):
   return options
 
 
+_SERVICE = pb.DESCRIPTOR.services_by_name['PeerService'].full_name
+
+
 def _as_is(data):
   return data
 
 
-class _Servicer(pb_grpc.PeerServiceServicer):
-  """Hands the peer's RPCs to the Communicator."""
+def _handlers(comm):
+  """The server side of `PeerService`, handing the peer's RPCs to `comm`.
 
-  def __init__(self, comm):
-    self._comm = comm
-
-  def Hello(self, request, context):  # pylint: disable=invalid-name
-    return self._comm._on_hello(request)  # pylint: disable=protected-access
-
-  def Stream(self, request_iterator, context):  # pylint: disable=invalid-name
-    self._comm._on_stream(request_iterator, context)  # pylint: disable=protected-access
+  The stream's messages reach `comm` as the bytes received: `serde.parse_frames` reads them without copying
+  the tensors inside.
+  """
+  # pylint: disable=protected-access
+  def stream(batches, context):
+    comm._on_stream(batches, context)
     return pb.StreamEnd()
+
+  return grpc.method_handlers_generic_handler(_SERVICE, {
+      'Hello': grpc.unary_unary_rpc_method_handler(lambda request, context: comm._on_hello(request),
+                                                   request_deserializer=pb.Greeting.FromString,
+                                                   response_serializer=pb.Greeting.SerializeToString),
+      'Stream': grpc.stream_unary_rpc_method_handler(stream, request_deserializer=_as_is,
+                                                     response_serializer=pb.StreamEnd.SerializeToString),
+  })
 
 
 class Communicator(object):
@@ -284,7 +294,7 @@ class Communicator(object):
       self._shutdown_transport(grace_s=0)
       raise
     # Frames are serialized by send(); the stream writes the bytes as they are.
-    method = '/%s/Stream' % pb.DESCRIPTOR.services_by_name['PeerService'].full_name
+    method = '/%s/Stream' % _SERVICE
     stream = self._channel.stream_unary(method, request_serializer=_as_is,
                                         response_deserializer=pb.StreamEnd.FromString)
     self._stream_call = stream.future(self._outgoing_batches())
@@ -313,7 +323,7 @@ class Communicator(object):
     server = grpc.server(ThreadPoolExecutor(max_workers=self._server_threads,
                                                     thread_name_prefix='efl-comm-server'),
                          options=options, maximum_concurrent_rpcs=None)
-    pb_grpc.add_PeerServiceServicer_to_server(_Servicer(self), server)
+    server.add_generic_rpc_handlers((_handlers(self),))
     try:
       if self._tls.my_cert:
         creds = grpc.ssl_server_credentials([(self._tls.my_key, self._tls.my_cert)],
@@ -557,13 +567,14 @@ class Communicator(object):
       self._incoming = True
     ended_cleanly = False
     try:
-      for frame in (f for batch in batches for f in batch.frames):
+      for message in (m for data in batches for m in serde.parse_frames(data)):
+        frame = message.header
         if frame.kind == serde.DATA:
           if _log.isEnabledFor(logging.DEBUG):
             _log.debug('received %r step %d (%s %s)', frame.name, frame.step, frame.dtype,
                        list(frame.shape))
           with self._cond:
-            self._mailbox[frame.name].append(frame)
+            self._mailbox[frame.name].append(message)
             if frame.sync and (self._peer_sync_step is None or frame.step >= self._peer_sync_step):
               self._peer_sync_step = frame.step
               self._peer_sync_phase = frame.phase
@@ -641,14 +652,14 @@ class Communicator(object):
     if name not in self._send_names:
       raise errors.UnknownNameError('cannot send %r: it was not declared with register_send before '
                                     'connect() (sent names: %s)' % (name, self._send_names))
-    frame = serde.encode(name, step, array, sync, self._phase)
-    record = serde.to_record(frame)
+    array = np.asarray(array)
+    record = serde.encode_record(name, step, array, sync, self._phase)
     if len(record) > self._send_limit:
       raise errors.MessageTooLargeError(
           'message %r at step %d is %d bytes, over the limit of %d bytes; raise %s (at most 2147483647) '
           'or send smaller tensors' % (name, step, len(record), self._send_limit, self._send_limit_variable))
     if _log.isEnabledFor(logging.DEBUG):
-      _log.debug('send %r step %d (%s %s, %d bytes)', name, step, frame.dtype, list(frame.shape),
+      _log.debug('send %r step %d (%s %s, %d bytes)', name, step, array.dtype, list(array.shape),
                  len(record))
     self._outbox.put(record)
 
@@ -703,7 +714,7 @@ class Communicator(object):
               'default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow'
               % (name, step, timeout_s, self._peer_role, self._peer_addr, self._peer_role))
         self._cond.wait(min(remaining, self._scan_s))
-      head = fifo[0]
+      head = fifo[0].header
       if sync and head.step == step:
         self._check_phase(name, step, head.phase)
       if head.step != step or head.sync != sync:
@@ -711,10 +722,10 @@ class Communicator(object):
             "recv of %r expects step %d (%s) but the %s's next %r message has step %d (%s)"
             % (name, step, 'sync' if sync else 'unsynced', self._peer_role, name, head.step,
                'sync' if head.sync else 'unsynced'))
-      fifo.popleft()
+      message = fifo.popleft()
     if _log.isEnabledFor(logging.DEBUG):
       _log.debug('recv %r step %d', name, step)
-    return serde.decode(head)
+    return serde.decode(message)
 
   def set_phase(self, phase):
     """Names what this party's next runs do (e.g. 'train', 'eval'); sync frames carry it to the peer."""

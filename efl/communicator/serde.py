@@ -4,10 +4,15 @@ Numeric and bool arrays travel as their little-endian bytes in C order. Arrays o
 numpy object arrays of `bytes`) travel as the int64 lengths of the elements followed by the concatenated
 elements; `str` elements are encoded as UTF-8 and come back as `bytes`. Nothing is pickled.
 """
-import numpy as np
+import collections
 
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from efl import protowire
 from efl.communicator.errors import CommunicatorError
 from efl.communicator.proto import communicator_pb2 as pb
+from efl.protowire import varint
 
 STRING = 'string'
 _NUMERIC = frozenset(np.dtype(t).name for t in (
@@ -17,6 +22,9 @@ _LENGTH = np.dtype('<i8')
 
 # Field 1 (`Frames.frames`), wire type 2 (length-delimited).
 _FRAMES_TAG = bytes([(1 << 3) | 2])
+_RAW_FIELD = pb.Frame.DESCRIPTOR.fields_by_name['raw'].number
+_RAW_TAG = bytes([(_RAW_FIELD << 3) | 2])
+_EMPTY = memoryview(b'')
 DATA = pb.Frame.DATA
 BYE = pb.Frame.BYE
 ERROR = pb.Frame.ERROR
@@ -70,8 +78,17 @@ def _decode_strings(raw, shape, name):
   return out.reshape(shape)
 
 
-def encode(name, step, array, sync=True, phase=''):
-  """Builds the DATA frame of `array`.
+class Message(collections.namedtuple('Message', ['header', 'payload'])):
+  """A received frame: its `efl.Frame` fields but `raw` (`header`), and the raw bytes as a memoryview
+  into the received message (`payload`), so that a large tensor is not copied on its way to `decode`."""
+  __slots__ = ()
+
+
+def encode_record(name, step, array, sync=True, phase=''):
+  """Returns the DATA frame of `array` serialized as one entry of `Frames.frames` (see `to_record`).
+
+  The array's bytes are copied once, into the record: the frame's other fields are serialized by protobuf and
+  the `raw` field is appended by hand (protobuf accepts fields in any order).
 
   Args:
     name: channel name.
@@ -80,44 +97,70 @@ def encode(name, step, array, sync=True, phase=''):
     sync: whether `step` is the run counter.
     phase: for sync frames, what the sender's run of `step` does (see `Communicator.set_phase`).
 
-  Returns:
-    An `efl.Frame`.
-
   Raises:
     TypeError: for an unsupported dtype or a non-string element in a string array.
   """
   array = np.asarray(array)
   dtype = wire_dtype(array.dtype)
   if dtype == STRING:
-    raw = _encode_strings(array)
+    payload = _encode_strings(array)
   else:
     if array.dtype.byteorder == '>':
       array = array.astype(array.dtype.newbyteorder('<'))
-    raw = array.tobytes(order='C')
-  return pb.Frame(name=name, step=int(step), sync=bool(sync), kind=DATA, dtype=dtype,
-                  shape=array.shape, raw=raw, phase=phase if sync else '')
+    payload = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+  header = pb.Frame(name=name, step=int(step), sync=bool(sync), kind=DATA, dtype=dtype, shape=array.shape,
+                    phase=phase if sync else '').SerializeToString()
+  raw_head = _RAW_TAG + varint(len(payload))
+  size = len(header) + len(raw_head) + len(payload)
+  return b''.join((_FRAMES_TAG, varint(size), header, raw_head, payload))
 
 
-def decode(frame):
-  """Returns the array of a DATA frame (writable; strings as an object array of `bytes`).
+def parse_frames(data):
+  """Returns the `Message`s of a serialized `Frames` message, in order.
+
+  Raises:
+    CommunicatorError: the bytes are not a well-formed `Frames` message.
+  """
+  view = memoryview(data)
+  out = []
+  try:
+    for number, wire, _, start, stop in protowire.fields(data, 0, len(data)):
+      if number != 1 or wire != 2:
+        continue  # Not a frame: a field of a newer protocol version.
+      header, payload = [], _EMPTY
+      for f_number, f_wire, key_start, f_start, f_stop in protowire.fields(data, start, stop):
+        if f_number == _RAW_FIELD and f_wire == 2:
+          payload = view[f_start:f_stop]
+        else:
+          header.append(data[key_start:f_stop])
+      out.append(Message(pb.Frame.FromString(b''.join(header)), payload))
+  except (ValueError, DecodeError) as e:
+    raise CommunicatorError('corrupt message from the peer (%d bytes): %s' % (len(data), e))
+  return out
+
+
+def decode(message):
+  """Returns the array of a DATA `Message` or `efl.Frame` (writable; strings as an object array of `bytes`).
 
   Raises:
     CommunicatorError: if the frame is corrupt or has an unknown dtype.
   """
+  if isinstance(message, Message):
+    frame, raw = message
+  else:
+    frame, raw = message, message.raw
   shape = tuple(frame.shape)
   if frame.dtype == STRING:
-    return _decode_strings(frame.raw, shape, frame.name)
+    return _decode_strings(raw, shape, frame.name)
   if frame.dtype not in _NUMERIC:
     raise CommunicatorError('frame %r has unknown dtype %r' % (frame.name, frame.dtype))
   dtype = np.dtype(frame.dtype).newbyteorder('<')
   count = int(np.prod(shape, dtype=np.int64))
-  if len(frame.raw) != count * dtype.itemsize:
+  if len(raw) != count * dtype.itemsize:
     raise CommunicatorError('corrupt frame %r: shape %s of %s needs %d bytes, frame has %d'
-                            % (frame.name, list(shape), frame.dtype, count * dtype.itemsize,
-                               len(frame.raw)))
-  # bytearray: one copy that makes the result writable (np.frombuffer on bytes is read-only).
-  array = np.frombuffer(bytearray(frame.raw), dtype=dtype).reshape(shape)
-  return array.astype(array.dtype.newbyteorder('='), copy=False)
+                            % (frame.name, list(shape), frame.dtype, count * dtype.itemsize, len(raw)))
+  # One copy: into an aligned, writable array of native byte order that does not hold the message alive.
+  return np.array(np.frombuffer(raw, dtype=dtype, count=count).reshape(shape), dtype=dtype.newbyteorder('='))
 
 
 def to_record(frame):
@@ -127,16 +170,7 @@ def to_record(frame):
   one `Frames` message without parsing them again.
   """
   data = frame.SerializeToString()
-  return _FRAMES_TAG + _varint(len(data)) + data
-
-
-def _varint(n):
-  out = bytearray()
-  while n > 0x7F:
-    out.append((n & 0x7F) | 0x80)
-    n >>= 7
-  out.append(n)
-  return bytes(out)
+  return _FRAMES_TAG + varint(len(data)) + data
 
 
 def control(kind, text=''):

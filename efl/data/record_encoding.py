@@ -22,10 +22,11 @@ A file is written from `Field`s, one per feature, each holding the payload of ev
 """
 
 import collections
-import operator
 import struct
 
 import numpy as np
+
+from efl.protowire import varint
 
 # Tag bytes of the lists in a Feature (field number << 3 | wire type 2).
 BYTES_LIST = b'\x0a'
@@ -50,31 +51,6 @@ class Field(collections.namedtuple('Field', ['key', 'list_tag', 'payload', 'leng
 
   def __new__(cls, key, list_tag, payload, lengths=None):
     return super(Field, cls).__new__(cls, key, list_tag, payload, lengths)
-
-
-def varint(value):
-  """Encodes one integer as a protobuf varint.
-
-  Args:
-    value: an int in [-2**63, 2**64); a negative one is encoded as protobuf encodes int64, in 10 bytes.
-
-  Returns:
-    The encoding, `bytes`.
-
-  Raises:
-    TypeError: the value is not an integer.
-    ValueError: the value does not fit in 64 bits.
-  """
-  value = operator.index(value)
-  if not -(1 << 63) <= value < (1 << 64):
-    raise ValueError('A varint holds an int64 or a uint64. Found %r.' % (value,))
-  value &= (1 << 64) - 1
-  out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
 
 
 def varints(values):

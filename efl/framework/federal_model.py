@@ -55,6 +55,21 @@ def checkpoint_steps(checkpoint_dir):
   return sorted(set(steps))
 
 
+def _inner_product(s, g):
+  """<s, g> as a scalar whose gradient with respect to `s` is `g` times the upstream gradient.
+
+  The generic gradient of reduce_sum(s * g) broadcasts, then multiplies by g: two passes over a tensor as big as
+  the activations, on the critical path between receiving the peer's gradient and updating. This is one.
+  Nothing fetches the value, so the graph prunes it.
+  """
+  @tf.custom_gradient
+  def term(x):
+    def grad(dy):
+      return dy * g
+    return tf.reduce_sum(x * g), grad
+  return term(s)
+
+
 def _row_sums(x):
   """`[B, ...]` -> `[B]`, the sum of each example's row; the rank may be unknown (e.g. a received tensor)."""
   if x.shape.ndims == 1:
@@ -162,11 +177,10 @@ class FederalModel(Model):
       else:
         terms.append(reduce_loss(own, self._opt_config))
     for _, s, g in sent:
-      product = s * tf.stop_gradient(g)
       if per_example:
-        terms.append(_row_sums(product))
+        terms.append(_row_sums(s * tf.stop_gradient(g)))
       else:
-        terms.append(tf.reduce_sum(product))
+        terms.append(_inner_product(s, tf.stop_gradient(g)))
     if not terms:
       return None
     return tf.add_n(terms) if len(terms) > 1 else terms[0]
@@ -176,34 +190,38 @@ class FederalModel(Model):
     objective = self._objective(t, per_example=dp)
     if objective is None:
       return None
-    peer_grads = self._send_gradients_back(t, opt, scope, objective, dp)
-    if not var_list:
-      return None
-    if dp:
-      grads_and_vars = opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config))
-    else:
-      grads_and_vars = opt.compute_gradients(objective, var_list)
-    # Variables are updated in place: the gradients for the peer must be computed before any update.
-    with tf.control_dependencies(peer_grads):
-      return self._apply(opt, grads_and_vars)
-
-  def _send_gradients_back(self, t, opt, scope, objective, dp):
-    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     pending = [(n, x) for n, x in self._recv_with_grad.get(t.name, [])
                if n not in self._grads_sent[t.name] and (scope is None or re.match(scope, x.name))]
-    if not pending:
-      return []
     tensors = [x for _, x in pending]
+    var_list = list(var_list)
     if dp:
-      backend = self._opt_config.get('BACKEND_MODE', 'noise')
-      if backend not in _BACKEND_MODES:
-        raise ValueError("opt_config['BACKEND_MODE'] must be 'noise' or 'unnoise', got %r" % (backend,))
-      if backend == 'unnoise':
-        grads = opt.compute_plain_gradients(objective, tensors)
-      else:
-        grads = [g for g, _ in opt.compute_gradients(objective, tensors, opt_config=dict(self._opt_config))]
+      peer_grads = self._dp_peer_gradients(opt, objective, tensors) if tensors else []
+      grads_and_vars = (opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config))
+                        if var_list else [])
+    elif var_list or tensors:
+      # One backward pass for both; the optimizer takes tensors as well as variables in var_list.
+      both = opt.compute_gradients(objective, var_list + tensors)
+      grads_and_vars, peer_grads = both[:len(var_list)], [g for g, _ in both[len(var_list):]]
     else:
-      grads = tf.gradients(objective, tensors)
+      return None
+    peer_grads = self._send_gradients_back(t, pending, peer_grads)
+    if not var_list:
+      return None
+    # Variables are updated in place: the gradients for the peer must be computed before any update.
+    with tf.control_dependencies(peer_grads):
+      return self._apply(t, opt, grads_and_vars)
+
+  def _dp_peer_gradients(self, opt, objective, tensors):
+    backend = self._opt_config.get('BACKEND_MODE', 'noise')
+    if backend not in _BACKEND_MODES:
+      raise ValueError("opt_config['BACKEND_MODE'] must be 'noise' or 'unnoise', got %r" % (backend,))
+    if backend == 'unnoise':
+      return opt.compute_plain_gradients(objective, tensors)
+    return [g for g, _ in opt.compute_gradients(objective, tensors, opt_config=dict(self._opt_config))]
+
+  def _send_gradients_back(self, t, pending, grads):
+    """Sends the gradient of each pending require_grad recv to the peer; returns the gradients sent."""
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     out = []
     for (name, x), g in zip(pending, grads):
       if g is None:

@@ -35,6 +35,7 @@ class _Task(object):
     self.train_ops = []
     self.eval_ops = []
     self.opt_to_vars = {}
+    self.update_guards = []  # ops every variable update of a training step waits for
 
 
 def is_dp_optimizer(opt):
@@ -260,9 +261,10 @@ class Model(object):
         raise ValueError('input_fn returned None for TRAIN, but task %r has a loss_fn' % (t.name,))
       with task_scope(MODE.TRAIN, t.name), tf.control_dependencies(sample.before_step_ops()):
         t.loss = loss_fn(self, sample)
-        # The forward pass may run ahead of the step's guards (e.g. the sample-id check); updates may not.
-        with tf.control_dependencies(sample.step_guards()):
-          self._build_train(t)
+        # The forward and backward passes (and gradients sent to a peer) may run ahead of the step's guards
+        # (e.g. the sample-id check), so that waiting for them is off the critical path; updates may not.
+        t.update_guards = list(sample.step_guards())
+        self._build_train(t)
     eval_fn = t.fns.get('eval_fn')
     if eval_fn is not None:
       sample = t.samples[MODE.EVAL]
@@ -291,7 +293,7 @@ class Model(object):
     if not update_ops and not t.train_ops:
       raise ValueError('task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
                        'trainable variable' % (t.name, t.loss))
-    with tf.control_dependencies(update_ops + list(t.train_ops)):
+    with tf.control_dependencies(update_ops + list(t.train_ops) + t.update_guards):
       step = tf.assign_add(self._global_step, 1, name='global_step_increment')
     t.train_ops = update_ops + list(t.train_ops) + [step]
 
@@ -303,13 +305,14 @@ class Model(object):
       grads_and_vars = opt.compute_gradients(t.loss, var_list, opt_config=dict(self._opt_config))
     else:
       grads_and_vars = opt.compute_gradients(reduce_loss(t.loss, self._opt_config), var_list)
-    return self._apply(opt, grads_and_vars)
+    return self._apply(t, opt, grads_and_vars)
 
-  def _apply(self, opt, grads_and_vars):
+  def _apply(self, t, opt, grads_and_vars):
     grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
     if not grads_and_vars:
       return None
-    return opt.apply_gradients(grads_and_vars)
+    with tf.control_dependencies(t.update_guards):
+      return opt.apply_gradients(grads_and_vars)
 
   # ---- fit -----------------------------------------------------------------------------------------------
   def run_stage(self, name, stage_or_func, *args, **kwargs):

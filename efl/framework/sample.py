@@ -129,9 +129,10 @@ class FederalSample(Sample):
   """A `Sample` whose sample ids are checked against the peer's every step, by both parties.
 
   In every step each party sends a hash of its batch's sample ids and compares the peer's hashes with its own
-  (`step_guards`). The forward pass does not wait for the exchange, but every update of the step does: a mismatch fails the step on both parties before
-  either changes a variable, with an error naming the step and the first differing ids. Both parties hold the
-  same samples only if they read the same blocks in the same order, which `efl.data.FederalDataIO` guarantees.
+  (`step_guards`). The forward and backward passes do not wait for the exchange, but every variable update of
+  the step does: a mismatch fails the step on both parties before either changes a variable, with an error
+  naming the step and the first differing ids. Both parties hold the same samples only if they read the same
+  blocks in the same order, which `efl.data.FederalDataIO` guarantees.
   """
 
   def __init__(self, features, columns, federal_role, communicator, sample_id_name=None, verify_id=True,

@@ -8,8 +8,9 @@ from efl.communicator.proto import communicator_pb2 as pb
 
 
 def _roundtrip(array):
-  frame = pb.Frame.FromString(serde.encode('t', 3, array).SerializeToString())
-  return serde.decode(frame)
+  messages = serde.parse_frames(serde.encode_record('t', 3, array))
+  assert len(messages) == 1 and messages[0].header.name == 't' and messages[0].header.step == 3
+  return serde.decode(messages[0])
 
 
 @pytest.mark.parametrize('dtype', ['bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
@@ -47,13 +48,31 @@ def test_strings_roundtrip():
 
 def test_refuses_what_it_cannot_send():
   with pytest.raises(TypeError, match='datetime64'):
-    serde.encode('t', 0, np.array(['2020-01-01'], dtype='datetime64[D]'))
+    serde.encode_record('t', 0, np.array(['2020-01-01'], dtype='datetime64[D]'))
   with pytest.raises(TypeError, match='element 1 is a int'):
-    serde.encode('t', 0, np.array([b'a', 3], dtype=object))
+    serde.encode_record('t', 0, np.array([b'a', 3], dtype=object))
 
 
 def test_corrupt_frame_is_reported():
-  frame = serde.encode('t', 0, np.zeros(4, np.float32))
-  frame.shape[:] = [5]
+  message = serde.parse_frames(serde.encode_record('t', 0, np.zeros(4, np.float32)))[0]
+  message.header.shape[:] = [5]
   with pytest.raises(CommunicatorError, match="corrupt frame 't'"):
-    serde.decode(frame)
+    serde.decode(message)
+  with pytest.raises(CommunicatorError, match='corrupt message from the peer'):
+    serde.parse_frames(serde.encode_record('t', 0, np.zeros(4, np.float32))[:-3])
+
+
+def test_records_are_protobuf_frames_and_join():
+  """Hand-built records parse as `Frames` with protobuf itself, and concatenated records as one message."""
+  records = [serde.encode_record('a', 7, np.arange(6, dtype=np.float32).reshape(2, 3), phase='train'),
+             serde.to_record(serde.control(serde.BYE)),
+             serde.encode_record('b', 8, np.array([b'x', b'yz'], dtype=object), sync=False)]
+  parsed = pb.Frames.FromString(b''.join(records)).frames
+  assert [f.name for f in parsed] == ['a', '', 'b'] and [f.kind for f in parsed] == [serde.DATA, serde.BYE,
+                                                                                      serde.DATA]
+  assert (parsed[0].step, parsed[0].sync, parsed[0].phase, list(parsed[0].shape)) == (7, True, 'train', [2, 3])
+  assert parsed[0].raw == np.arange(6, dtype=np.float32).tobytes()
+  messages = serde.parse_frames(b''.join(records))
+  assert [m.header.kind for m in messages] == [serde.DATA, serde.BYE, serde.DATA]
+  np.testing.assert_array_equal(serde.decode(messages[0]), np.arange(6, dtype=np.float32).reshape(2, 3))
+  assert serde.decode(messages[2]).tolist() == [b'x', b'yz'] and not messages[2].header.sync
