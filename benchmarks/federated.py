@@ -6,7 +6,7 @@ same in-memory MNIST-shaped data (784 features split 392/392) so that only the s
 federated run includes the per-step sample-id check. The two parties share this machine the way
 `python -m efl.launcher` runs them: each gets half the cores for TF's intra-op pool (EFL_INTRA_OP_THREADS).
 
-    .venv/bin/python benchmarks/federated.py [--repeats 3]
+    .venv/bin/python benchmarks/federated.py [--repeats 5]
 """
 import argparse
 import json
@@ -121,7 +121,7 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument('--party', default=None)
   p.add_argument('--batch', type=int, default=256)
-  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--repeats', type=int, default=5)
   args, _ = p.parse_known_args()
   if args.party:
     _party(args.party, args.batch)

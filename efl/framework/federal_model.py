@@ -261,6 +261,10 @@ class FederalModel(Model):
         config.intra_op_parallelism_threads = int(intra)
       except ValueError:
         raise ValueError('EFL_INTRA_OP_THREADS must be a whole number of threads, got %r' % (intra,))
+    if self._session_config is None:
+      # A party waits for the peer much of a step; a spinning idle pool takes the cores that the transport's
+      # threads (and, on a shared machine, the peer) need then.
+      config.experimental.disable_thread_spinning = True
     return config
 
   def _before_session(self, checkpoint_dir):
