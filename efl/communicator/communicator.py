@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -47,15 +48,23 @@ _TLS_ERROR = re.compile(r'ssl|tls|handshake|certificate|tsi_|wrong_version_numbe
 _TLS_GRACE_S = 4.0
 _WAIT_LOG_INTERVAL_S = 5.0
 _MAX_ERROR_TEXT = 16 * 1024
+_ANNOUNCE_TIMEOUT_S = 2.0
 
-# Communicators that may still hold a server. At exit the thread pool of a server with a live stream would be
-# joined forever, so whatever the program forgot to close is closed first (atexit runs the newest first).
+# Communicators not closed yet. At exit the thread pool of a server with a live stream would be joined
+# forever, so whatever the program forgot to close is closed first (atexit runs the newest first).
 _OPEN = weakref.WeakSet()
 
 
 def _close_forgotten():
+  # By the time atexit handlers run, an uncaught exception that ends the program is in sys.last_value.
+  failure = getattr(sys, 'last_value', None)
   for comm in list(_OPEN):
-    comm.close(error='the %s process exited without closing its communicator' % comm.federal_role)
+    if failure is not None:
+      comm.close(error='the %s process failed: %s: %s' % (comm.federal_role, type(failure).__name__, failure))
+    elif comm._state == _CREATED:  # pylint: disable=protected-access
+      comm.close()  # Never connected, nothing went wrong: the peer need not hear of it.
+    else:
+      comm.close(error='the %s process exited without closing its communicator' % comm.federal_role)
 
 
 atexit.register(_close_forgotten)
@@ -183,6 +192,8 @@ class Communicator(object):
     self._outbox = queue.Queue()
     self._stream_call = None
     self._stream_done = threading.Event()
+    self._peer_failure = None  # What the peer said when it failed before the parties connected.
+    _OPEN.add(self)
 
   # ----------------------------------------------------------------------------------------- properties
 
@@ -421,6 +432,8 @@ class Communicator(object):
     self._check_peer(reply)
     with self._cond:
       while self._peer_hello is None:
+        if self._peer_failure is not None:
+          break  # Reported below.
         remaining = deadline - time.time()
         if remaining <= 0:
           raise errors.PeerUnreachableError(
@@ -429,6 +442,8 @@ class Communicator(object):
               % (self._peer_role, self._peer_addr, self._role, self._local_addr, timeout_s,
                  self._peer_role, self._local_addr))
         self._cond.wait(min(remaining, 1.0))
+    self._check_peer_hello_if_any()
+    with self._cond:
       peer = self._peer_hello
     if peer.instance_id != reply.instance_id:
       raise errors.HandshakeError(
@@ -465,7 +480,10 @@ class Communicator(object):
 
   def _check_peer_hello_if_any(self):
     with self._cond:
-      peer = self._peer_hello
+      peer, failure = self._peer_hello, self._peer_failure
+    if failure is not None:
+      raise errors.PeerFailedError('the %s at %s failed before the parties connected: %s'
+                                   % (self._peer_role, self._peer_addr, failure))
     if peer is not None:
       self._check_peer(peer)
 
@@ -502,6 +520,11 @@ class Communicator(object):
 
   def _on_hello(self, request):
     with self._cond:
+      if request.error:  # The peer failed before connecting (see _announce_failure).
+        if self._state == _CONNECTING:
+          self._peer_failure = request.error[:_MAX_ERROR_TEXT]
+          self._cond.notify_all()
+        return self._my_greeting()
       if self._peer_hello is None:
         self._peer_hello = request
         self._cond.notify_all()
@@ -760,6 +783,7 @@ class Communicator(object):
       if self._state in (_CLOSING, _CLOSED):
         return
       was_connected = self._state == _CONNECTED
+      never_connected = self._state == _CREATED
       self._state = _CLOSING
       if error is not None:
         self._close_error = ('%s: %s' % (type(error).__name__, error) if isinstance(error, BaseException)
@@ -786,6 +810,8 @@ class Communicator(object):
           self._cond.wait(min(remaining, 0.5))
     else:
       self._outbox.put(_END_OF_STREAM)
+      if never_connected and self._close_error is not None:
+        self._announce_failure()
     with self._cond:
       self._state = _CLOSED
       self._cond.notify_all()
@@ -793,6 +819,19 @@ class Communicator(object):
     _OPEN.discard(self)
     _log.info('%s communicator closed%s', self._role,
               ' with error: %s' % self._close_error if self._close_error else '')
+
+  def _announce_failure(self):
+    """Tells a peer that waits in connect() why this party will not come, so it fails now, not at its timeout.
+
+    Best effort: a peer that is not listening yet learns nothing and times out as before.
+    """
+    try:
+      self._open_channel()
+      self._stub.Hello(self._my_greeting(error=self._close_error), timeout=_ANNOUNCE_TIMEOUT_S)
+    except grpc.RpcError as e:
+      _log.debug('could not tell the %s at %s about the failure: %s', self._peer_role, self._peer_addr, e)
+    except Exception as e:  # pylint: disable=broad-except
+      _log.debug('could not tell the %s about the failure: %r', self._peer_role, e)
 
   def _shutdown_transport(self, grace_s):
     if self._stream_call is not None and not self._stream_call.done():

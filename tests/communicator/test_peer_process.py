@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -50,3 +51,48 @@ def test_killed_peer_is_detected_within_seconds(echo_peer, monkeypatch):
   closing = time.time()
   comm.close()
   assert time.time() - closing < 5
+
+
+_FAILING_LEADER = '''
+import sys
+import threading
+from efl.communicator import Communicator
+comm = Communicator('leader', sys.argv[1], sys.argv[2])
+comm.register_send('x')
+raise ValueError('model_fn has a bug')  # before connect(), as a graph-building error would
+'''
+
+
+@pytest.mark.parametrize('waiting_role', ['follower', 'leader'])
+def test_peer_failing_before_connect_is_reported_at_once(waiting_role):
+  """A party that dies before connecting tells the waiting peer why, instead of leaving it to its timeout."""
+  local, peer = free_port(), free_port()
+  comm = ec.Communicator(waiting_role, '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
+  comm.register_recv('x')
+  script = _FAILING_LEADER.replace("'leader'", repr('follower' if waiting_role == 'leader' else 'leader'))
+  outcome = []
+
+  def connect():
+    try:
+      comm.connect(timeout_s=60)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  waiter = threading.Thread(target=connect)
+  waiter.start()
+  try:
+    while comm.local_port is None and waiter.is_alive():
+      time.sleep(0.01)
+    start = time.time()
+    failed = subprocess.run([sys.executable, '-c', script, '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer],
+                            stderr=subprocess.PIPE, timeout=60)
+    waiter.join(30)
+    elapsed = time.time() - start
+  finally:
+    comm.close()
+  assert failed.returncode == 1 and b'model_fn has a bug' in failed.stderr
+  assert len(outcome) == 1 and isinstance(outcome[0], ec.PeerFailedError), outcome
+  assert 'failed before the parties connected' in str(outcome[0]), outcome[0]
+  assert 'ValueError: model_fn has a bug' in str(outcome[0]), outcome[0]
+  assert elapsed < 20, elapsed  # Not the 60 s connect timeout.
