@@ -199,16 +199,18 @@ class FederalModel(Model):
       grads_and_vars = (opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config))
                         if var_list else [])
     elif var_list or tensors:
-      # One backward pass for both; the optimizer takes tensors as well as variables in var_list.
-      both = opt.compute_gradients(objective, var_list + tensors)
+      # One backward pass for both; the optimizer takes tensors as well as variables in var_list. Ungated, so
+      # that the peer's gradient is sent as soon as it exists, not after every gradient of the same ops.
+      both = opt.compute_gradients(objective, var_list + tensors, gate_gradients=opt.GATE_NONE)
       grads_and_vars, peer_grads = both[:len(var_list)], [g for g, _ in both[len(var_list):]]
     else:
       return None
     peer_grads = self._send_gradients_back(t, pending, peer_grads)
     if not var_list:
       return None
-    # Variables are updated in place: the gradients for the peer must be computed before any update.
-    with tf.control_dependencies(peer_grads):
+    # Variables are updated in place: every gradient (the peer's too) must be computed before any update. This
+    # is what gating would ensure, without holding back the gradient for the peer.
+    with tf.control_dependencies(peer_grads + [g for g, _ in grads_and_vars if g is not None]):
       return self._apply(t, opt, grads_and_vars)
 
   def _dp_peer_gradients(self, opt, objective, tensors):
