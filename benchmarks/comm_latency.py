@@ -54,6 +54,8 @@ def _leader(args):
     print('shape %s %s (%d bytes): %d round trips in %.2f s = %.0f round trips/s, %.3f ms each'
           % (list(shape), args.dtype, data.nbytes, args.rounds, elapsed, args.rounds / elapsed,
              1000 * elapsed / args.rounds))
+    print('BENCH comm_round_trip_ms_%s %.3f' % ('x'.join(str(d) for d in shape), 1000 * elapsed / args.rounds),
+          flush=True)
   finally:
     comm.close()
     child.wait(30)
