@@ -76,3 +76,18 @@ def test_records_are_protobuf_frames_and_join():
   assert [m.header.kind for m in messages] == [serde.DATA, serde.BYE, serde.DATA]
   np.testing.assert_array_equal(serde.decode(messages[0]), np.arange(6, dtype=np.float32).reshape(2, 3))
   assert serde.decode(messages[2]).tolist() == [b'x', b'yz'] and not messages[2].header.sync
+
+
+def test_large_frames_are_parsed_without_protobuf_and_roundtrip():
+  """Frames above the small-frame size take the zero-copy path: strings, byte order and neighbours survive."""
+  strings = np.array([b'x' * 50000, b'', b'yz' * 30000], dtype=object)
+  big_endian = np.arange(100000, dtype='>f8').reshape(1000, 100)
+  data = b''.join([serde.encode_record('s', 1, strings), serde.encode_record('b', 2, big_endian),
+                   serde.encode_record('c', 3, np.float32(1.5))])
+  messages = serde.parse_frames(data)
+  assert [m.header.name for m in messages] == ['s', 'b', 'c']
+  assert isinstance(messages[0].payload, memoryview) and isinstance(messages[1].payload, memoryview)
+  assert serde.decode(messages[0]).tolist() == strings.tolist()
+  out = serde.decode(messages[1])
+  assert out.dtype == np.float64 and out.flags.writeable and np.array_equal(out, big_endian)
+  assert serde.decode(messages[2]) == np.float32(1.5) and messages[2].header.step == 3
