@@ -82,8 +82,11 @@ def _decode_strings(raw, shape, name):
 
 
 class Message(collections.namedtuple('Message', ['header', 'payload'])):
-  """A received frame: its `efl.Frame` fields but `raw` (`header`), and the raw bytes as a memoryview
-  into the received message (`payload`), so that a large tensor is not copied on its way to `decode`."""
+  """A received frame: `header`, its `efl.Frame` (whose `raw` is not read), and `payload`, the raw bytes.
+
+  For a large frame the payload is a memoryview into the received message, so that the tensor is copied only
+  once, by `decode`.
+  """
   __slots__ = ()
 
 
@@ -147,15 +150,12 @@ def parse_frames(data):
 
 
 def decode(message):
-  """Returns the array of a DATA `Message` or `efl.Frame` (writable; strings as an object array of `bytes`).
+  """Returns the array of a DATA `Message` (writable; strings as an object array of `bytes`).
 
   Raises:
     CommunicatorError: if the frame is corrupt or has an unknown dtype.
   """
-  if isinstance(message, Message):
-    frame, raw = message
-  else:
-    frame, raw = message, message.raw
+  frame, raw = message
   shape = tuple(frame.shape)
   if frame.dtype == STRING:
     return _decode_strings(raw, shape, frame.name)
