@@ -16,6 +16,12 @@ INDEX_MASK = (1 << INDEX_BITS) - 1
 MAX_BLOCK = (1 << (63 - INDEX_BITS)) - 1
 
 
+def plain_tf(fn):
+    """Marks a dataset function as plain TensorFlow: autograph would convert it through a temporary source file
+    (left behind when the process is killed) to find no Python control flow to convert."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _single_file_records(path, compression):
     """The records of one file."""
     # `tf.data.TFRecordDataset` wraps even a single file name in a flat_map over a file list: one more dataset
@@ -90,8 +96,9 @@ class FederalDataset(dataset_ops.DatasetV1Adapter):
 
         if with_positions:
             ids = tf.constant(block_ids)
-            dataset = blocks.flat_map(lambda b, f, c: block_records(f, start_of(b), c, b)).map(
-                lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS), record))
+            dataset = blocks.flat_map(plain_tf(lambda b, f, c: block_records(f, start_of(b), c, b))).map(
+                plain_tf(lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS),
+                                               record)))
         else:
-            dataset = blocks.flat_map(lambda b, f, c: _single_file_records(f, c).skip(start_of(b)))
+            dataset = blocks.flat_map(plain_tf(lambda b, f, c: _single_file_records(f, c).skip(start_of(b))))
         super(FederalDataset, self).__init__(dataset)

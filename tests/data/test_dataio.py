@@ -214,3 +214,33 @@ def test_hook_needs_read(tmp_path):
     io = efl.data.DataIO(str(tmp_path), 2)
     with pytest.raises(RuntimeError, match='call read'):
         io.get_hook().begin()
+
+
+def test_pipelines_leave_no_temporary_files(tmp_path):
+    # Autograph converts dataset functions through temporary source files, which a killed process leaves
+    # behind; the readers' functions are plain TensorFlow and must not go through it.
+    import os
+    import subprocess
+    import sys
+    data, scratch = tmp_path / 'data', tmp_path / 'scratch'
+    write_dataset(data, 2, 3)
+    scratch.mkdir()
+    script = '\n'.join([
+        'import os, sys',
+        'import tensorflow.compat.v1 as tf',
+        'import efl',
+        'io = efl.data.DataIO(sys.argv[1], 2)',
+        "io.fixedlen_feature('sample_id', 1, dtype=tf.int64)",
+        'io.read()',
+        'paths = sorted(os.path.join(sys.argv[1], f) for f in os.listdir(sys.argv[1]))',
+        'efl.data.FederalDataset(paths)',
+        "efl.data.FederalDataset(paths, block_ids=['a', 'b'])",
+        'sys.stdout.flush()',
+        'os._exit(0)',  # as a killed process: no cleanup at exit
+    ])
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2')
+    done = subprocess.run([sys.executable, '-c', script, str(data)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=120)
+    assert done.returncode == 0, done.stdout.decode('utf-8', 'replace')[-2000:]
+    assert sorted(os.listdir(str(scratch))) == []
