@@ -15,6 +15,7 @@ import os
 import re
 
 import tensorflow.compat.v1 as tf
+from tensorflow.python.framework import tensor_util
 
 from efl import flags
 from efl.framework.hooks import CommunicatorHook
@@ -59,12 +60,14 @@ def _inner_product(s, g):
   """<s, g> as a scalar whose gradient with respect to `s` is `g` times the upstream gradient.
 
   The generic gradient of reduce_sum(s * g) broadcasts, then multiplies by g: two passes over a tensor as big as
-  the activations, on the critical path between receiving the peer's gradient and updating. This is one.
-  Nothing fetches the value, so the graph prunes it.
+  the activations, on the critical path between receiving the peer's gradient and updating. This is one, or none
+  when the upstream gradient is the constant 1 (plain training). Nothing fetches the value, so the graph prunes it.
   """
   @tf.custom_gradient
   def term(x):
     def grad(dy):
+      if tensor_util.constant_value(dy) == 1:
+        return g
       return dy * g
     return tf.reduce_sum(x * g), grad
   return term(s)
