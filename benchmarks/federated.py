@@ -4,7 +4,8 @@ Prints `BENCH federated_ratio_b256 <r>` and `BENCH federated_ratio_b4096 <r>`: f
 one-process samples/s, each measured in fresh processes, alternating, median of the repeats. Both use the
 same in-memory MNIST-shaped data (784 features split 392/392) so that only the split and the wire differ; the
 federated run includes the per-step sample-id check. The two parties share this machine the way
-`python -m efl.launcher` runs them: each gets half the cores for TF's intra-op pool (EFL_INTRA_OP_THREADS).
+`python -m efl.launcher` runs them: each gets half the cores, for its threads (EFL_PIN_CPUS) and for TF's
+intra-op pool (EFL_INTRA_OP_THREADS).
 
     .venv/bin/python benchmarks/federated.py [--repeats 5]
 """
@@ -92,13 +93,18 @@ def _rate(out):
   raise RuntimeError('a benchmark party failed:\n' + out.decode('utf-8', 'replace')[-3000:])
 
 
-def _run(cmd_args, federated=False):
+def _run(cmd_args, role=None):
+  """Starts one benchmark process; a federated party (`role`) shares the machine as `python -m efl.launcher`
+  runs two parties: half the cores each, for its threads and TF's intra-op pool."""
+  from efl import launcher  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
-  if federated:
-    from efl.launcher import shared_machine_env  # pylint: disable=g-import-not-at-top
-    env = shared_machine_env(env)  # as `python -m efl.launcher` runs two parties on one machine
-  return subprocess.Popen([sys.executable, os.path.abspath(__file__)] + cmd_args, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  if role:
+    env = launcher.shared_machine_env(env)
+  p = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + cmd_args, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  if role:
+    launcher.pin_party(p.pid, role)
+  return p
 
 
 def measure_single(batch):
@@ -110,9 +116,9 @@ def measure_single(batch):
 def measure_federated(batch):
   lp, fp = _free_port(), _free_port()
   procs = [_run(['--party', 'leader', '--batch', str(batch), '--federal_role=leader',
-                 '--local_addr=127.0.0.1:%d' % lp, '--peer_addr=127.0.0.1:%d' % fp], federated=True),
+                 '--local_addr=127.0.0.1:%d' % lp, '--peer_addr=127.0.0.1:%d' % fp], 'leader'),
            _run(['--party', 'follower', '--batch', str(batch), '--federal_role=follower',
-                 '--local_addr=127.0.0.1:%d' % fp, '--peer_addr=127.0.0.1:%d' % lp], federated=True)]
+                 '--local_addr=127.0.0.1:%d' % fp, '--peer_addr=127.0.0.1:%d' % lp], 'follower')]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   return _rate(outs[0])  # the leader's rate; the follower runs in lockstep
 

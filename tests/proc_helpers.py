@@ -4,6 +4,8 @@ import socket
 import subprocess
 import sys
 
+from efl import launcher
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,10 +21,8 @@ def party_env(extra=None):
   env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   env['PYTHONUNBUFFERED'] = '1'
-  # Two parties share this machine: split its cores as the launcher does.
-  env.setdefault('EFL_INTRA_OP_THREADS', str(max(1, (os.cpu_count() or 2) // 2)))
   env.update(extra or {})
-  return env
+  return launcher.shared_machine_env(env)  # two parties share this machine, as the launcher runs them
 
 
 def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, log_path=None):
@@ -30,7 +30,9 @@ def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, 
   cmd = [sys.executable, script, '--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
          '--peer_addr=127.0.0.1:%d' % peer_port] + list(args)
   out = open(log_path, 'wb') if log_path else subprocess.PIPE
-  return subprocess.Popen(cmd, cwd=cwd, env=party_env(env), stdout=out, stderr=subprocess.STDOUT)
+  p = subprocess.Popen(cmd, cwd=cwd, env=party_env(env), stdout=out, stderr=subprocess.STDOUT)
+  launcher.pin_party(p.pid, role)
+  return p
 
 
 def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), cwd=None, timeout=240,
