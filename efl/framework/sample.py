@@ -161,8 +161,14 @@ class FederalSample(Sample):
     return self._role
 
   def before_step_ops(self):
-    """Nothing: the forward pass does not wait for the sample-id exchange."""
-    return [tf.no_op()]
+    """An op that runs once this party's batch is read; the step's ops wait for it, its receives too.
+
+    Without it a receive starts with the run and, at the end of the data, waits for a peer that has stopped
+    (and fails once the peer closes) while the reader's OutOfRange already ends the run. The forward pass does
+    not wait for the sample-id exchange.
+    """
+    batch = [x.values if isinstance(x, tf.SparseTensor) else x for x in self._features.values()]
+    return [tf.group(*[x for x in batch if isinstance(x, tf.Tensor)], name=self._name + '_batch_read')]
 
   def step_guards(self):
     """Sends this party's sample-id hashes and checks the peer's; every update of the step depends on both."""
