@@ -262,8 +262,10 @@ class Model(object):
       with task_scope(MODE.TRAIN, t.name), tf.control_dependencies(sample.before_step_ops()):
         t.loss = loss_fn(self, sample)
         # The forward and backward passes (and gradients sent to a peer) may run ahead of the step's guards
-        # (e.g. the sample-id check), so that waiting for them is off the critical path; updates may not.
-        t.update_guards = list(sample.step_guards())
+        # (e.g. the sample-id check), so that waiting for them is off the critical path; updates may not. The
+        # guards start after the ops loss_fn added (sends to the peer), not to share the cores with them.
+        with tf.control_dependencies(t.train_ops):
+          t.update_guards = list(sample.step_guards())
         self._build_train(t)
     eval_fn = t.fns.get('eval_fn')
     if eval_fn is not None:
