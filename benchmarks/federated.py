@@ -98,13 +98,10 @@ def _run(cmd_args, role=None):
   runs two parties: half the cores each, for its threads and TF's intra-op pool."""
   from efl import launcher  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
+  argv = [sys.executable, os.path.abspath(__file__)] + cmd_args
   if role:
-    env = launcher.shared_machine_env(env)
-  p = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + cmd_args, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  if role:
-    launcher.pin_party(p.pid, role)
-  return p
+    return launcher.start_party(argv, role, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def measure_single(batch):

@@ -68,6 +68,14 @@ def pin_party(pid, role):
       pass  # the process already ended, or this platform refuses: the party just runs unpinned
 
 
+def start_party(argv, role, env=None, **popen_kwargs):
+  """Starts party `role` (`argv` a full command line) as one of two sharing this machine: with
+  `shared_machine_env(env)` (default env: this process's) and pinned to its CPUs (`pin_party`)."""
+  p = subprocess.Popen(argv, env=shared_machine_env(os.environ if env is None else env), **popen_kwargs)
+  pin_party(p.pid, role)
+  return p
+
+
 def _pump(stream, prefix, out, lock):
   for raw in iter(stream.readline, b''):
     line = raw.decode('utf-8', 'replace').rstrip('\n')
@@ -98,9 +106,8 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
   lock = threading.Lock()
   procs, pumps = {}, []
   for role, cmd, own, peer in (('leader', leader_cmd, lp, fp), ('follower', follower_cmd, fp, lp)):
-    p = subprocess.Popen(list(cmd) + party_args(role, own, peer), cwd=workdir, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pin_party(p.pid, role)
+    p = start_party(list(cmd) + party_args(role, own, peer), role, env, cwd=workdir, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT)
     procs[role] = p
     t = threading.Thread(target=_pump, args=(p.stdout, '[%-8s]' % role, out, lock), daemon=True)
     t.start()

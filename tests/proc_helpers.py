@@ -22,7 +22,7 @@ def party_env(extra=None):
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   env['PYTHONUNBUFFERED'] = '1'
   env.update(extra or {})
-  return launcher.shared_machine_env(env)  # two parties share this machine, as the launcher runs them
+  return env
 
 
 def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, log_path=None):
@@ -30,9 +30,8 @@ def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, 
   cmd = [sys.executable, script, '--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
          '--peer_addr=127.0.0.1:%d' % peer_port] + list(args)
   out = open(log_path, 'wb') if log_path else subprocess.PIPE
-  p = subprocess.Popen(cmd, cwd=cwd, env=party_env(env), stdout=out, stderr=subprocess.STDOUT)
-  launcher.pin_party(p.pid, role)
-  return p
+  # Two parties share this machine, as the launcher runs them.
+  return launcher.start_party(cmd, role, party_env(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
 def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), cwd=None, timeout=240,

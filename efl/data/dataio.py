@@ -29,7 +29,7 @@ import tensorflow.compat.v1 as tf
 
 from efl.data import files as files_lib
 from efl.data import schema as schema_lib
-from efl.data.federal_dataset import INDEX_BITS, MAX_BLOCK, block_records, plain_tf as _plain
+from efl.data.federal_dataset import INDEX_BITS, MAX_BLOCK, block_records, plain_tf
 
 _log = tf.get_logger()
 
@@ -305,7 +305,7 @@ class DataIO(object):
         blocks = tf.data.Dataset.from_generator(
             self._generate_blocks, _BLOCK_TYPES, _BLOCK_SHAPES,
             args=(self._start_block, self._start_index, self._generation_input))
-        dataset = blocks.flat_map(_plain(lambda block, path, compression, start: block_records(
+        dataset = blocks.flat_map(plain_tf(lambda block, path, compression, start: block_records(
             path, start, compression, block)))
         dataset = dataset.batch(self._batch_size, drop_remainder=self._drop_remainder)
 
@@ -326,7 +326,7 @@ class DataIO(object):
                                         tf.gather(relpaths, last_block % num_files)], ':')
             return features, position
 
-        dataset = dataset.map(_plain(parse), num_parallel_calls=_PARSE_THREADS if self._prefetch > 0 else None)
+        dataset = dataset.map(plain_tf(parse), num_parallel_calls=_PARSE_THREADS if self._prefetch > 0 else None)
         if self._prefetch > 0:
             dataset = dataset.prefetch(self._prefetch)
         self._iterator = tf.data.make_initializable_iterator(dataset)

@@ -256,20 +256,20 @@ class FederalModel(Model):
     return [g for g, _ in opt.compute_gradients(objective, tensors, opt_config=dict(self._opt_config))]
 
   def _send_gradients_back(self, t, pending, grads):
-    """Sends the gradient of each pending require_grad recv to the peer; returns the gradients sent."""
+    """Sends the gradient of each pending require_grad recv to the peer; returns (gradients, send ops)."""
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
-    out = []
+    sent, sends = [], []
     for (name, x), g in zip(pending, grads):
       if g is None:
         tf.logging.warning('recv(%r, require_grad=True): the objective does not depend on it; sending zeros',
                            name)
         g = tf.zeros_like(x)
       g = tf.convert_to_tensor(g)
-      send = ops.send(self._communicator, name + '_grad', g)
-      self.add_train_op(send, t.name)
+      sends.append(ops.send(self._communicator, name + '_grad', g))
+      self.add_train_op(sends[-1], t.name)
       self._grads_sent[t.name].add(name)
-      out.append((g, send))
-    return [g for g, _ in out], [send for _, send in out]
+      sent.append(g)
+    return sent, sends
 
   def _logged_loss(self, t):
     # A loss_fn that returns a sent tensor has no loss of its own: the mean activation means nothing.
