@@ -17,88 +17,88 @@ MAX_BLOCK = (1 << (63 - INDEX_BITS)) - 1
 
 
 def plain_tf(fn):
-    """Marks a dataset function as plain TensorFlow: autograph would convert it through a temporary source file
-    (left behind when the process is killed) to find no Python control flow to convert."""
-    return tf.autograph.experimental.do_not_convert(fn)
+  """Marks a dataset function as plain TensorFlow: autograph would convert it through a temporary source file
+  (left behind when the process is killed) to find no Python control flow to convert."""
+  return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _single_file_records(path, compression):
-    """The records of one file."""
-    # `tf.data.TFRecordDataset` wraps even a single file name in a flat_map over a file list: one more dataset
-    # layer per record. Its single-file reader is used directly when this TF version has it.
-    single_file = getattr(readers, '_TFRecordDataset', None)
-    if single_file is not None:
-        return single_file(path, compression)
-    return tf.data.TFRecordDataset(path, compression_type=compression)
+  """The records of one file."""
+  # `tf.data.TFRecordDataset` wraps even a single file name in a flat_map over a file list: one more dataset
+  # layer per record. Its single-file reader is used directly when this TF version has it.
+  single_file = getattr(readers, '_TFRecordDataset', None)
+  if single_file is not None:
+    return single_file(path, compression)
+  return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
 def block_records(path, start, compression, block):
-    """The records of one block from record `start` on, each paired with its position code.
+  """The records of one block from record `start` on, each paired with its position code.
 
-    Args:
-        path: scalar `tf.string`, the file.
-        start: scalar `tf.int64`, records to skip at the start of the file.
-        compression: scalar `tf.string`, '', 'ZLIB' or 'GZIP'.
-        block: scalar `tf.int64`, the block number stored in the codes (at most `MAX_BLOCK`).
+  Args:
+      path: scalar `tf.string`, the file.
+      start: scalar `tf.int64`, records to skip at the start of the file.
+      compression: scalar `tf.string`, '', 'ZLIB' or 'GZIP'.
+      block: scalar `tf.int64`, the block number stored in the codes (at most `MAX_BLOCK`).
 
-    Returns:
-        A dataset of `(code, record)`, with `code = block << INDEX_BITS | record_index`.
-    """
-    records = _single_file_records(path, compression).skip(start)
-    base = block * (1 << INDEX_BITS)
-    codes = tf.data.Dataset.range(base + start, base + (1 << INDEX_BITS))
-    return tf.data.Dataset.zip((codes, records))
+  Returns:
+      A dataset of `(code, record)`, with `code = block << INDEX_BITS | record_index`.
+  """
+  records = _single_file_records(path, compression).skip(start)
+  base = block * (1 << INDEX_BITS)
+  codes = tf.data.Dataset.range(base + start, base + (1 << INDEX_BITS))
+  return tf.data.Dataset.zip((codes, records))
 
 
 class FederalDataset(dataset_ops.DatasetV1Adapter):
-    """A dataset of the serialized records of `filenames`, read in order, the first one from `sample_index` on.
+  """A dataset of the serialized records of `filenames`, read in order, the first one from `sample_index` on.
 
-    Usable on its own like a `tf.data.TFRecordDataset`:
+  Usable on its own like a `tf.data.TFRecordDataset`:
 
-        ds = FederalDataset(['a.tfrecord', 'b.tfrecord'], sample_index=3)  # skips a's first 3 records
+      ds = FederalDataset(['a.tfrecord', 'b.tfrecord'], sample_index=3)  # skips a's first 3 records
 
-    With `with_positions=True` each element is `(block_id, record_index, record)` instead, where `block_id`
-    names the file (`block_ids[i]`, default the file name) and `record_index` counts from the start of the
-    file, so a position can be saved and a later `FederalDataset` started from it.
+  With `with_positions=True` each element is `(block_id, record_index, record)` instead, where `block_id`
+  names the file (`block_ids[i]`, default the file name) and `record_index` counts from the start of the
+  file, so a position can be saved and a later `FederalDataset` started from it.
 
-    Args:
-        filenames: `list` of `str`, the files in reading order.
-        block_ids: `list` of `str` (same length) naming the files in positions; default `filenames`.
-        sample_index: `int` or scalar `tf.int64`, records of the first file to skip. Skipping past its end simply
-            continues with the next file.
-        compression_type: '', 'ZLIB', 'GZIP', or None to choose per file from its extension (.gz, .zlib).
-        with_positions: `bool`, whether elements carry their position.
+  Args:
+      filenames: `list` of `str`, the files in reading order.
+      block_ids: `list` of `str` (same length) naming the files in positions; default `filenames`.
+      sample_index: `int` or scalar `tf.int64`, records of the first file to skip. Skipping past its end simply
+          continues with the next file.
+      compression_type: '', 'ZLIB', 'GZIP', or None to choose per file from its extension (.gz, .zlib).
+      with_positions: `bool`, whether elements carry their position.
 
-    Raises:
-        ValueError: no file, `block_ids` of another length, or an unknown compression type.
-    """
+  Raises:
+      ValueError: no file, `block_ids` of another length, or an unknown compression type.
+  """
 
-    def __init__(self, filenames, block_ids=None, sample_index=0, compression_type='', with_positions=False):
-        if isinstance(filenames, (str, bytes)):
-            filenames = [filenames]
-        filenames = [f.decode() if isinstance(f, bytes) else str(f) for f in filenames]
-        if not filenames:
-            raise ValueError('FederalDataset needs at least one file name. Found an empty list.')
-        if block_ids is None:
-            block_ids = filenames
-        block_ids = [b.decode() if isinstance(b, bytes) else str(b) for b in block_ids]
-        if len(block_ids) != len(filenames):
-            raise ValueError('block_ids must name every file: found {} block ids for {} files.'.format(
-                len(block_ids), len(filenames)))
-        compression_type = files_lib.check_compression_type(compression_type)
-        compressions = [files_lib.compression_of(f, compression_type) for f in filenames]
-        sample_index = tf.cast(sample_index, tf.int64)
-        blocks = tf.data.Dataset.from_tensor_slices(
-            (tf.range(len(filenames), dtype=tf.int64), tf.constant(filenames), tf.constant(compressions)))
+  def __init__(self, filenames, block_ids=None, sample_index=0, compression_type='', with_positions=False):
+    if isinstance(filenames, (str, bytes)):
+      filenames = [filenames]
+    filenames = [f.decode() if isinstance(f, bytes) else str(f) for f in filenames]
+    if not filenames:
+      raise ValueError('FederalDataset needs at least one file name. Found an empty list.')
+    if block_ids is None:
+      block_ids = filenames
+    block_ids = [b.decode() if isinstance(b, bytes) else str(b) for b in block_ids]
+    if len(block_ids) != len(filenames):
+      raise ValueError('block_ids must name every file: found {} block ids for {} files.'.format(
+          len(block_ids), len(filenames)))
+    compression_type = files_lib.check_compression_type(compression_type)
+    compressions = [files_lib.compression_of(f, compression_type) for f in filenames]
+    sample_index = tf.cast(sample_index, tf.int64)
+    blocks = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(filenames), dtype=tf.int64), tf.constant(filenames), tf.constant(compressions)))
 
-        def start_of(block):
-            return sample_index * tf.cast(tf.equal(block, 0), tf.int64)
+    def start_of(block):
+      return sample_index * tf.cast(tf.equal(block, 0), tf.int64)
 
-        if with_positions:
-            ids = tf.constant(block_ids)
-            dataset = blocks.flat_map(plain_tf(lambda b, f, c: block_records(f, start_of(b), c, b))).map(
-                plain_tf(lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS),
-                                               record)))
-        else:
-            dataset = blocks.flat_map(plain_tf(lambda b, f, c: _single_file_records(f, c).skip(start_of(b))))
-        super(FederalDataset, self).__init__(dataset)
+    if with_positions:
+      ids = tf.constant(block_ids)
+      dataset = blocks.flat_map(plain_tf(lambda b, f, c: block_records(f, start_of(b), c, b))).map(
+          plain_tf(lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS),
+                                         record)))
+    else:
+      dataset = blocks.flat_map(plain_tf(lambda b, f, c: _single_file_records(f, c).skip(start_of(b))))
+    super(FederalDataset, self).__init__(dataset)

@@ -15,7 +15,7 @@ _LAZY = {"EncryptActiveLayer": "efl.privacy.paillier.layers", "EncryptPassiveLay
 
 
 def __getattr__(name):
-    # Python 3.7 module __getattr__: keeps `import efl.privacy.paillier` free of TensorFlow.
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError("module 'efl.privacy.paillier' has no attribute %r" % name)
+  # Python 3.7 module __getattr__: keeps `import efl.privacy.paillier` free of TensorFlow.
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError("module 'efl.privacy.paillier' has no attribute %r" % name)
