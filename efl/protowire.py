@@ -1,6 +1,8 @@
 """Protobuf wire-format primitives shared by the modules that write or read messages without building protos."""
 import operator
 
+_ONE_BYTE = [bytes([v]) for v in range(0x80)]
+
 
 def varint(value):
   """Encodes one integer as a protobuf varint.
@@ -16,6 +18,8 @@ def varint(value):
     ValueError: the value does not fit in 64 bits.
   """
   value = operator.index(value)
+  if 0 <= value < 0x80:
+    return _ONE_BYTE[value]
   if not -(1 << 63) <= value < (1 << 64):
     raise ValueError('A varint holds an int64 or a uint64. Found %r.' % (value,))
   value &= (1 << 64) - 1

@@ -156,7 +156,8 @@ class Communicator(object):
     self._local_port = None
     self._server_threads = max(4, int(server_thread_num or 0))
     self._scan_s = (scanning_interval_milliseconds or 1000) / 1000.0
-    self._default_timeout_ms = default_timeout_milliseconds
+    # Read once: recv() runs every step, and reading the environment there costs as much as the rest of it.
+    self._recv_timeout_s = settings.recv_timeout_s(default_timeout_milliseconds)
     self._tls = settings.tls_config()
     self._client_send_limit = settings.message_size('CLIENT', 'SEND')
     self._client_recv_limit = settings.message_size('CLIENT', 'RECEIVE')
@@ -226,7 +227,7 @@ class Communicator(object):
   @property
   def recv_timeout_s(self):
     """Seconds `recv` waits by default: env `EFL_RECV_TIMEOUT_S`, else `default_timeout_milliseconds`/1000."""
-    return settings.recv_timeout_s(self._default_timeout_ms)
+    return self._recv_timeout_s
 
   @property
   def step(self):

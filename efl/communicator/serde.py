@@ -28,6 +28,12 @@ _EMPTY = memoryview(b'')
 _SMALL_FRAME = 1 << 16  # bytes
 # Little-endian and native dtypes of the numeric wire dtypes.
 _WIRE_DTYPES = {name: (np.dtype(name).newbyteorder('<'), np.dtype(name)) for name in _NUMERIC}
+_WIRE_NAMES = {}  # np.dtype -> its wire name
+_STEP_TAG = bytes([(pb.Frame.DESCRIPTOR.fields_by_name['step'].number << 3) | 0])
+# Serialized DATA frame fields but `step` and `raw`, by (name, dtype, shape, sync, phase): a channel sends the
+# same layout at every step, and building a protobuf message costs more than the rest of the encoding.
+_HEADERS = {}
+_MAX_HEADERS = 4096
 DATA = pb.Frame.DATA
 BYE = pb.Frame.BYE
 ERROR = pb.Frame.ERROR
@@ -39,13 +45,20 @@ def wire_dtype(dtype):
   Raises:
     TypeError: for dtypes that cannot be sent (structured, datetime, ...).
   """
+  # numpy computes `dtype.name` in Python; once per dtype is enough (every send asks).
+  name = _WIRE_NAMES.get(dtype) if isinstance(dtype, np.dtype) else None
+  if name is not None:
+    return name
   dtype = np.dtype(dtype)
   if dtype.kind in 'OSU':
-    return STRING
-  if dtype.name not in _NUMERIC:
+    name = STRING
+  elif dtype.name in _NUMERIC:
+    name = dtype.name
+  else:
     raise TypeError('cannot send arrays of dtype %s; supported: bool, (u)int8-64, float16/32/64, '
                     'complex64/128 and byte strings' % dtype)
-  return dtype.name
+  _WIRE_NAMES[dtype] = name
+  return name
 
 
 def _encode_strings(array):
@@ -93,8 +106,9 @@ class Message(collections.namedtuple('Message', ['header', 'payload'])):
 def encode_record(name, step, array, sync=True, phase=''):
   """Returns the DATA frame of `array` serialized as one entry of `Frames.frames` (see `to_record`).
 
-  The array's bytes are copied once, into the record: the frame's other fields are serialized by protobuf and
-  the `raw` field is appended by hand (protobuf accepts fields in any order).
+  The array's bytes are copied once, into the record. The frame's other fields but `step` are serialized by
+  protobuf once per layout and cached; `step` and `raw` are appended by hand (protobuf accepts fields in any
+  order).
 
   Args:
     name: channel name.
@@ -113,12 +127,29 @@ def encode_record(name, step, array, sync=True, phase=''):
   else:
     if array.dtype.byteorder == '>':
       array = array.astype(array.dtype.newbyteorder('<'))
-    payload = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-  header = pb.Frame(name=name, step=int(step), sync=bool(sync), kind=DATA, dtype=dtype, shape=array.shape,
-                    phase=phase if sync else '').SerializeToString()
+    payload = _bytes_view(array)
+  phase = phase if sync else ''
+  key = (name, dtype, array.shape, bool(sync), phase)
+  head = _HEADERS.get(key)
+  if head is None:
+    head = pb.Frame(name=name, sync=bool(sync), kind=DATA, dtype=dtype, shape=array.shape,
+                    phase=phase).SerializeToString()
+    if len(_HEADERS) >= _MAX_HEADERS:  # Shapes that change every step must not grow the cache forever.
+      _HEADERS.clear()
+    _HEADERS[key] = head
+  # Fields may come in any order: the step follows the cached fields, `raw` comes last.
+  header = head + _STEP_TAG + varint(int(step))
   raw_head = _RAW_TAG + varint(len(payload))
   size = len(header) + len(raw_head) + len(payload)
   return b''.join((_FRAMES_TAG, varint(size), header, raw_head, payload))
+
+
+def _bytes_view(array):
+  """The bytes of a numeric array in C order, without a copy when it is C-contiguous."""
+  try:
+    return memoryview(array).cast('B')  # The cheapest view; refused for empty or non-contiguous arrays.
+  except (TypeError, ValueError):
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def parse_frames(data):

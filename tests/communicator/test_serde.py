@@ -91,3 +91,15 @@ def test_large_frames_are_parsed_without_protobuf_and_roundtrip():
   out = serde.decode(messages[1])
   assert out.dtype == np.float64 and out.flags.writeable and np.array_equal(out, big_endian)
   assert serde.decode(messages[2]) == np.float32(1.5) and messages[2].header.step == 3
+
+
+def test_cached_layouts_carry_each_records_own_step_shape_and_phase():
+  """A channel's frame layout is serialized once; every record still parses with its own fields."""
+  cases = [(0, (2, 3), 'train', True), (127, (2, 3), 'train', True), (128, (2, 3), 'eval', True),
+           (1 << 40, (4, 3), 'train', True), (5, (2, 3), 'train', False), (-1, (2, 3), 'train', True)]
+  for step, shape, phase, sync in cases:
+    array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + step
+    frame = pb.Frames.FromString(serde.encode_record('a', step, array, sync=sync, phase=phase)).frames[0]
+    assert (frame.name, frame.step, frame.sync, list(frame.shape)) == ('a', step, sync, list(shape))
+    assert frame.phase == (phase if sync else '') and frame.kind == serde.DATA
+    assert frame.raw == array.tobytes()
