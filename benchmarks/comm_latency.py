@@ -64,8 +64,7 @@ class _EflEnd(object):
 class _GrpcioEnd(object):
   """One party of the bare grpcio exchange: a server for the peer's stream, a client stream to the peer."""
 
-  def __init__(self, role, peer_port, local_port, dtype, shape):
-    del role
+  def __init__(self, peer_port, local_port, dtype, shape):
     self._dtype, self._shape = dtype, shape
     self._inbox, self._outbox = queue.Queue(), queue.Queue()
     self._peer_done = threading.Event()
@@ -113,7 +112,7 @@ class _GrpcioEnd(object):
 def _open(transport, role, peer_port, local_port, dtype, shape):
   if transport == 'efl':
     return _EflEnd(role, peer_port, local_port)
-  return _GrpcioEnd(role, peer_port, local_port, dtype, shape)
+  return _GrpcioEnd(peer_port, local_port, dtype, shape)  # both ends alike: no roles
 
 
 def _round_trips_ms(args, transport, shape):
