@@ -6,9 +6,9 @@ SHARED_MNIST := $(abspath ../shared/datasets/mnist.npz)
 # The examples read MNIST from this Keras-layout file when set (no download is possible offline).
 export EFL_MNIST_NPZ ?= $(if $(wildcard $(SHARED_MNIST)),$(SHARED_MNIST),)
 
-.PHONY: setup proto test demo bench clean
+.PHONY: setup proto native test demo bench clean
 
-setup: $(STAMP) proto
+setup: $(STAMP) proto native
 
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	@py=$$(tools/find_python37.sh) || exit 1; \
@@ -23,6 +23,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 proto: $(STAMP)
 	@$(PY) -m efl.communicator.build_proto
 
+# The native transport, where gRPC's C core is installed (tools/install_native_deps.sh); else efl runs on
+# its Python transport.
+native: $(STAMP)
+	@$(PY) -m efl.native.build
+
 test: setup
 	$(PY) -m pytest -q -rs tests
 
@@ -33,4 +38,4 @@ bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache efl/native/_transport.so

@@ -7,6 +7,10 @@ federated run includes the per-step sample-id check. The two parties share this 
 `python -m efl.launcher` runs them: each gets half the cores, for its threads (EFL_PIN_CPUS) and for TF's
 intra-op pool (EFL_INTRA_OP_THREADS).
 
+The federated figure uses the transport efl picks by default: the native one where it is built. Then each
+repeat also runs the Python transport (`EFL_NATIVE_TRANSPORT=off`), and the benchmark prints
+`federated_ratio_python_b<batch>` and `native_speedup_b<batch>` (native over Python samples/s, side by side).
+
     .venv/bin/python benchmarks/federated.py [--repeats 5]
 """
 import argparse
@@ -93,11 +97,13 @@ def _rate(out):
   raise RuntimeError('a benchmark party failed:\n' + out.decode('utf-8', 'replace')[-3000:])
 
 
-def _run(cmd_args, role=None):
+def _run(cmd_args, role=None, transport=None):
   """Starts one benchmark process; a federated party (`role`) shares the machine as `python -m efl.launcher`
   runs two parties: half the cores each, for its threads and TF's intra-op pool."""
   from efl import launcher  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
+  if transport:
+    env['EFL_NATIVE_TRANSPORT'] = transport
   argv = [sys.executable, os.path.abspath(__file__)] + cmd_args
   if role:
     return launcher.start_party(argv, role, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -110,12 +116,12 @@ def measure_single(batch):
   return _rate(out)
 
 
-def measure_federated(batch):
+def measure_federated(batch, transport=None):
   lp, fp = _free_port(), _free_port()
   procs = [_run(['--party', 'leader', '--batch', str(batch), '--federal_role=leader',
-                 '--local_addr=127.0.0.1:%d' % lp, '--peer_addr=127.0.0.1:%d' % fp], 'leader'),
+                 '--local_addr=127.0.0.1:%d' % lp, '--peer_addr=127.0.0.1:%d' % fp], 'leader', transport),
            _run(['--party', 'follower', '--batch', str(batch), '--federal_role=follower',
-                 '--local_addr=127.0.0.1:%d' % fp, '--peer_addr=127.0.0.1:%d' % lp], 'follower')]
+                 '--local_addr=127.0.0.1:%d' % fp, '--peer_addr=127.0.0.1:%d' % lp], 'follower', transport)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   return _rate(outs[0])  # the leader's rate; the follower runs in lockstep
 
@@ -129,15 +135,29 @@ def main():
   if args.party:
     _party(args.party, args.batch)
     return
+  sys.path.insert(0, ROOT)
+  from efl import native  # pylint: disable=g-import-not-at-top
+  has_native, why = native.available()
+  if not has_native:
+    print('native transport not available (%s): the federated figures are of the Python transport' % why)
   for batch in (256, 4096):
-    ratios = []
+    ratios, python_ratios, speedups = [], [], []
     for _ in range(args.repeats):
       single = measure_single(batch)
       fed = measure_federated(batch)
       ratios.append(fed / single)
-      print('batch %d: one process %.0f samples/s, federated %.0f samples/s, ratio %.3f'
-            % (batch, single, fed, fed / single), flush=True)
+      line = 'batch %d: one process %.0f samples/s, federated %.0f samples/s, ratio %.3f' % (
+          batch, single, fed, fed / single)
+      if has_native:
+        python = measure_federated(batch, 'off')
+        python_ratios.append(python / single)
+        speedups.append(fed / python)
+        line += '; Python transport %.0f samples/s, ratio %.3f' % (python, python / single)
+      print(line, flush=True)
     print('BENCH federated_ratio_b%d %.3f' % (batch, statistics.median(ratios)), flush=True)
+    if has_native:
+      print('BENCH federated_ratio_python_b%d %.3f' % (batch, statistics.median(python_ratios)), flush=True)
+      print('BENCH native_speedup_b%d %.3f' % (batch, statistics.median(speedups)), flush=True)
 
 
 if __name__ == '__main__':

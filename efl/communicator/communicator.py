@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 
+from efl import native
 from efl.communicator import errors
 from efl.communicator import serde
 from efl.communicator import settings
@@ -88,6 +89,11 @@ _SERVICE = pb.DESCRIPTOR.services_by_name['PeerService'].full_name
 
 def _as_is(data):
   return data
+
+
+def _host(addr):
+  """The host part of 'host:port' (IPv6 hosts keep their brackets)."""
+  return addr.rsplit(':', 1)[0]
 
 
 def _handlers(comm):
@@ -164,6 +170,8 @@ class Communicator(object):
     self._server_send_limit = settings.message_size('SERVER', 'SEND')
     self._server_recv_limit = settings.message_size('SERVER', 'RECEIVE')
     self._instance_id = uuid.uuid4().hex
+    self._native = self._make_native()
+    self._native_port = 0
 
     self._recv_names = []
     self._send_names = []
@@ -195,6 +203,24 @@ class Communicator(object):
     self._stream_done = threading.Event()
     self._peer_failure = None  # What the peer said when it failed before the parties connected.
     _OPEN.add(self)
+
+  def _make_native(self):
+    """The native transport's endpoint, or None where the Python transport carries the data frames."""
+    mode = settings.native_transport()
+    if mode == 'off':
+      return None
+    ok, why = native.available()
+    tls = bool(self._tls.peer_ca or self._tls.my_cert)
+    if mode == 'on' and (tls or not ok):
+      raise errors.CommunicatorError(
+          'EFL_NATIVE_TRANSPORT=on, but %s; set EFL_NATIVE_TRANSPORT=auto or off on both parties'
+          % ('the native transport has no TLS yet and TLS is on' if tls else why))
+    if tls or not ok:
+      _log.debug('native transport off: %s', 'TLS is on' if tls else why)
+      return None
+    return native.Endpoint(self._role, self._peer_role, self._peer_addr, self._client_send_limit,
+                           settings.message_size_variable('CLIENT', 'SEND'), self._server_recv_limit,
+                           self._scan_s)
 
   # ----------------------------------------------------------------------------------------- properties
 
@@ -230,6 +256,11 @@ class Communicator(object):
     return self._recv_timeout_s
 
   @property
+  def native(self):
+    """The `efl.native.Endpoint` that carries the data frames, or None (the Python transport does)."""
+    return self._native
+
+  @property
   def step(self):
     """The run counter that tags sync messages; both parties advance it once per session run."""
     return self._step
@@ -237,6 +268,8 @@ class Communicator(object):
   def advance_step(self, n=1):
     """Adds `n` to `step` and returns the new value."""
     self._step += n
+    if self._native is not None:
+      self._native.step = self._step  # The native kernels read it there.
     return self._step
 
   @property
@@ -292,13 +325,19 @@ class Communicator(object):
                                        % self._state)
       self._state = _CONNECTING
       self._info_json = info_json
-    _log.info('%s connecting: local %s, peer %s, TLS %s; receives %s; sends %s', self._role,
-              self._local_addr, self._peer_addr, self._tls_summary(), self._recv_names, self._send_names)
+    _log.info('%s connecting: local %s, peer %s, TLS %s, %s transport; receives %s; sends %s', self._role,
+              self._local_addr, self._peer_addr, self._tls_summary(),
+              'native' if self._native is not None else 'Python', self._recv_names, self._send_names)
     _OPEN.add(self)
     try:
       self._start_server()
       self._open_channel()
-      peer = self._handshake(time.time() + timeout_s, timeout_s)
+      deadline = time.time() + timeout_s
+      peer = self._handshake(deadline, timeout_s)
+      if self._native is not None:
+        self._native.set_send_limit(self._send_limit, self._send_limit_variable)
+        target = '%s:%d' % (_host(self._peer_addr), self._peer_hello.native_port)
+        self._native.connect(target, max(5.0, deadline - time.time()))
     except BaseException:
       with self._cond:
         self._state = _CLOSED
@@ -355,6 +394,8 @@ class Communicator(object):
     server.start()
     self._server = server
     self._local_port = port
+    if self._native is not None:
+      self._native_port = self._native.listen('%s:0' % _host(self._local_addr))
 
   def _open_channel(self):
     options = [('grpc.max_send_message_length', self._client_send_limit),
@@ -376,7 +417,8 @@ class Communicator(object):
   def _my_greeting(self, error=''):
     return pb.Greeting(role=self._role, protocol_version=PROTOCOL_VERSION, recv_names=self._recv_names,
                        send_names=self._send_names, info=self._info_json, instance_id=self._instance_id,
-                       max_receive_message_size=self._server_recv_limit, error=error)
+                       max_receive_message_size=self._server_recv_limit, error=error,
+                       native_port=self._native_port)
 
   def _handshake(self, deadline, timeout_s):
     """Calls the peer's Hello until it answers, then waits for the peer's own Hello."""
@@ -515,6 +557,12 @@ class Communicator(object):
       if unsent:
         problems.append('the %s receives %s, which the %s does not send (add the send there)'
                         % (role, unsent, other))
+    if bool(peer.native_port) != (self._native is not None):
+      native_side, other = (self._role, self._peer_role) if self._native is not None else (self._peer_role,
+                                                                                          self._role)
+      problems.append('the %s uses the native transport and the %s does not (set EFL_NATIVE_TRANSPORT=off '
+                      'on both, or build it on the %s: apt-get install libgrpc-dev pkg-config, then make '
+                      'setup)' % (native_side, other, other))
     if problems:
       raise errors.HandshakeError('the %s at %s does not fit this %s: %s' % (
           self._peer_role, self._peer_addr, self._role, '; '.join(problems)))
@@ -613,6 +661,8 @@ class Communicator(object):
             if self._peer_end is None:
               self._peer_end = (kind, frame.text)
             self._cond.notify_all()
+          if self._native is not None:
+            self._native.tell(native.PEER_BYE if kind == 'BYE' else native.PEER_ERROR, frame.text)
       ended_cleanly = True
     except grpc.RpcError:
       pass
@@ -630,6 +680,8 @@ class Communicator(object):
       self._lost = reason
       closing = self._state == _CLOSING
       self._cond.notify_all()
+    if self._native is not None:
+      self._native.tell(native.CONNECTION_LOST, reason)
     # While this side closes, a lost connection only ends close()'s wait for the peer.
     _log.log(logging.INFO if closing else logging.ERROR, 'connection lost: %s', reason)
 
@@ -685,7 +737,10 @@ class Communicator(object):
     if _log.isEnabledFor(logging.DEBUG):
       _log.debug('send %r step %d (%s %s, %d bytes)', name, step, array.dtype, list(array.shape),
                  len(record))
-    self._outbox.put(record)
+    if self._native is not None:
+      self._native.send(record, name, step)
+    else:
+      self._outbox.put(record)
 
   def recv(self, name, step, timeout_s=None, sync=True):
     """Returns the next message of `name`, waiting for it if needed.
@@ -718,9 +773,14 @@ class Communicator(object):
     if timeout_s is None:
       timeout_s = self.recv_timeout_s
     deadline = time.time() + timeout_s
+    if self._state == _CREATED:
+      raise errors.ClosedError('recv(%r) before connect(); connect the communicator first' % name)
+    if self._native is not None:
+      if self._state in (_CLOSING, _CLOSED):
+        with self._cond:
+          self._raise_if_broken()
+      return serde.decode(serde.parse_frame(self._native.recv(name, step, sync, timeout_s)))
     with self._cond:
-      if self._state == _CREATED:
-        raise errors.ClosedError('recv(%r) before connect(); connect the communicator first' % name)
       fifo = self._mailbox[name]
       while not fifo:
         self._raise_if_broken()
@@ -754,6 +814,8 @@ class Communicator(object):
   def set_phase(self, phase):
     """Names what this party's next runs do (e.g. 'train', 'eval'); sync frames carry it to the peer."""
     self._phase = phase or ''
+    if self._native is not None:
+      self._native.set_phase(self._phase)
 
   @property
   def phase(self):
@@ -792,6 +854,12 @@ class Communicator(object):
       self._cond.notify_all()
     timeout_s = settings.close_timeout_s()
     deadline = time.time() + timeout_s
+    if self._native is not None:
+      self._native.tell(native.CLOSING, self._close_error)
+      # The data frames go first, so that the peer has them all when BYE arrives on the other stream.
+      if was_connected and not self._native.finish(timeout_s):
+        _log.warning('close: the last data frames to the %s were not written within %.0f s',
+                     self._peer_role, timeout_s)
     if was_connected:
       if self._close_error is None:
         self._outbox.put(serde.to_record(serde.control(serde.BYE)))
@@ -841,6 +909,8 @@ class Communicator(object):
       self._server.stop(grace_s).wait(grace_s + 2.0)
     if self._channel is not None:
       self._channel.close()
+    if self._native is not None:
+      self._native.destroy()
 
   def __enter__(self):
     return self

@@ -1,4 +1,8 @@
-"""TF graph ops over a `Communicator`: `send` and `recv` as `tf.py_func`s.
+"""TF graph ops over a `Communicator`: `send` and `recv`.
+
+Where the communicator has the native transport (`comm.native`), they are its C++ kernels, which move
+tensors without entering Python; strings, and every dtype on the Python transport, use `tf.py_func`s around
+`comm.send`/`comm.recv`. Both kinds follow the same rules and raise the same errors.
 
 Both register their name with the communicator when the graph is built, and use `comm.step` when they run,
 so they must run inside the session runs that advance the step (see `Communicator.step`). With `sync=False`
@@ -75,6 +79,9 @@ def send(comm, name, tensor, sync=True):
   tensor = tf.convert_to_tensor(tensor)
   _check_dtype(tensor.dtype, 'efl send(%r)' % name)
   comm.register_send(name)
+  if _native(comm, tensor.dtype):
+    return comm.native.ops.efl_native_send(tensor, endpoint=comm.native.handle, message_name=name, sync=sync,
+                                           name=_op_name('send', name))
   sequence = None if sync else _Sequence()
 
   def _send(value):
@@ -99,6 +106,10 @@ def recv(comm, name, dtype, shape=None, sync=True):
   """
   dtype = _check_dtype(dtype, 'efl recv(%r)' % name)
   comm.register_recv(name)
+  if _native(comm, dtype):
+    out = comm.native.ops.efl_native_recv(T=dtype, endpoint=comm.native.handle, message_name=name, sync=sync,
+                                          timeout_s=comm.recv_timeout_s, name=_op_name('recv', name))
+    return out if shape is None else tf.reshape(out, shape)
   sequence = None if sync else _Sequence()
   expected = np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype)
 
@@ -114,6 +125,10 @@ def recv(comm, name, dtype, shape=None, sync=True):
   if shape is not None:
     out = tf.reshape(out, shape)
   return out
+
+
+def _native(comm, dtype):
+  return getattr(comm, 'native', None) is not None and dtype != tf.string
 
 
 def _op_name(kind, name):

@@ -180,6 +180,15 @@ def parse_frames(data):
   return out
 
 
+def parse_frame(data):
+  """Returns the `Message` of one serialized `efl.Frame`.
+
+  Raises:
+    CommunicatorError: the bytes are not a well-formed frame.
+  """
+  return parse_frames(_FRAMES_TAG + varint(len(data)) + data)[0]
+
+
 def decode(message):
   """Returns the array of a DATA `Message` (writable; strings as an object array of `bytes`).
 

@@ -9,6 +9,8 @@
 - `EFL_CONNECT_TIMEOUT_S` (default 120): how long `connect()` waits for the peer.
 - `EFL_RECV_TIMEOUT_S` (unset): overrides `default_timeout_milliseconds` of `recv()`.
 - `EFL_CLOSE_TIMEOUT_S` (default 10): how long `close()` waits for the peer's last frames.
+- `EFL_NATIVE_TRANSPORT` (`auto`, `on`, `off`; default `auto`): whether data frames and the send/recv ops use
+  the native transport (see `efl.native`).
 """
 import collections
 import os
@@ -72,6 +74,18 @@ def recv_timeout_s(default_timeout_milliseconds=None):
   if default_timeout_milliseconds is None:
     return 600.0
   return default_timeout_milliseconds / 1000.0
+
+
+NATIVE_MODES = ('auto', 'on', 'off')
+
+
+def native_transport():
+  """`EFL_NATIVE_TRANSPORT`: 'auto' (default), 'on' or 'off'."""
+  mode = _env_str('EFL_NATIVE_TRANSPORT').lower() or 'auto'
+  if mode not in NATIVE_MODES:
+    raise ValueError('environment variable EFL_NATIVE_TRANSPORT must be one of %s, got %r'
+                     % (', '.join(NATIVE_MODES), mode))
+  return mode
 
 
 def _read(var):

@@ -8,6 +8,7 @@ import pytest
 
 import efl.communicator as ec
 from efl.communicator import Communicator
+from efl.native import available as native_available
 from comm_helpers import connect_both, free_port
 
 DTYPES = ['bool', 'int8', 'int32', 'int64', 'uint8', 'float16', 'float32', 'float64']
@@ -119,6 +120,22 @@ def test_unknown_names_are_refused_at_connect_on_both_sides(pairs):
     assert isinstance(r, ec.HandshakeError), r
   assert "'only_leader_sends'" in str(results[0]) and "'nobody_sends'" in str(results[0])
   assert "'only_leader_sends'" in str(results[1]) and "'nobody_sends'" in str(results[1])
+
+
+def test_transports_that_differ_are_refused_at_connect_on_both_sides(pairs, monkeypatch, transport):
+  if not native_available()[0]:
+    pytest.skip('native transport not built')
+  lp, fp = free_port(), free_port()
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
+  monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'off' if transport == 'native' else 'on')
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  pairs.comms += [leader, follower]
+  leader.register_send('x')
+  follower.register_recv('x')
+  results = connect_both(leader, follower)
+  for r in results:
+    assert isinstance(r, ec.HandshakeError), r
+    assert 'uses the native transport and the' in str(r) and 'EFL_NATIVE_TRANSPORT=off' in str(r), r
 
 
 def test_unknown_name_is_refused_at_send_and_recv(pairs):

@@ -9,6 +9,9 @@ from efl.communicator import Communicator
 from efl.lib import ops
 from comm_helpers import close_all, connect_both, free_port
 
+# Every test runs on both transports: native kernels and py_funcs.
+pytestmark = pytest.mark.usefixtures('transport')
+
 _VALUES = {
     tf.float16: np.array([1.5, -2.25], np.float16),
     tf.float32: np.array([[0.1, 0.2], [0.3, 0.4]], np.float32),
@@ -19,6 +22,8 @@ _VALUES = {
     tf.uint8: np.array([0, 255], np.uint8),
     tf.string: np.array([b'id-1', b'', b'\xff'], dtype=object),
 }
+
+_BIG = np.random.RandomState(0).standard_normal((300, 100)).astype(np.float32)
 
 
 def _run_in_threads(*fns):
@@ -53,6 +58,9 @@ def test_send_recv_ops_between_two_sessions(monkeypatch):
     for dtype, value in _VALUES.items():
       send_ops.append(ops.send(leader, 'v_' + dtype.name, tf.constant(value, dtype=dtype)))
     send_ops.append(ops.send(leader, 'side', tf.constant([b'block'], tf.string), sync=False))
+    # Over 64 KB: the native kernel hands the tensor's own buffer to gRPC.
+    send_ops.append(ops.send(leader, 'big', tf.constant(_BIG)))
+    send_ops.append(ops.send(leader, 'seq', step_input[:1] + 1.0, sync=False))
     grad = ops.recv(leader, 'act_grad', tf.float32, shape=[-1, 4])
     with tf.control_dependencies(send_ops):
       leader_out = tf.identity(grad)
@@ -61,6 +69,8 @@ def test_send_recv_ops_between_two_sessions(monkeypatch):
     assert act.shape.as_list() == [None, 4]
     received = {dtype: ops.recv(follower, 'v_' + dtype.name, dtype) for dtype in _VALUES}
     received['side'] = ops.recv(follower, 'side', tf.string, sync=False)
+    received['big'] = ops.recv(follower, 'big', tf.float32, shape=_BIG.shape)
+    received['seq'] = ops.recv(follower, 'seq', tf.float32, sync=False)
     follower_send = ops.send(follower, 'act_grad', act * 2.0)
 
   assert connect_both(leader, follower) == [{}, {}]
@@ -86,6 +96,9 @@ def test_send_recv_ops_between_two_sessions(monkeypatch):
   for step, out in enumerate(leader_results):
     np.testing.assert_array_equal(out, np.full((2, 4), 2.0 * step, np.float32))
   assert [r['side'].tolist() for r in follower_results] == [[b'block']] * 3
+  assert [r['seq'].tolist() for r in follower_results] == [[[1.0] * 4], [[2.0] * 4], [[3.0] * 4]]
+  for r in follower_results:
+    assert r['big'].tobytes() == _BIG.tobytes()
   for dtype, value in _VALUES.items():
     got = follower_results[-1][dtype]
     assert got.dtype == value.dtype and got.tolist() == value.tolist(), dtype
@@ -114,3 +127,22 @@ def test_unsupported_dtype_is_refused_at_graph_build():
   with tf.Graph().as_default():
     with pytest.raises(TypeError, match='complex64'):
       ops.recv(comm, 'x', tf.complex64)
+
+
+def test_send_op_over_the_size_limit_names_the_variable(monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  monkeypatch.setenv('EFL_CLIENT_MAX_SEND_MESSAGE_SIZE', '4096')
+  lp, fp = free_port(), free_port()
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  with tf.Graph().as_default():
+    send = ops.send(leader, 'x', tf.zeros([2048], tf.float32))
+    follower.register_recv('x')
+    try:
+      assert connect_both(leader, follower) == [{}, {}]
+      with tf.Session() as sess:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match='over the limit of 4096 bytes; raise EFL_CLIENT_MAX_SEND_MESSAGE_SIZE'):
+          sess.run(send)
+    finally:
+      close_all(leader, follower)

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import split_party  # noqa: E402
+from efl import native  # noqa: E402
 from proc_helpers import free_port, run_pair, start_party  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,15 +39,22 @@ def reference(steps):
   return losses, w, h_f_seen
 
 
-def _run(tmp_path, leader_args=(), follower_args=(), timeout=180):
+# Both transports: the native kernels (the default where they are built) and the py_funcs.
+TRANSPORTS = [pytest.param('on', id='native', marks=pytest.mark.skipif(
+    not native.available()[0], reason='native transport not built: %s' % native.available()[1])),
+              pytest.param('off', id='python')]
+
+
+def _run(tmp_path, leader_args=(), follower_args=(), timeout=180, env=None):
   args = ['--out', str(tmp_path)]
   return run_pair(SCRIPT, SCRIPT, args + list(leader_args), args + list(follower_args), cwd=HERE,
-                  timeout=timeout, tmp_path=tmp_path)
+                  timeout=timeout, tmp_path=tmp_path, env=env)
 
 
-def test_split_training_matches_one_process(tmp_path):
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_split_training_matches_one_process(tmp_path, transport):
   steps = 6
-  res = _run(tmp_path, ['--steps', str(steps)], ['--steps', str(steps)])
+  res = _run(tmp_path, ['--steps', str(steps)], ['--steps', str(steps)], env={'EFL_NATIVE_TRANSPORT': transport})
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-3000:])
   leader = json.load(open(os.path.join(str(tmp_path), 'leader.json')))
@@ -88,8 +96,10 @@ def test_eval_step_mismatch_is_an_error_not_a_hang(tmp_path):
   assert 'h_eval' in text or 'verify_sample_ids' in text
 
 
-def test_sample_id_mismatch_stops_both(tmp_path):
-  res = _run(tmp_path, ['--steps', '6'], ['--steps', '6', '--mismatch_at', '2'], timeout=120)
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_sample_id_mismatch_stops_both(tmp_path, transport):
+  res = _run(tmp_path, ['--steps', '6'], ['--steps', '6', '--mismatch_at', '2'], timeout=120,
+             env={'EFL_NATIVE_TRANSPORT': transport})
   assert res['follower'][0] != 0 and res['leader'][0] != 0
   assert 'sample ids' in res['follower'][1] and 'step 2' in res['follower'][1]
   assert 'sample ids' in res['leader'][1]  # the leader learns why its peer stopped
@@ -106,14 +116,16 @@ def test_peer_never_starts_gives_connect_timeout(tmp_path):
   assert '127.0.0.1:%d' % lp in text and 'leader' in text
 
 
-def test_killed_peer_stops_the_other_side_quickly(tmp_path):
+@pytest.mark.parametrize('transport', TRANSPORTS)
+def test_killed_peer_stops_the_other_side_quickly(tmp_path, transport):
   lp, fp = free_port(), free_port()
   log_l = os.path.join(str(tmp_path), 'leader.log')
+  env = {'EFL_NATIVE_TRANSPORT': transport}
   leader = start_party(SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path), '--steps', '1000'], cwd=HERE,
-                       log_path=log_l)
+                       log_path=log_l, env=env)
   follower = start_party(SCRIPT, 'follower', fp, lp, ['--out', str(tmp_path), '--steps', '1000',
                                                       '--stall_at', '3'], cwd=HERE,
-                         log_path=os.path.join(str(tmp_path), 'follower.log'))
+                         log_path=os.path.join(str(tmp_path), 'follower.log'), env=env)
   try:
     deadline = time.time() + 90
     while time.time() < deadline and 'gstep=3' not in open(log_l, 'rb').read().decode('utf-8', 'replace'):

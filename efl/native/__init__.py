@@ -1,0 +1,179 @@
+"""efl's native transport: a `Communicator`'s data frames over gRPC's C core, and TF send/recv kernels.
+
+`transport.cc` is built into `_transport.so` by `make setup` (`python -m efl.native.build`) where gRPC's C
+core and its headers are installed. The library holds, per communicator, an `Endpoint`: a C-core server that
+takes the peer's stream of frames into a mailbox, and a C-core client stream to the peer. Its kernels
+`EflNativeSend`/`EflNativeRecv` move tensors between the graph and the endpoint without entering Python; the
+communicator's own `send`/`recv` reach the same endpoint through ctypes, so every data frame of one party
+travels on one stream, in order.
+
+`EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads and TLS is off), `on`
+(native or an error), `off` (the Python transport).
+"""
+import ctypes
+import logging
+import os
+
+from efl.communicator import errors
+
+_log = logging.getLogger('tensorflow.efl.native')
+
+LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_transport.so')
+
+# Result codes of transport.cc.
+_ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,
+           4: errors.ConnectionLostError, 5: errors.RecvTimeoutError, 6: errors.ClosedError,
+           7: errors.CommunicatorError, 8: errors.MessageTooLargeError, 9: errors.PeerUnreachableError}
+# Events Python tells an endpoint about.
+PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = 1, 2, 3, 4
+_ERROR_SIZE = 8192
+
+_loaded = None  # (ops module, ctypes library) once loaded, or the reason it cannot be.
+
+
+def _declare(lib):
+  i64, c, dbl, i32, p = ctypes.c_int64, ctypes.c_char_p, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
+  for name, restype, argtypes in (
+      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl]),
+      ('efl_nt_listen', i32, [i64, c, c, i32]),
+      ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
+      ('efl_nt_step', i64, [i64]),
+      ('efl_nt_set_step', None, [i64, i64]),
+      ('efl_nt_set_phase', None, [i64, c]),
+      ('efl_nt_set_send_limit', None, [i64, i64, c]),
+      ('efl_nt_send', i32, [i64, c, i64, c, i64, c, i32]),
+      ('efl_nt_recv', i32, [i64, c, i64, i32, dbl, ctypes.POINTER(p), c, i32]),
+      ('efl_nt_frame_record', p, [p, ctypes.POINTER(i64)]),
+      ('efl_nt_frame_free', None, [p]),
+      ('efl_nt_tell', None, [i64, i32, c]),
+      ('efl_nt_finish', i32, [i64, dbl]),
+      ('efl_nt_destroy', None, [i64])):
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = restype, argtypes
+
+
+def load():
+  """Returns `(ops, lib)`: the TF op module and the ctypes library.
+
+  Raises:
+    ImportError: the library is not built or does not load; the message says why and how to build it.
+  """
+  global _loaded
+  if _loaded is None:
+    if not os.path.exists(LIBRARY):
+      _loaded = ('%s is not built: install gRPC\'s C core (apt-get install libgrpc-dev pkg-config), then run '
+                 'make setup' % os.path.basename(LIBRARY))
+    else:
+      try:
+        import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+        ops = tf.load_op_library(LIBRARY)
+        lib = ctypes.CDLL(LIBRARY)  # The same library: dlopen returns the handle TF has loaded.
+        _declare(lib)
+        _loaded = (ops, lib)
+      except Exception as e:  # pylint: disable=broad-except
+        _loaded = 'cannot load %s (%s: %s); rebuild it with make setup' % (LIBRARY, type(e).__name__, e)
+  if isinstance(_loaded, str):
+    raise ImportError(_loaded)
+  return _loaded
+
+
+def available():
+  """Returns (True, '') if the library loads, else (False, why)."""
+  try:
+    load()
+  except ImportError as e:
+    return False, str(e)
+  return True, ''
+
+
+def _bytes(text):
+  return text.encode('utf-8') if isinstance(text, str) else text
+
+
+def _raise(code, buf):
+  raise _ERRORS.get(code, errors.CommunicatorError)(buf.value.decode('utf-8', 'replace'))
+
+
+class Endpoint(object):
+  """One communicator's native transport; see the module docstring.
+
+  Args:
+    role, peer_role, peer_addr: for error messages.
+    send_limit: the largest message it sends, in bytes; `send_limit_variable` names the setting.
+    recv_limit: the largest message its server accepts.
+    scan_s: how often waits re-check their deadline and the connection.
+  """
+
+  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s):
+    self._ops, self._lib = load()
+    self.handle = self._lib.efl_nt_create(_bytes(role), _bytes(peer_role), _bytes(peer_addr), send_limit,
+                                          _bytes(send_limit_variable), recv_limit, scan_s)
+
+  @property
+  def ops(self):
+    """The TF op module (`efl_native_send`, `efl_native_recv`)."""
+    return self._ops
+
+  def listen(self, addr):
+    """Starts the server on `addr` ('host:0' picks a port) and returns the port."""
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    port = self._lib.efl_nt_listen(self.handle, _bytes(addr), buf, _ERROR_SIZE)
+    if port <= 0:
+      raise errors.AddressInUseError(buf.value.decode('utf-8', 'replace') or 'cannot listen on %s' % addr)
+    return port
+
+  def connect(self, target, timeout_s):
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    code = self._lib.efl_nt_connect(self.handle, _bytes(target), timeout_s, buf, _ERROR_SIZE)
+    if code:
+      _raise(code, buf)
+
+  @property
+  def step(self):
+    return self._lib.efl_nt_step(self.handle)
+
+  @step.setter
+  def step(self, value):
+    self._lib.efl_nt_set_step(self.handle, value)
+
+  def set_phase(self, phase):
+    self._lib.efl_nt_set_phase(self.handle, _bytes(phase))
+
+  def set_send_limit(self, limit, variable):
+    self._lib.efl_nt_set_send_limit(self.handle, limit, _bytes(variable))
+
+  def send(self, message, name, step):
+    """Writes `message`, a serialized `Frames` message, to the peer."""
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    code = self._lib.efl_nt_send(self.handle, message, len(message), _bytes(name), step, buf, _ERROR_SIZE)
+    if code:
+      _raise(code, buf)
+
+  def recv(self, name, step, sync, timeout_s):
+    """Returns the next frame of `name` (a serialized `efl.Frame`); the rules of `Communicator.recv`."""
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    frame = ctypes.c_void_p()
+    code = self._lib.efl_nt_recv(self.handle, _bytes(name), step, int(sync), timeout_s, ctypes.byref(frame),
+                                 buf, _ERROR_SIZE)
+    if code:
+      _raise(code, buf)
+    try:
+      size = ctypes.c_int64()
+      start = self._lib.efl_nt_frame_record(frame, ctypes.byref(size))
+      return ctypes.string_at(start, size.value)
+    finally:
+      self._lib.efl_nt_frame_free(frame)
+
+  def tell(self, event, text=''):
+    """Tells the endpoint what the Python side learned (PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING)."""
+    self._lib.efl_nt_tell(self.handle, event, _bytes(text or ''))
+
+  def finish(self, timeout_s):
+    """Half-closes the outgoing stream after its last frame; False if that took over `timeout_s`."""
+    return bool(self._lib.efl_nt_finish(self.handle, timeout_s))
+
+  def destroy(self):
+    """Stops the transport; kernels still holding it fail with ClosedError."""
+    if self.handle:
+      self._lib.efl_nt_destroy(self.handle)
+      self.handle = 0

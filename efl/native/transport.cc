@@ -1,0 +1,1023 @@
+// efl's native transport: the data frames of a Communicator over one gRPC C-core stream per direction, and
+// TF kernels that send and receive tensors through it without Python.
+//
+// The frames are the ones of protos/efl/communicator.proto: every gRPC message of the stream is a serialized
+// `Frames` message. Handshake, BYE/ERROR and the peer's failure travel on the Python side (grpcio); Python
+// tells the endpoint about them (`efl_nt_tell`), so that waiting receives wake with the right error.
+//
+// gRPC's C core has a C API, so TF's pre-C++11 string ABI does not matter here.
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace efl_native {
+
+using Clock = std::chrono::steady_clock;
+
+// Result codes of the C API; Python maps them to efl's exception classes (efl/native/__init__.py).
+enum Code {
+  kOk = 0,
+  kStepMismatch = 1,
+  kPeerFailed = 2,
+  kPeerClosed = 3,
+  kLost = 4,
+  kTimeout = 5,
+  kClosed = 6,
+  kInvalid = 7,
+  kTooLarge = 8,
+  kUnreachable = 9,
+};
+const char* const kErrorClass[] = {"",
+                                   "StepMismatchError",
+                                   "PeerFailedError",
+                                   "PeerClosedError",
+                                   "ConnectionLostError",
+                                   "RecvTimeoutError",
+                                   "ClosedError",
+                                   "InvalidArgument",
+                                   "MessageTooLargeError",
+                                   "PeerUnreachableError"};
+
+// What Python tells an endpoint (efl_nt_tell).
+enum Event { kPeerBye = 1, kPeerError = 2, kConnectionLost = 3, kClosing = 4 };
+
+// A peer whose native stream ended (or that said BYE) may still have frames in flight on the other stream:
+// a receive waits this long for the rest of the story before it reports the end.
+const double kEndGraceS = 3.0;
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
+
+std::string Format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string Format(const char* fmt, ...) {
+  char buf[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// ------------------------------------------------------------------------------ protobuf wire of efl.Frame
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+void PutBytesField(std::string* out, int number, const std::string& value) {
+  PutVarint(out, (number << 3) | 2);
+  PutVarint(out, value.size());
+  out->append(value);
+}
+
+bool GetVarint(const uint8_t** p, const uint8_t* end, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t byte = *(*p)++;
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Field numbers of efl.Frame.
+enum { kName = 1, kStep = 2, kSync = 3, kKind = 4, kDtype = 5, kShape = 6, kRaw = 7, kText = 8, kPhase = 9 };
+enum { kData = 0, kBye = 1, kError = 2 };
+
+// A received frame. It holds a reference to the message's bytes; `raw` points into them.
+struct Frame {
+  int kind = kData;
+  std::string name, dtype, phase, text;
+  int64_t step = 0;
+  bool sync = false;
+  std::vector<int64_t> shape;
+  const char* raw = nullptr;
+  size_t raw_size = 0;
+  const char* record = nullptr;  // The serialized Frame, for Python.
+  size_t record_size = 0;
+  grpc_slice slice;
+
+  explicit Frame(grpc_slice s) : slice(grpc_slice_ref(s)) {}
+  ~Frame() { grpc_slice_unref(slice); }
+  Frame(const Frame&) = delete;
+  Frame& operator=(const Frame&) = delete;
+};
+
+bool ParseFrame(const uint8_t* p, const uint8_t* end, Frame* f) {
+  f->record = reinterpret_cast<const char*>(p);
+  f->record_size = end - p;
+  while (p < end) {
+    uint64_t key, v;
+    if (!GetVarint(&p, end, &key)) return false;
+    int number = key >> 3, wire = key & 7;
+    if (wire == 0) {
+      if (!GetVarint(&p, end, &v)) return false;
+      if (number == kStep) f->step = static_cast<int64_t>(v);
+      if (number == kSync) f->sync = v != 0;
+      if (number == kKind) f->kind = static_cast<int>(v);
+    } else if (wire == 2) {
+      if (!GetVarint(&p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
+      const char* s = reinterpret_cast<const char*>(p);
+      switch (number) {
+        case kName: f->name.assign(s, v); break;
+        case kDtype: f->dtype.assign(s, v); break;
+        case kPhase: f->phase.assign(s, v); break;
+        case kText: f->text.assign(s, v); break;
+        case kRaw: f->raw = s; f->raw_size = v; break;
+        case kShape: {
+          const uint8_t* q = p;
+          const uint8_t* q_end = p + v;
+          while (q < q_end) {
+            uint64_t dim;
+            if (!GetVarint(&q, q_end, &dim)) return false;
+            f->shape.push_back(static_cast<int64_t>(dim));
+          }
+          break;
+        }
+        default: break;  // A field of a newer protocol version.
+      }
+      p += v;
+    } else if (wire == 1) {
+      p += 8;
+    } else if (wire == 5) {
+      p += 4;
+    } else {
+      return false;
+    }
+    if (p > end) return false;
+  }
+  return true;
+}
+
+// The header of a DATA frame: every field but `raw`'s bytes, ending with raw's tag and length.
+std::string FrameHeader(const std::string& name, int64_t step, bool sync, const std::string& dtype,
+                        const std::vector<int64_t>& shape, const std::string& phase, size_t raw_size) {
+  std::string h;
+  PutBytesField(&h, kName, name);
+  PutVarint(&h, kStep << 3);
+  PutVarint(&h, static_cast<uint64_t>(step));
+  if (sync) {
+    PutVarint(&h, kSync << 3);
+    PutVarint(&h, 1);
+  }
+  PutBytesField(&h, kDtype, dtype);
+  if (!shape.empty()) {
+    std::string dims;
+    for (int64_t d : shape) PutVarint(&dims, static_cast<uint64_t>(d));
+    PutBytesField(&h, kShape, dims);
+  }
+  if (sync && !phase.empty()) PutBytesField(&h, kPhase, phase);
+  PutVarint(&h, (kRaw << 3) | 2);
+  PutVarint(&h, raw_size);
+  return h;
+}
+
+// ------------------------------------------------------------------------------------------- endpoint
+
+gpr_timespec Inf() { return gpr_inf_future(GPR_CLOCK_MONOTONIC); }
+gpr_timespec In(double seconds) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_micros(static_cast<int64_t>(seconds * 1e6), GPR_TIMESPAN));
+}
+
+struct Config {
+  std::string role, peer_role, peer_addr;
+  int64_t send_limit = 0;
+  std::string send_limit_variable;
+  int64_t recv_limit = 0;
+  double scan_s = 1.0;
+};
+
+class Endpoint {
+ public:
+  explicit Endpoint(const Config& config) : cfg_(config) {}
+  ~Endpoint() { Shutdown(); }
+
+  // Starts the server on `addr` (port 0: a free port); returns the port, or 0 with `err` set.
+  int Listen(const std::string& addr, std::string* err) {
+    std::vector<grpc_arg> args = ServerArgs();
+    grpc_channel_args channel_args = {args.size(), args.data()};
+    server_ = grpc_server_create(&channel_args, nullptr);
+    scq_ = grpc_completion_queue_create_for_next(nullptr);
+    grpc_server_register_completion_queue(server_, scq_, nullptr);
+    grpc_server_credentials* creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(server_, addr.c_str(), creds);
+    grpc_server_credentials_release(creds);
+    if (port <= 0) {
+      *err = "the native transport cannot listen on " + addr;
+      grpc_server_destroy(server_);
+      server_ = nullptr;
+      grpc_completion_queue_shutdown(scq_);
+      Drain(scq_);
+      grpc_completion_queue_destroy(scq_);
+      scq_ = nullptr;
+      return 0;
+    }
+    grpc_server_start(server_);
+    grpc_call_details_init(&details_);
+    grpc_metadata_array_init(&request_md_);
+    grpc_server_request_call(server_, &incoming_, &details_, &request_md_, scq_, scq_, Tag(kAccepted));
+    serving_ = std::thread(&Endpoint::Serve, this);
+    return port;
+  }
+
+  // Opens the outgoing stream to the peer's native server.
+  int Connect(const std::string& target, double timeout_s, std::string* err) {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    std::vector<grpc_arg> args = ClientArgs();
+    grpc_channel_args channel_args = {args.size(), args.data()};
+    grpc_channel_credentials* creds = grpc_insecure_credentials_create();
+    channel_ = grpc_channel_create(target.c_str(), creds, &channel_args);
+    grpc_channel_credentials_release(creds);
+    ccq_ = grpc_completion_queue_create_for_pluck(nullptr);
+    grpc_slice method = grpc_slice_from_static_string("/efl.PeerService/NativeStream");
+    call_ = grpc_channel_create_call(channel_, nullptr, GRPC_PROPAGATE_DEFAULTS, ccq_, method, nullptr, Inf(),
+                                     nullptr);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    bool ok = Start(&op, 1, kMetadataSent) && Pluck(kMetadataSent, timeout_s);
+    grpc_metadata_array_init(&reply_md_);
+    if (ok) {
+      // The server's initial metadata must be received before any message is (else the first receive hangs).
+      memset(&op, 0, sizeof op);
+      op.op = GRPC_OP_RECV_INITIAL_METADATA;
+      op.data.recv_initial_metadata.recv_initial_metadata = &reply_md_;
+      ok = Start(&op, 1, kMetadataReceived) && Pluck(kMetadataReceived, timeout_s);
+    }
+    if (!ok) {
+      *err = Format("the native transport of the %s at %s did not answer within %g s; is the port reachable?",
+                    cfg_.peer_role.c_str(), target.c_str(), timeout_s);
+      return kUnreachable;
+    }
+    connected_ = true;
+    return kOk;
+  }
+
+  // Writes one serialized Frames message made of `parts`; takes their references.
+  int Send(grpc_slice* parts, size_t n, const std::string& name, int64_t step, std::string* err) {
+    size_t size = 0;
+    for (size_t i = 0; i < n; ++i) size += GRPC_SLICE_LENGTH(parts[i]);
+    grpc_byte_buffer* buffer = nullptr;
+    if (static_cast<int64_t>(size) <= send_limit_.load()) buffer = grpc_raw_byte_buffer_create(parts, n);
+    for (size_t i = 0; i < n; ++i) grpc_slice_unref(parts[i]);
+    if (buffer == nullptr) {
+      std::lock_guard<std::mutex> l(mu_);
+      *err = Format("message '%s' at step %lld is %zu bytes, over the limit of %lld bytes; raise %s (at most "
+                    "2147483647) or send smaller tensors", name.c_str(), static_cast<long long>(step), size,
+                    static_cast<long long>(send_limit_.load()), send_limit_variable_.c_str());
+      return kTooLarge;
+    }
+    int code;
+    {
+      std::lock_guard<std::mutex> send_lock(send_mu_);
+      code = Broken(false, err);
+      if (code == kOk && (!connected_ || finished_)) {
+        *err = "the native transport is not connected; call connect() first";
+        code = kClosed;
+      }
+      if (code == kOk) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = buffer;
+        if (!Start(&op, 1, kMessageSent) || !PluckWhileAlive(kMessageSent)) {
+          code = Broken(false, err);
+          if (code == kOk) {
+            *err = Format("sending '%s' at step %lld to the %s at %s failed: the %s process died or the network "
+                          "failed", name.c_str(), static_cast<long long>(step), cfg_.peer_role.c_str(),
+                          cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
+            code = kLost;
+          }
+        }
+      }
+    }
+    grpc_byte_buffer_destroy(buffer);
+    return code;
+  }
+
+  // Takes the next frame of `name`, which must carry `step`; see Communicator.recv for the rules.
+  int Recv(const std::string& name, int64_t step, bool sync, double timeout_s, std::shared_ptr<Frame>* out,
+           std::string* err) {
+    auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+    std::unique_lock<std::mutex> l(mu_);
+    std::deque<std::shared_ptr<Frame>>& fifo = mailbox_[name];
+    while (fifo.empty()) {
+      int code = BrokenLocked(true, err);
+      if (code != kOk) return code;
+      if (sync && has_peer_step_ && peer_step_ > step) {
+        *err = Format("the %s finished step %lld without sending '%s': it already sent messages of step %lld; "
+                      "the parties disagree on which runs send '%s'", cfg_.peer_role.c_str(),
+                      static_cast<long long>(step), name.c_str(), static_cast<long long>(peer_step_),
+                      name.c_str());
+        return kStepMismatch;
+      }
+      if (sync && has_peer_step_ && peer_step_ == step && !PhaseFits(name, step, peer_phase_, err)) {
+        return kStepMismatch;
+      }
+      auto now = Clock::now();
+      if (now >= deadline) {
+        *err = Format("deadline exceeded: recv of '%s' at step %lld waited %.1f s for the %s at %s; raise "
+                      "default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow",
+                      name.c_str(), static_cast<long long>(step), timeout_s, cfg_.peer_role.c_str(),
+                      cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
+        return kTimeout;
+      }
+      auto wake = now + std::chrono::microseconds(static_cast<int64_t>(cfg_.scan_s * 1e6));
+      cv_.wait_until(l, std::min(deadline, wake));
+    }
+    const Frame& head = *fifo.front();
+    if (sync && head.step == step && !PhaseFits(name, step, head.phase, err)) return kStepMismatch;
+    if (head.step != step || head.sync != sync) {
+      *err = Format("recv of '%s' expects step %lld (%s) but the %s's next '%s' message has step %lld (%s)",
+                    name.c_str(), static_cast<long long>(step), sync ? "sync" : "unsynced",
+                    cfg_.peer_role.c_str(), name.c_str(), static_cast<long long>(head.step),
+                    head.sync ? "sync" : "unsynced");
+      return kStepMismatch;
+    }
+    *out = fifo.front();
+    fifo.pop_front();
+    return kOk;
+  }
+
+  void Tell(int event, const std::string& text) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (event == kPeerBye || event == kPeerError) {
+        if (peer_end_ == 0) {
+          peer_end_ = event;
+          peer_text_ = text;
+          peer_end_at_ = Clock::now();
+        }
+      } else if (event == kConnectionLost) {
+        if (lost_.empty()) lost_ = text;
+      } else if (event == kClosing) {
+        closing_ = true;
+        close_error_ = text;
+      }
+    }
+    cv_.notify_all();
+  }
+
+  // Half-closes the outgoing stream once every frame is written; false if that took longer than timeout_s.
+  bool Finish(double timeout_s) {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    if (!connected_ || finished_) return true;
+    finished_ = true;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    return Start(&op, 1, kHalfClosed) && Pluck(kHalfClosed, timeout_s);
+  }
+
+  void Shutdown() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (shut_down_) return;
+      shut_down_ = true;
+      closing_ = true;
+    }
+    cv_.notify_all();
+    if (call_ != nullptr) grpc_call_cancel(call_, nullptr);
+    {
+      std::lock_guard<std::mutex> send_lock(send_mu_);  // A send in progress sees the cancel and returns.
+      if (call_ != nullptr) {
+        grpc_call_unref(call_);
+        call_ = nullptr;
+        grpc_metadata_array_destroy(&reply_md_);
+      }
+      if (channel_ != nullptr) {
+        grpc_channel_destroy(channel_);
+        channel_ = nullptr;
+      }
+      if (ccq_ != nullptr) {
+        grpc_completion_queue_shutdown(ccq_);
+        grpc_completion_queue_destroy(ccq_);
+        ccq_ = nullptr;
+      }
+    }
+    if (server_ != nullptr) {
+      grpc_server_shutdown_and_notify(server_, scq_, Tag(kServerDown));
+      grpc_server_cancel_all_calls(server_);
+      serving_.join();
+      grpc_server_destroy(server_);
+      server_ = nullptr;
+      grpc_completion_queue_destroy(scq_);
+      scq_ = nullptr;
+    }
+  }
+
+  int64_t step() const { return step_.load(); }
+  void set_step(int64_t step) { step_.store(step); }
+  void set_phase(const std::string& phase) {
+    std::lock_guard<std::mutex> l(mu_);
+    phase_ = phase;
+  }
+  std::string phase() {
+    std::lock_guard<std::mutex> l(mu_);
+    return phase_;
+  }
+  void set_send_limit(int64_t limit, const std::string& variable) {
+    std::lock_guard<std::mutex> l(mu_);
+    send_limit_variable_ = variable;
+    send_limit_.store(limit);
+  }
+
+ private:
+  enum TagId { kAccepted = 1, kServerReady, kReceived, kServerClosed, kServerDown, kMetadataSent,
+               kMetadataReceived, kMessageSent, kHalfClosed };
+  static void* Tag(TagId id) { return reinterpret_cast<void*>(static_cast<intptr_t>(id)); }
+
+  static void Drain(grpc_completion_queue* cq) {
+    while (grpc_completion_queue_next(cq, Inf(), nullptr).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+  }
+
+  bool Start(grpc_op* ops, size_t n, TagId tag) {
+    return grpc_call_start_batch(call_, ops, n, Tag(tag), nullptr) == GRPC_CALL_OK;
+  }
+
+  // Waits for `tag` on the client queue; on timeout cancels the call and still waits for the tag.
+  bool Pluck(TagId tag, double timeout_s) {
+    grpc_event ev = grpc_completion_queue_pluck(ccq_, Tag(tag), In(timeout_s), nullptr);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+      grpc_call_cancel(call_, nullptr);
+      ev = grpc_completion_queue_pluck(ccq_, Tag(tag), Inf(), nullptr);
+      return false;
+    }
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+  }
+
+  // Waits for `tag` while the connection is alive; a write that the peer never takes is cancelled once the
+  // connection is known to be broken or this side closes.
+  bool PluckWhileAlive(TagId tag) {
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_pluck(ccq_, Tag(tag), In(cfg_.scan_s), nullptr);
+      if (ev.type != GRPC_QUEUE_TIMEOUT) return ev.type == GRPC_OP_COMPLETE && ev.success;
+      std::string ignored;
+      if (Broken(false, &ignored) != kOk) grpc_call_cancel(call_, nullptr);
+    }
+  }
+
+  std::vector<grpc_arg> CommonArgs(bool server) {
+    std::vector<grpc_arg> args;
+    auto add = [&args](const char* key, int value) {
+      grpc_arg a;
+      a.type = GRPC_ARG_INTEGER;
+      a.key = const_cast<char*>(key);
+      a.value.integer = value;
+      args.push_back(a);
+    };
+    // The same keepalive as the Python transport: a silent peer is found within about 25 s.
+    add(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    add(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 15000);
+    add(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    add(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    add(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, static_cast<int>(std::min<int64_t>(cfg_.recv_limit, INT32_MAX)));
+    add(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1);  // Send() checks the limit itself, with a clearer error.
+    if (server) {
+      add(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+      add(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+      add(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    }
+    return args;
+  }
+  std::vector<grpc_arg> ServerArgs() { return CommonArgs(true); }
+  std::vector<grpc_arg> ClientArgs() { return CommonArgs(false); }
+
+  // The server's loop: takes the peer's one stream and files its frames into the mailbox.
+  void Serve() {
+    grpc_byte_buffer* received = nullptr;
+    grpc_call* call = nullptr;
+    int close_cancelled = 0;
+    grpc_op ops[2];
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_next(scq_, Inf(), nullptr);
+      if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+      switch (static_cast<TagId>(reinterpret_cast<intptr_t>(ev.tag))) {
+        case kAccepted:
+          if (!ev.success) break;  // The server shuts down.
+          call = incoming_;
+          memset(ops, 0, sizeof ops);
+          ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+          grpc_call_start_batch(call, ops, 1, Tag(kServerReady), nullptr);
+          memset(ops, 0, sizeof ops);
+          ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+          ops[0].data.recv_close_on_server.cancelled = &close_cancelled;
+          grpc_call_start_batch(call, ops, 1, Tag(kServerClosed), nullptr);
+          ReceiveNext(call, &received);
+          break;
+        case kServerReady:
+          break;
+        case kReceived:
+          if (!ev.success || received == nullptr) {
+            StreamEnded(ev.success != 0);
+            if (ev.success) {
+              // The peer half-closed: answer with OK so its call ends cleanly.
+              memset(ops, 0, sizeof ops);
+              ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+              ops[0].data.send_status_from_server.status = GRPC_STATUS_OK;
+              grpc_call_start_batch(call, ops, 1, Tag(kServerReady), nullptr);
+            }
+            break;
+          }
+          File(received);
+          grpc_byte_buffer_destroy(received);
+          received = nullptr;
+          ReceiveNext(call, &received);
+          break;
+        case kServerClosed:
+          if (close_cancelled) StreamEnded(false);
+          break;
+        case kServerDown:
+          grpc_completion_queue_shutdown(scq_);
+          break;
+        default:
+          break;
+      }
+    }
+    if (call != nullptr) grpc_call_unref(call);
+    grpc_call_details_destroy(&details_);
+    grpc_metadata_array_destroy(&request_md_);
+  }
+
+  void ReceiveNext(grpc_call* call, grpc_byte_buffer** received) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = received;
+    if (grpc_call_start_batch(call, &op, 1, Tag(kReceived), nullptr) != GRPC_CALL_OK) StreamEnded(false);
+  }
+
+  void StreamEnded(bool cleanly) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (incoming_ended_) return;
+      incoming_ended_ = true;
+      incoming_ended_cleanly_ = cleanly;
+      incoming_ended_at_ = Clock::now();
+    }
+    cv_.notify_all();
+  }
+
+  // Parses one Frames message and files its DATA frames.
+  void File(grpc_byte_buffer* buffer) {
+    grpc_byte_buffer_reader reader;
+    grpc_byte_buffer_reader_init(&reader, buffer);
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    const uint8_t* p = GRPC_SLICE_START_PTR(all);
+    const uint8_t* end = p + GRPC_SLICE_LENGTH(all);
+    std::vector<std::shared_ptr<Frame>> frames;
+    bool ok = true;
+    while (ok && p < end) {
+      uint64_t key, length;
+      ok = GetVarint(&p, end, &key) && (key & 7) == 2 && GetVarint(&p, end, &length) &&
+           length <= static_cast<uint64_t>(end - p);
+      if (!ok) break;
+      if ((key >> 3) == 1) {
+        auto frame = std::make_shared<Frame>(all);
+        ok = ParseFrame(p, p + length, frame.get());
+        if (ok && frame->kind == kData) frames.push_back(frame);
+      }
+      p += length;
+    }
+    grpc_slice_unref(all);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!ok && lost_.empty()) {
+        lost_ = Format("corrupt message from the %s on the native stream (%zu bytes)", cfg_.peer_role.c_str(),
+                       static_cast<size_t>(end - GRPC_SLICE_START_PTR(all)));
+      }
+      for (auto& frame : frames) {
+        if (frame->sync && (!has_peer_step_ || frame->step >= peer_step_)) {
+          has_peer_step_ = true;
+          peer_step_ = frame->step;
+          peer_phase_ = frame->phase;
+        }
+        mailbox_[frame->name].push_back(std::move(frame));
+      }
+    }
+    cv_.notify_all();
+  }
+
+  int Broken(bool receiving, std::string* err) {
+    std::lock_guard<std::mutex> l(mu_);
+    return BrokenLocked(receiving, err);
+  }
+
+  // The error that explains why nothing more will come, or kOk (caller holds mu_). For a receive, the end of
+  // the peer's stream counts only after the grace that lets its last frames and its BYE/ERROR arrive.
+  int BrokenLocked(bool receiving, std::string* err) {
+    if (closing_) {
+      *err = "this " + cfg_.role + "'s communicator is closed" +
+             (close_error_.empty() ? "" : " with error: " + close_error_);
+      return kClosed;
+    }
+    if (peer_end_ == kPeerError) {
+      *err = "the " + cfg_.peer_role + " failed: " + peer_text_;
+      return kPeerFailed;
+    }
+    auto grace = std::chrono::microseconds(static_cast<int64_t>(kEndGraceS * 1e6));
+    if (peer_end_ == kPeerBye && (!receiving || incoming_ended_ || Clock::now() - peer_end_at_ > grace)) {
+      *err = "the " + cfg_.peer_role + " closed its communicator (it finished) and sends nothing more";
+      return kPeerClosed;
+    }
+    if (!lost_.empty()) {
+      *err = lost_;
+      return kLost;
+    }
+    if (receiving && incoming_ended_ && peer_end_ == 0 && Clock::now() - incoming_ended_at_ > grace) {
+      *err = Format("the native stream from the %s at %s %s without BYE or ERROR: the %s process died or the "
+                    "network failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
+                    incoming_ended_cleanly_ ? "ended" : "broke", cfg_.peer_role.c_str());
+      return kLost;
+    }
+    return kOk;
+  }
+
+  // Both parties run the same procedure, so at one step they run the same phase (caller holds mu_).
+  bool PhaseFits(const std::string& name, int64_t step, const std::string& peer_phase, std::string* err) {
+    if (peer_phase.empty() || phase_.empty() || peer_phase == phase_) return true;
+    *err = Format("at step %lld the %s runs a '%s' step but this %s runs a '%s' step (waiting for '%s'): the "
+                  "parties' procedures diverged; give both the same procedure arguments (e.g. train_step, "
+                  "eval_step, max_iter) and the same amount of data", static_cast<long long>(step),
+                  cfg_.peer_role.c_str(), peer_phase.c_str(), cfg_.role.c_str(), phase_.c_str(), name.c_str());
+    return false;
+  }
+
+  const Config cfg_;
+  std::atomic<int64_t> step_{0};
+  std::atomic<int64_t> send_limit_{0};
+
+  // Receiving side; mu_ guards the rest.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::deque<std::shared_ptr<Frame>>> mailbox_;
+  bool has_peer_step_ = false;
+  int64_t peer_step_ = 0;
+  std::string peer_phase_;
+  std::string phase_;
+  std::string send_limit_variable_;
+  int peer_end_ = 0;
+  std::string peer_text_;
+  Clock::time_point peer_end_at_;
+  std::string lost_;
+  bool closing_ = false;
+  std::string close_error_;
+  bool shut_down_ = false;
+  bool incoming_ended_ = false;
+  bool incoming_ended_cleanly_ = false;
+  Clock::time_point incoming_ended_at_;
+
+  grpc_server* server_ = nullptr;
+  grpc_completion_queue* scq_ = nullptr;
+  grpc_call* incoming_ = nullptr;
+  grpc_call_details details_;
+  grpc_metadata_array request_md_;
+  std::thread serving_;
+
+  // Sending side; send_mu_ serializes writes (a call takes one message at a time).
+  std::mutex send_mu_;
+  grpc_channel* channel_ = nullptr;
+  grpc_completion_queue* ccq_ = nullptr;
+  grpc_call* call_ = nullptr;
+  grpc_metadata_array reply_md_;
+  bool connected_ = false;
+  bool finished_ = false;
+
+};
+
+// Endpoints by handle: graphs name their endpoint by an integer attribute.
+struct Registry {
+  std::mutex mu;
+  std::map<int64_t, std::shared_ptr<Endpoint>> endpoints;
+  int64_t next = 1;
+
+  static Registry& Get() {
+    static Registry* registry = new Registry();
+    return *registry;
+  }
+  std::shared_ptr<Endpoint> Find(int64_t handle) {
+    std::lock_guard<std::mutex> l(mu);
+    auto it = endpoints.find(handle);
+    return it == endpoints.end() ? nullptr : it->second;
+  }
+};
+
+void CopyError(const std::string& text, char* buf, int size) {
+  if (buf == nullptr || size <= 0) return;
+  snprintf(buf, size, "%s", text.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------- kernels
+
+using tensorflow::DataType;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+
+const char* WireDtype(DataType dtype) {
+  switch (dtype) {
+    case tensorflow::DT_HALF: return "float16";
+    case tensorflow::DT_FLOAT: return "float32";
+    case tensorflow::DT_DOUBLE: return "float64";
+    case tensorflow::DT_INT32: return "int32";
+    case tensorflow::DT_INT64: return "int64";
+    case tensorflow::DT_BOOL: return "bool";
+    case tensorflow::DT_UINT8: return "uint8";
+    default: return nullptr;
+  }
+}
+
+Status AsStatus(int code, const std::string& text) {
+  std::string message = std::string(kErrorClass[code]) + ": " + text;
+  // Like efl's py_func ops: errors that are ValueErrors in Python are InvalidArgument, the others Unknown.
+  if (code == kTooLarge || code == kInvalid) return tensorflow::errors::InvalidArgument(message);
+  return tensorflow::errors::Unknown(message);
+}
+
+class NativeOp : public OpKernel {
+ public:
+  explicit NativeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("endpoint", &handle_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("message_name", &name_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("sync", &sync_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("T", &dtype_));
+    endpoint_ = Registry::Get().Find(handle_);
+    OP_REQUIRES(ctx, endpoint_ != nullptr,
+                tensorflow::errors::FailedPrecondition(
+                    "efl native op for '", name_, "' names endpoint ", handle_,
+                    ", which does not exist (the communicator was closed, or the graph comes from another "
+                    "process)"));
+  }
+
+ protected:
+  int64_t NextStep() { return sync_ ? endpoint_->step() : sequence_.fetch_add(1); }
+
+  tensorflow::int64 handle_ = 0;
+  std::string name_;
+  bool sync_ = true;
+  DataType dtype_;
+  std::shared_ptr<Endpoint> endpoint_;
+  std::atomic<int64_t> sequence_{0};
+};
+
+void FreeTensorCopy(void* p) { delete static_cast<Tensor*>(p); }
+
+class SendOp : public NativeOp {
+ public:
+  explicit SendOp(OpKernelConstruction* ctx) : NativeOp(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& value = ctx->input(0);
+    int64_t step = NextStep();
+    std::vector<int64_t> shape;
+    for (int i = 0; i < value.dims(); ++i) shape.push_back(value.dim_size(i));
+    auto data = value.tensor_data();
+    std::string phase = sync_ ? endpoint_->phase() : std::string();
+    std::string header = FrameHeader(name_, step, sync_, WireDtype(dtype_), shape, phase, data.size());
+    std::string head;  // The Frames.frames tag and length, then the frame's fields up to raw's bytes.
+    PutVarint(&head, (1 << 3) | 2);
+    PutVarint(&head, header.size() + data.size());
+    head += header;
+    grpc_slice parts[2];
+    size_t n = 1;
+    if (data.size() >= (64 << 10)) {
+      // A large tensor is not copied: gRPC reads its buffer, kept alive by a Tensor reference.
+      parts[0] = grpc_slice_from_copied_buffer(head.data(), head.size());
+      parts[1] = grpc_slice_new_with_user_data(const_cast<char*>(data.data()), data.size(), FreeTensorCopy,
+                                               new Tensor(value));
+      n = 2;
+    } else {
+      parts[0] = grpc_slice_malloc(head.size() + data.size());
+      memcpy(GRPC_SLICE_START_PTR(parts[0]), head.data(), head.size());
+      if (!data.empty()) memcpy(GRPC_SLICE_START_PTR(parts[0]) + head.size(), data.data(), data.size());
+    }
+    std::string err;
+    int code = endpoint_->Send(parts, n, name_, step, &err);
+    OP_REQUIRES(ctx, code == kOk, AsStatus(code, err));
+  }
+};
+
+class RecvOp : public NativeOp {
+ public:
+  explicit RecvOp(OpKernelConstruction* ctx) : NativeOp(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("timeout_s", &timeout_s_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    int64_t step = NextStep();
+    std::shared_ptr<Frame> frame;
+    std::string err;
+    int code = endpoint_->Recv(name_, step, sync_, timeout_s_, &frame, &err);
+    OP_REQUIRES(ctx, code == kOk, AsStatus(code, err));
+    const char* expected = WireDtype(dtype_);
+    OP_REQUIRES(ctx, frame->dtype == expected,
+                tensorflow::errors::InvalidArgument(
+                    "TypeError: recv('", name_, "') at step ", step, " expects ", expected, " but the peer sent ",
+                    frame->dtype, "; use the same dtype on both sides"));
+    TensorShape shape;
+    for (int64_t d : frame->shape) shape.AddDim(d);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &out));
+    auto dst = out->tensor_data();
+    OP_REQUIRES(ctx, dst.size() == frame->raw_size,
+                tensorflow::errors::DataLoss("CommunicatorError: corrupt frame '", name_, "': shape ",
+                                             shape.DebugString(), " of ", frame->dtype, " needs ", dst.size(),
+                                             " bytes, frame has ", frame->raw_size));
+    if (!dst.empty()) memcpy(const_cast<char*>(dst.data()), frame->raw, dst.size());
+  }
+
+ private:
+  float timeout_s_ = 600;
+};
+
+#define EFL_NATIVE_TYPES "{half, float, double, int32, int64, bool, uint8}"
+
+REGISTER_OP("EflNativeSend")
+    .Input("tensor: T")
+    .Attr("T: " EFL_NATIVE_TYPES)
+    .Attr("endpoint: int")
+    .Attr("message_name: string")
+    .Attr("sync: bool = true")
+    .SetIsStateful()
+    .SetShapeFn(tensorflow::shape_inference::NoOutputs);
+
+REGISTER_OP("EflNativeRecv")
+    .Output("tensor: T")
+    .Attr("T: " EFL_NATIVE_TYPES)
+    .Attr("endpoint: int")
+    .Attr("message_name: string")
+    .Attr("sync: bool = true")
+    .Attr("timeout_s: float = 600")
+    .SetIsStateful()
+    .SetShapeFn(tensorflow::shape_inference::UnknownShape);
+
+REGISTER_KERNEL_BUILDER(Name("EflNativeSend").Device(tensorflow::DEVICE_CPU), SendOp);
+REGISTER_KERNEL_BUILDER(Name("EflNativeRecv").Device(tensorflow::DEVICE_CPU), RecvOp);
+
+}  // namespace efl_native
+
+// ---------------------------------------------------------------------------------------------- C API
+
+extern "C" {
+
+using efl_native::Registry;
+
+int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_addr, int64_t send_limit,
+                      const char* send_limit_variable, int64_t recv_limit, double scan_s) {
+  static std::once_flag init;
+  std::call_once(init, [] { grpc_init(); });
+  efl_native::Config config;
+  config.role = role;
+  config.peer_role = peer_role;
+  config.peer_addr = peer_addr;
+  config.recv_limit = recv_limit;
+  config.scan_s = scan_s > 0 ? scan_s : 1.0;
+  auto endpoint = std::make_shared<efl_native::Endpoint>(config);
+  endpoint->set_send_limit(send_limit, send_limit_variable);
+  Registry& registry = Registry::Get();
+  std::lock_guard<std::mutex> l(registry.mu);
+  int64_t handle = registry.next++;
+  registry.endpoints[handle] = endpoint;
+  return handle;
+}
+
+// Returns the port, or 0 with `err` set.
+int efl_nt_listen(int64_t handle, const char* addr, char* err, int err_size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) return 0;
+  std::string text;
+  int port = endpoint->Listen(addr, &text);
+  efl_native::CopyError(text, err, err_size);
+  return port;
+}
+
+int efl_nt_connect(int64_t handle, const char* target, double timeout_s, char* err, int err_size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) return efl_native::kClosed;
+  std::string text;
+  int code = endpoint->Connect(target, timeout_s, &text);
+  efl_native::CopyError(text, err, err_size);
+  return code;
+}
+
+int64_t efl_nt_step(int64_t handle) {
+  auto endpoint = Registry::Get().Find(handle);
+  return endpoint ? endpoint->step() : -1;
+}
+
+void efl_nt_set_step(int64_t handle, int64_t step) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->set_step(step);
+}
+
+void efl_nt_set_phase(int64_t handle, const char* phase) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->set_phase(phase);
+}
+
+void efl_nt_set_send_limit(int64_t handle, int64_t limit, const char* variable) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->set_send_limit(limit, variable);
+}
+
+// Sends one serialized Frames message (copied).
+int efl_nt_send(int64_t handle, const char* message, int64_t size, const char* name, int64_t step, char* err,
+                int err_size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) {
+    efl_native::CopyError("this communicator's native transport is closed", err, err_size);
+    return efl_native::kClosed;
+  }
+  grpc_slice slice = grpc_slice_from_copied_buffer(message, size);
+  std::string text;
+  int code = endpoint->Send(&slice, 1, name, step, &text);
+  efl_native::CopyError(text, err, err_size);
+  return code;
+}
+
+// On success `*frame` is a frame to read with efl_nt_frame_record and release with efl_nt_frame_free.
+int efl_nt_recv(int64_t handle, const char* name, int64_t step, int sync, double timeout_s, void** frame,
+                char* err, int err_size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) {
+    efl_native::CopyError("this communicator's native transport is closed", err, err_size);
+    return efl_native::kClosed;
+  }
+  std::shared_ptr<efl_native::Frame> out;
+  std::string text;
+  int code = endpoint->Recv(name, step, sync != 0, timeout_s, &out, &text);
+  efl_native::CopyError(text, err, err_size);
+  *frame = code == efl_native::kOk ? new std::shared_ptr<efl_native::Frame>(out) : nullptr;
+  return code;
+}
+
+// The serialized efl.Frame of a received frame.
+const char* efl_nt_frame_record(void* frame, int64_t* size) {
+  auto& f = *static_cast<std::shared_ptr<efl_native::Frame>*>(frame);
+  *size = f->record_size;
+  return f->record;
+}
+
+void efl_nt_frame_free(void* frame) { delete static_cast<std::shared_ptr<efl_native::Frame>*>(frame); }
+
+void efl_nt_tell(int64_t handle, int event, const char* text) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->Tell(event, text);
+}
+
+// Returns 1 when every frame was written and the stream half-closed within timeout_s.
+int efl_nt_finish(int64_t handle, double timeout_s) {
+  auto endpoint = Registry::Get().Find(handle);
+  return endpoint ? endpoint->Finish(timeout_s) : 1;
+}
+
+// Stops the transport and forgets the handle; kernels that hold the endpoint then fail with ClosedError.
+void efl_nt_destroy(int64_t handle) {
+  std::shared_ptr<efl_native::Endpoint> endpoint;
+  {
+    Registry& registry = Registry::Get();
+    std::lock_guard<std::mutex> l(registry.mu);
+    auto it = registry.endpoints.find(handle);
+    if (it == registry.endpoints.end()) return;
+    endpoint = it->second;
+    registry.endpoints.erase(it);
+  }
+  endpoint->Shutdown();
+}
+
+}  // extern "C"
