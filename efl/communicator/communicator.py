@@ -91,6 +91,10 @@ def _as_is(data):
   return data
 
 
+def _decode_frame(data):
+  return serde.decode(serde.parse_frame(data))
+
+
 def _host(addr):
   """The host part of 'host:port' (IPv6 hosts keep their brackets)."""
   return addr.rsplit(':', 1)[0]
@@ -368,6 +372,9 @@ class Communicator(object):
     return 'client %s / server %s' % (client, server)
 
   def _start_server(self):
+    if self._native is not None:
+      # First: every Greeting this party's server answers with must name the native port.
+      self._native_port = self._native.listen('%s:0' % _host(self._local_addr))
     options = [('grpc.so_reuseport', 0),
                ('grpc.max_send_message_length', self._server_send_limit),
                ('grpc.max_receive_message_length', self._server_recv_limit)] + _keepalive_options(True)
@@ -394,8 +401,6 @@ class Communicator(object):
     server.start()
     self._server = server
     self._local_port = port
-    if self._native is not None:
-      self._native_port = self._native.listen('%s:0' % _host(self._local_addr))
 
   def _open_channel(self):
     options = [('grpc.max_send_message_length', self._client_send_limit),
@@ -779,7 +784,7 @@ class Communicator(object):
       if self._state in (_CLOSING, _CLOSED):
         with self._cond:
           self._raise_if_broken()
-      return serde.decode(serde.parse_frame(self._native.recv(name, step, sync, timeout_s)))
+      return self._native.recv(name, step, sync, timeout_s, _decode_frame)
     with self._cond:
       fifo = self._mailbox[name]
       while not fifo:

@@ -159,34 +159,37 @@ def parse_frames(data):
     CommunicatorError: the bytes are not a well-formed `Frames` message.
   """
   view = memoryview(data)
-  out = []
   try:
-    for number, wire, _, start, stop in protowire.fields(data, 0, len(data)):
-      if number != 1 or wire != 2:
-        continue  # Not a frame: a field of a newer protocol version.
-      if stop - start <= _SMALL_FRAME:  # protobuf's own parser is faster, and copying a small raw is cheap
-        frame = pb.Frame.FromString(view[start:stop])
-        out.append(Message(frame, frame.raw))
-        continue
-      header, payload = [], _EMPTY
-      for f_number, f_wire, key_start, f_start, f_stop in protowire.fields(data, start, stop):
-        if f_number == _RAW_FIELD and f_wire == 2:
-          payload = view[f_start:f_stop]
-        else:
-          header.append(data[key_start:f_stop])
-      out.append(Message(pb.Frame.FromString(b''.join(header)), payload))
+    return [_frame_at(data, view, start, stop) for number, wire, _, start, stop in
+            protowire.fields(data, 0, len(data))
+            if number == 1 and wire == 2]  # Other fields would be of a newer protocol version.
   except (ValueError, DecodeError) as e:
     raise CommunicatorError('corrupt message from the peer (%d bytes): %s' % (len(data), e))
-  return out
 
 
 def parse_frame(data):
-  """Returns the `Message` of one serialized `efl.Frame`.
+  """Returns the `Message` of one serialized `efl.Frame` (bytes, or a byte-format memoryview).
 
   Raises:
     CommunicatorError: the bytes are not a well-formed frame.
   """
-  return parse_frames(_FRAMES_TAG + varint(len(data)) + data)[0]
+  try:
+    return _frame_at(data, memoryview(data), 0, len(data))
+  except (ValueError, DecodeError) as e:
+    raise CommunicatorError('corrupt frame from the peer (%d bytes): %s' % (len(data), e))
+
+
+def _frame_at(data, view, start, stop):
+  if stop - start <= _SMALL_FRAME:  # protobuf's own parser is faster, and copying a small raw is cheap
+    frame = pb.Frame.FromString(view[start:stop])
+    return Message(frame, frame.raw)
+  header, payload = [], _EMPTY
+  for number, wire, key_start, f_start, f_stop in protowire.fields(data, start, stop):
+    if number == _RAW_FIELD and wire == 2:
+      payload = view[f_start:f_stop]
+    else:
+      header.append(data[key_start:f_stop])
+  return Message(pb.Frame.FromString(b''.join(header)), payload)
 
 
 def decode(message):

@@ -11,19 +11,16 @@ travels on one stream, in order.
 (native or an error), `off` (the Python transport).
 """
 import ctypes
-import logging
 import os
 
 from efl.communicator import errors
-
-_log = logging.getLogger('tensorflow.efl.native')
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_transport.so')
 
 # Result codes of transport.cc.
 _ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,
            4: errors.ConnectionLostError, 5: errors.RecvTimeoutError, 6: errors.ClosedError,
-           7: errors.CommunicatorError, 8: errors.MessageTooLargeError, 9: errors.PeerUnreachableError}
+           7: errors.MessageTooLargeError, 8: errors.PeerUnreachableError}
 # Events Python tells an endpoint about.
 PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = 1, 2, 3, 4
 _ERROR_SIZE = 8192
@@ -149,8 +146,11 @@ class Endpoint(object):
     if code:
       _raise(code, buf)
 
-  def recv(self, name, step, sync, timeout_s):
-    """Returns the next frame of `name` (a serialized `efl.Frame`); the rules of `Communicator.recv`."""
+  def recv(self, name, step, sync, timeout_s, read):
+    """Takes the next frame of `name` by the rules of `Communicator.recv`, and returns `read(frame)`.
+
+    `frame` is a memoryview of the serialized `efl.Frame` in the endpoint's memory, valid only during `read`.
+    """
     buf = ctypes.create_string_buffer(_ERROR_SIZE)
     frame = ctypes.c_void_p()
     code = self._lib.efl_nt_recv(self.handle, _bytes(name), step, int(sync), timeout_s, ctypes.byref(frame),
@@ -160,7 +160,7 @@ class Endpoint(object):
     try:
       size = ctypes.c_int64()
       start = self._lib.efl_nt_frame_record(frame, ctypes.byref(size))
-      return ctypes.string_at(start, size.value)
+      return read(memoryview((ctypes.c_char * size.value).from_address(start)).cast('B'))
     finally:
       self._lib.efl_nt_frame_free(frame)
 

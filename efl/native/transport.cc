@@ -45,9 +45,8 @@ enum Code {
   kLost = 4,
   kTimeout = 5,
   kClosed = 6,
-  kInvalid = 7,
-  kTooLarge = 8,
-  kUnreachable = 9,
+  kTooLarge = 7,
+  kUnreachable = 8,
 };
 const char* const kErrorClass[] = {"",
                                    "StepMismatchError",
@@ -56,7 +55,6 @@ const char* const kErrorClass[] = {"",
                                    "ConnectionLostError",
                                    "RecvTimeoutError",
                                    "ClosedError",
-                                   "InvalidArgument",
                                    "MessageTooLargeError",
                                    "PeerUnreachableError"};
 
@@ -223,7 +221,7 @@ class Endpoint {
 
   // Starts the server on `addr` (port 0: a free port); returns the port, or 0 with `err` set.
   int Listen(const std::string& addr, std::string* err) {
-    std::vector<grpc_arg> args = ServerArgs();
+    std::vector<grpc_arg> args = ChannelArgs(true);
     grpc_channel_args channel_args = {args.size(), args.data()};
     server_ = grpc_server_create(&channel_args, nullptr);
     scq_ = grpc_completion_queue_create_for_next(nullptr);
@@ -252,7 +250,7 @@ class Endpoint {
   // Opens the outgoing stream to the peer's native server.
   int Connect(const std::string& target, double timeout_s, std::string* err) {
     std::lock_guard<std::mutex> send_lock(send_mu_);
-    std::vector<grpc_arg> args = ClientArgs();
+    std::vector<grpc_arg> args = ChannelArgs(false);
     grpc_channel_args channel_args = {args.size(), args.data()};
     grpc_channel_credentials* creds = grpc_insecure_credentials_create();
     channel_ = grpc_channel_create(target.c_str(), creds, &channel_args);
@@ -488,7 +486,7 @@ class Endpoint {
     }
   }
 
-  std::vector<grpc_arg> CommonArgs(bool server) {
+  std::vector<grpc_arg> ChannelArgs(bool server) {
     std::vector<grpc_arg> args;
     auto add = [&args](const char* key, int value) {
       grpc_arg a;
@@ -511,8 +509,6 @@ class Endpoint {
     }
     return args;
   }
-  std::vector<grpc_arg> ServerArgs() { return CommonArgs(true); }
-  std::vector<grpc_arg> ClientArgs() { return CommonArgs(false); }
 
   // The server's loop: takes the peer's one stream and files its frames into the mailbox.
   void Serve() {
@@ -765,7 +761,7 @@ const char* WireDtype(DataType dtype) {
 Status AsStatus(int code, const std::string& text) {
   std::string message = std::string(kErrorClass[code]) + ": " + text;
   // Like efl's py_func ops: errors that are ValueErrors in Python are InvalidArgument, the others Unknown.
-  if (code == kTooLarge || code == kInvalid) return tensorflow::errors::InvalidArgument(message);
+  if (code == kTooLarge) return tensorflow::errors::InvalidArgument(message);
   return tensorflow::errors::Unknown(message);
 }
 
