@@ -1,18 +1,24 @@
-"""Round trips between two processes on this host: efl's communicator against a bare grpcio stream.
+"""Round trips between two processes on this host: efl's communicator and TF ops against a bare grpcio stream.
 
 The leader sends an array; the follower (a child process started by this script) echoes it back; the leader
-waits for the echo before the next send. The same exchange runs over two transports, alternating, `--pairs`
+waits for the echo before the next send. The same exchange runs over these variants, alternating, `--pairs`
 times each:
-- `efl`: a `Communicator` pair ("x" out, "y" back), frames encoded and decoded as in training;
+- `efl`: a `Communicator` pair ("x" out, "y" back) used from Python, frames encoded and decoded as in training;
+- `ops`: the same through efl's TF `send`/`recv` ops, one `session.run` per round trip on each side, as in
+  training;
 - `grpcio`: one client stream per direction carrying the array's raw bytes, queue in and queue out, with no efl
-  code: the floor that efl's Python layer adds to.
+  code: the floor of gRPC's Python layer.
+Where the native transport is built, `efl` and `ops` run on both transports (`EFL_NATIVE_TRANSPORT=on/off`).
 
-Prints the medians, `BENCH comm_round_trip_ms_<shape>` and `BENCH grpcio_round_trip_ms_<shape>`, and their ratio
-`BENCH comm_overhead_ratio_<shape>` (1.0 would mean efl adds nothing to grpcio).
+Prints the medians, `BENCH comm_round_trip_ms_<shape>` (the communicator on the default transport),
+`BENCH grpcio_round_trip_ms_<shape>` and their ratio `BENCH comm_overhead_ratio_<shape>`; and
+`BENCH ops_round_trip_ms_<shape>` (the ops on the default transport). With the native transport also
+`BENCH ops_python_round_trip_ms_<shape>` and `BENCH ops_native_speedup_<shape>` (Python over native).
 
     python benchmarks/comm_latency.py [--rounds 2000] [--pairs 3] [--shape 256,128] [--dtype float32]
 """
 import argparse
+import os
 import queue
 import socket
 import statistics
@@ -25,9 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 
+from efl import native
 from efl.communicator.communicator import Communicator
 
 WARMUP = 50
+_MODES = {'native': 'on', 'python': 'off'}  # EFL_NATIVE_TRANSPORT of each transport
 _METHOD = '/bench.Echo/Stream'
 
 
@@ -57,7 +65,47 @@ class _EflEnd(object):
     self._received += 1
     return value
 
+  def round_trip(self, array):
+    self.send(array)
+    return self.recv()
+
+  def echo(self):
+    self.send(self.recv())
+
   def close(self):
+    self._comm.close()
+
+
+class _OpsEnd(object):
+  """One party of the exchange through efl's TF ops: the leader's run sends and then receives, the follower's
+  receives and sends back."""
+
+  def __init__(self, role, peer_port, local_port, dtype, shape):
+    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+    from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    self._comm = Communicator(role, '127.0.0.1:%d' % peer_port, '127.0.0.1:%d' % local_port)
+    self._graph = tf.Graph()
+    with self._graph.as_default():
+      if role == 'leader':
+        self._data = tf.placeholder(dtype, shape)
+        with tf.control_dependencies([ops.send(self._comm, 'x', self._data)]):
+          self._fetch = tf.identity(ops.recv(self._comm, 'y', dtype))
+      else:
+        self._fetch = ops.send(self._comm, 'y', ops.recv(self._comm, 'x', dtype))
+    self._comm.connect(timeout_s=60)
+    self._sess = tf.Session(graph=self._graph, config=ops.session_config(comm=self._comm))
+
+  def round_trip(self, array):
+    value = self._sess.run(self._fetch, {self._data: array})
+    self._comm.advance_step()
+    return value
+
+  def echo(self):
+    self._sess.run(self._fetch)
+    self._comm.advance_step()
+
+  def close(self):
+    self._sess.close()
     self._comm.close()
 
 
@@ -100,6 +148,13 @@ class _GrpcioEnd(object):
   def recv(self):
     return np.frombuffer(self._inbox.get(timeout=60), dtype=self._dtype).reshape(self._shape)
 
+  def round_trip(self, array):
+    self.send(array)
+    return self.recv()
+
+  def echo(self):
+    self.send(self.recv())
+
   def close(self):
     # Half-close, then wait for the peer's stream to end too before the server stops and cancels it.
     self._outbox.put(None)
@@ -112,11 +167,15 @@ class _GrpcioEnd(object):
 def _open(transport, role, peer_port, local_port, dtype, shape):
   if transport == 'efl':
     return _EflEnd(role, peer_port, local_port)
+  if transport == 'ops':
+    return _OpsEnd(role, peer_port, local_port, dtype, shape)
   return _GrpcioEnd(peer_port, local_port, dtype, shape)  # both ends alike: no roles
 
 
-def _round_trips_ms(args, transport, shape):
-  """One run over `transport`: starts the echoing follower, returns the leader's mean round trip in ms."""
+def _round_trips_ms(args, transport, shape, native_mode):
+  """One run over `transport` (efl's on `native_mode`, an EFL_NATIVE_TRANSPORT value): starts the echoing
+  follower, returns the leader's mean round trip in ms."""
+  os.environ['EFL_NATIVE_TRANSPORT'] = native_mode  # Read by the communicators of both processes.
   lp, fp = _free_port(), _free_port()
   child = subprocess.Popen([sys.executable, __file__, '--role', 'follower', '--transport', transport,
                             '--rounds', str(args.rounds), '--shape', args.shape, '--dtype', args.dtype,
@@ -125,12 +184,10 @@ def _round_trips_ms(args, transport, shape):
     end = _open(transport, 'leader', fp, lp, args.dtype, shape)
     data = np.random.rand(*shape).astype(args.dtype)
     for _ in range(WARMUP):
-      end.send(data)
-      end.recv()
+      end.round_trip(data)
     start = time.time()
     for _ in range(args.rounds):
-      end.send(data)
-      end.recv()
+      end.round_trip(data)
     elapsed = time.time() - start
     end.close()
     if child.wait(60) != 0:
@@ -144,7 +201,7 @@ def _round_trips_ms(args, transport, shape):
 def _follower(args, shape):
   end = _open(args.transport, 'follower', args.peer_port, args.local_port, args.dtype, shape)
   for _ in range(WARMUP + args.rounds):
-    end.send(end.recv())
+    end.echo()
   end.close()
 
 
@@ -155,27 +212,40 @@ def main():
   parser.add_argument('--shape', default='256,128')
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--role', default='leader', choices=['leader', 'follower'], help=argparse.SUPPRESS)
-  parser.add_argument('--transport', default='efl', choices=['efl', 'grpcio'], help=argparse.SUPPRESS)
+  parser.add_argument('--transport', default='efl', choices=['efl', 'ops', 'grpcio'], help=argparse.SUPPRESS)
   parser.add_argument('--peer_port', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--local_port', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # The ops variant's processes start TF.
   shape = tuple(int(d) for d in args.shape.split(','))
   if args.role == 'follower':
     _follower(args, shape)
     return
-  times = {'efl': [], 'grpcio': []}
+  has_native = native.available()[0]
+  default = 'native' if has_native else 'python'
+  variants = [('efl', 'python'), ('ops', 'python'), ('grpcio', 'python')]
+  if has_native:
+    variants += [('efl', 'native'), ('ops', 'native')]
+  times = {v: [] for v in variants}
   for _ in range(args.pairs):
-    for transport in ('efl', 'grpcio'):
-      times[transport].append(_round_trips_ms(args, transport, shape))
+    for transport, mode in variants:
+      times[(transport, mode)].append(_round_trips_ms(args, transport, shape, _MODES[mode]))
   nbytes = int(np.prod(shape)) * np.dtype(args.dtype).itemsize
   tag = 'x'.join(str(d) for d in shape)
-  for transport, runs in sorted(times.items()):
-    print('%s, shape %s %s (%d bytes), %d round trips per run: %s ms' % (
-        transport, list(shape), args.dtype, nbytes, args.rounds, ', '.join('%.3f' % t for t in runs)))
-  efl, bare = statistics.median(times['efl']), statistics.median(times['grpcio'])
+  for (transport, mode), runs in sorted(times.items()):
+    print('%s%s, shape %s %s (%d bytes), %d round trips per run: %s ms' % (
+        transport, '' if transport == 'grpcio' else ' on the %s transport' % mode, list(shape), args.dtype,
+        nbytes, args.rounds, ', '.join('%.3f' % t for t in runs)))
+  median = {v: statistics.median(runs) for v, runs in times.items()}
+  efl, bare = median[('efl', default)], median[('grpcio', 'python')]
   print('BENCH comm_round_trip_ms_%s %.3f' % (tag, efl))
   print('BENCH grpcio_round_trip_ms_%s %.3f' % (tag, bare))
-  print('BENCH comm_overhead_ratio_%s %.3f' % (tag, efl / bare), flush=True)
+  print('BENCH comm_overhead_ratio_%s %.3f' % (tag, efl / bare))
+  print('BENCH ops_round_trip_ms_%s %.3f' % (tag, median[('ops', default)]))
+  if has_native:
+    print('BENCH ops_python_round_trip_ms_%s %.3f' % (tag, median[('ops', 'python')]))
+    print('BENCH ops_native_speedup_%s %.3f' % (tag, median[('ops', 'python')] / median[('ops', 'native')]))
+  sys.stdout.flush()
 
 
 if __name__ == '__main__':
