@@ -38,4 +38,4 @@ bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache efl/native/_transport.so
+	rm -rf $(VENV) .pytest_cache efl/native/_*.so

@@ -8,6 +8,10 @@ server files arriving frames into a mailbox (one FIFO per name) that `recv()` re
 The last frame of a stream is BYE (normal close) or ERROR (with the failure's text). A stream that ends
 without either means the peer died or the network failed; gRPC keepalive pings detect a silent network
 within seconds. Each of these wakes every waiting `recv()` with an error that names what happened.
+
+Where the native transport is built (`efl.native`), the DATA frames travel instead on its own C-core streams,
+whose port each party names in its `Hello`; the grpcio stream then carries BYE or ERROR, and what this module
+learns of the peer's end is passed on to the native endpoint.
 """
 import atexit
 import collections
@@ -214,17 +218,15 @@ class Communicator(object):
     if mode == 'off':
       return None
     ok, why = native.available()
-    tls = bool(self._tls.peer_ca or self._tls.my_cert)
-    if mode == 'on' and (tls or not ok):
-      raise errors.CommunicatorError(
-          'EFL_NATIVE_TRANSPORT=on, but %s; set EFL_NATIVE_TRANSPORT=auto or off on both parties'
-          % ('the native transport has no TLS yet and TLS is on' if tls else why))
-    if tls or not ok:
-      _log.debug('native transport off: %s', 'TLS is on' if tls else why)
+    if not ok:
+      if mode == 'on':
+        raise errors.CommunicatorError('EFL_NATIVE_TRANSPORT=on, but %s; set EFL_NATIVE_TRANSPORT=auto or off '
+                                       'on both parties' % why)
+      _log.debug('native transport off: %s', why)
       return None
     return native.Endpoint(self._role, self._peer_role, self._peer_addr, self._client_send_limit,
                            settings.message_size_variable('CLIENT', 'SEND'), self._server_recv_limit,
-                           self._scan_s)
+                           self._scan_s, self._tls)
 
   # ----------------------------------------------------------------------------------------- properties
 
@@ -263,6 +265,11 @@ class Communicator(object):
   def native(self):
     """The `efl.native.Endpoint` that carries the data frames, or None (the Python transport does)."""
     return self._native
+
+  @property
+  def native_port(self):
+    """The port of the native transport's server (known after `connect()` started it), else 0."""
+    return self._native_port
 
   @property
   def step(self):

@@ -1,21 +1,23 @@
 """efl's native transport: a `Communicator`'s data frames over gRPC's C core, and TF send/recv kernels.
 
-`transport.cc` is built into `_transport.so` by `make setup` (`python -m efl.native.build`) where gRPC's C
-core and its headers are installed. The library holds, per communicator, an `Endpoint`: a C-core server that
-takes the peer's stream of frames into a mailbox, and a C-core client stream to the peer. Its kernels
-`EflNativeSend`/`EflNativeRecv` move tensors between the graph and the endpoint without entering Python; the
-communicator's own `send`/`recv` reach the same endpoint through ctypes, so every data frame of one party
-travels on one stream, in order.
+`transport.cc` and `ops.cc` are built into `_transport.so` and `_ops.so` by `make setup` (`python -m
+efl.native.build`) where gRPC's C core and its headers are installed. The transport holds, per communicator,
+an `Endpoint`: a C-core server that takes the peer's stream of frames into a mailbox, and a C-core client
+stream to the peer. The kernels `EflNativeSend`/`EflNativeRecv` of `_ops.so` move tensors between the graph
+and the endpoint without entering Python; the communicator's own `send`/`recv` reach the same endpoint
+through ctypes, so every data frame of one party travels on one stream, in order.
 
-`EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads and TLS is off), `on`
-(native or an error), `off` (the Python transport).
+`EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads), `on` (native or an
+error), `off` (the Python transport).
 """
 import ctypes
 import os
 
 from efl.communicator import errors
 
-LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_transport.so')
+_HERE = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = os.path.join(_HERE, '_transport.so')
+OPS_LIBRARY = os.path.join(_HERE, '_ops.so')
 
 # Result codes of transport.cc.
 _ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,
@@ -31,7 +33,7 @@ _loaded = None  # (ops module, ctypes library) once loaded, or the reason it can
 def _declare(lib):
   i64, c, dbl, i32, p = ctypes.c_int64, ctypes.c_char_p, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
   for name, restype, argtypes in (
-      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl]),
+      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c]),
       ('efl_nt_listen', i32, [i64, c, c, i32]),
       ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
       ('efl_nt_step', i64, [i64]),
@@ -57,15 +59,17 @@ def load():
   """
   global _loaded
   if _loaded is None:
-    if not os.path.exists(LIBRARY):
-      _loaded = ('%s is not built: install gRPC\'s C core (apt-get install libgrpc-dev pkg-config), then run '
-                 'make setup' % os.path.basename(LIBRARY))
+    missing = [os.path.basename(p) for p in (LIBRARY, OPS_LIBRARY) if not os.path.exists(p)]
+    if missing:
+      _loaded = ('%s not built: install gRPC\'s C core (apt-get install libgrpc-dev pkg-config), then run '
+                 'make setup' % ' and '.join(missing))
     else:
       try:
         import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
-        ops = tf.load_op_library(LIBRARY)
-        lib = ctypes.CDLL(LIBRARY)  # The same library: dlopen returns the handle TF has loaded.
+        # DEEPBIND: gRPC must bind to its own OpenSSL, not to the BoringSSL symbols TF's library exports.
+        lib = ctypes.CDLL(LIBRARY, mode=os.RTLD_NOW | os.RTLD_DEEPBIND)
         _declare(lib)
+        ops = tf.load_op_library(OPS_LIBRARY)  # Its kernels call the transport loaded above.
         _loaded = (ops, lib)
       except Exception as e:  # pylint: disable=broad-except
         _loaded = 'cannot load %s (%s: %s); rebuild it with make setup' % (LIBRARY, type(e).__name__, e)
@@ -99,12 +103,15 @@ class Endpoint(object):
     send_limit: the largest message it sends, in bytes; `send_limit_variable` names the setting.
     recv_limit: the largest message its server accepts.
     scan_s: how often waits re-check their deadline and the connection.
+    tls: an `efl.communicator.settings.TLSConfig`; used as by the Python transport.
   """
 
-  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s):
+  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s, tls):
     self._ops, self._lib = load()
     self.handle = self._lib.efl_nt_create(_bytes(role), _bytes(peer_role), _bytes(peer_addr), send_limit,
-                                          _bytes(send_limit_variable), recv_limit, scan_s)
+                                          _bytes(send_limit_variable), recv_limit, scan_s, tls.peer_ca,
+                                          tls.my_cert, tls.my_key,
+                                          _bytes(tls.target_name_override) if tls.target_name_override else None)
 
   @property
   def ops(self):

@@ -1,4 +1,5 @@
-"""Builds efl's native transport: `python -m efl.native.build` (`transport.cc` -> `_transport.so`).
+"""Builds efl's native transport: `python -m efl.native.build` (`transport.cc` -> `_transport.so`, the
+transport on gRPC's C core; `ops.cc` -> `_ops.so`, its TF kernels, linked to the first).
 
 It needs g++ and gRPC's C core with its headers (Debian: `apt-get install libgrpc-dev pkg-config`). Without
 them it prints why and exits 0: efl then runs its Python transport, which works everywhere but is slower.
@@ -11,8 +12,9 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, 'transport.cc')
-LIBRARY = os.path.join(HERE, '_transport.so')
+# (source, library) in build order.
+TARGETS = [(os.path.join(HERE, 'transport.cc'), os.path.join(HERE, '_transport.so')),
+           (os.path.join(HERE, 'ops.cc'), os.path.join(HERE, '_ops.so'))]
 
 
 def _pkg_config_grpc():
@@ -25,8 +27,8 @@ def _pkg_config_grpc():
   return shlex.split(proc.stdout), None
 
 
-def command():
-  """Returns the compiler command line, or (None, why it cannot be built here)."""
+def commands():
+  """Returns the compiler command lines, or (None, why they cannot run here)."""
   if shutil.which('g++') is None:
     return None, 'g++ is not installed'
   grpc_flags, why = _pkg_config_grpc()
@@ -34,13 +36,15 @@ def command():
     return None, why
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
-  # TF 1.15's headers need C++14, and its library was built with the pre-C++11 string ABI (in tf_flags).
-  return ['g++', '-std=c++14', '-shared', '-fPIC', '-O2', '-Wall', '-Wno-sign-compare', SOURCE, '-o',
-          LIBRARY + '.tmp'] + tf_flags + grpc_flags, None
+  common = ['g++', '-std=c++14', '-shared', '-fPIC', '-O2', '-Wall', '-Wno-sign-compare']
+  (transport_cc, transport_so), (ops_cc, ops_so) = TARGETS
+  return [common + [transport_cc, '-o', transport_so + '.tmp', '-Wl,-soname,_transport.so'] + grpc_flags,
+          # TF 1.15's headers need C++14, and its library was built with the pre-C++11 string ABI (in tf_flags).
+          common + [ops_cc, '-o', ops_so + '.tmp', transport_so, "-Wl,-rpath,$ORIGIN"] + tf_flags], None
 
 
 def up_to_date():
-  return os.path.exists(LIBRARY) and os.path.getmtime(LIBRARY) >= os.path.getmtime(SOURCE)
+  return all(os.path.exists(so) and os.path.getmtime(so) >= os.path.getmtime(cc) for cc, so in TARGETS)
 
 
 def main(argv):
@@ -48,19 +52,20 @@ def main(argv):
   if up_to_date() and '--force' not in argv:
     print('native transport: %s is up to date' % os.path.relpath(LIBRARY))
     return 0
-  cmd, why = command()
-  if cmd is None:
+  cmds, why = commands()
+  if cmds is None:
     print('native transport not built: %s; efl uses its Python transport. To build it: apt-get install '
           'libgrpc-dev pkg-config, then make setup' % why)
     return 1 if require else 0
-  print('native transport: compiling %s' % os.path.relpath(SOURCE))
-  proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-  if proc.returncode != 0:
-    print(proc.stdout)
-    print('native transport not built: the compiler failed (above); efl uses its Python transport')
-    return 1 if require else 0
-  os.replace(LIBRARY + '.tmp', LIBRARY)
-  print('native transport: built %s' % os.path.relpath(LIBRARY))
+  for cmd, (source, library) in zip(cmds, TARGETS):
+    print('native transport: compiling %s' % os.path.relpath(source))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if proc.returncode != 0:
+      print(proc.stdout)
+      print('native transport not built: the compiler failed (above); efl uses its Python transport')
+      return 1 if require else 0
+    os.replace(library + '.tmp', library)
+    print('native transport: built %s' % os.path.relpath(library))
   return 0
 
 

@@ -1,11 +1,12 @@
-// efl's native transport: the data frames of a Communicator over one gRPC C-core stream per direction, and
-// TF kernels that send and receive tensors through it without Python.
+// efl's native transport: the data frames of a Communicator over one gRPC C-core stream per direction. Its C
+// API serves Python (ctypes) and the TF kernels of ops.cc.
 //
 // The frames are the ones of protos/efl/communicator.proto: every gRPC message of the stream is a serialized
 // `Frames` message. Handshake, BYE/ERROR and the peer's failure travel on the Python side (grpcio); Python
 // tells the endpoint about them (`efl_nt_tell`), so that waiting receives wake with the right error.
 //
-// gRPC's C core has a C API, so TF's pre-C++11 string ABI does not matter here.
+// This library does not use TF, and Python loads it with RTLD_DEEPBIND: TF's framework library exports
+// BoringSSL's symbols, and gRPC's calls into OpenSSL must not bind to them.
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -27,16 +28,13 @@
 #include <thread>
 #include <vector>
 
-#include "tensorflow/core/framework/common_shape_fns.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace efl_native {
 
 using Clock = std::chrono::steady_clock;
 
-// Result codes of the C API; Python maps them to efl's exception classes (efl/native/__init__.py).
+// Result codes of the C API; Python maps them to efl's exception classes (efl/native/__init__.py), the
+// kernels to TF errors (ops.cc).
 enum Code {
   kOk = 0,
   kStepMismatch = 1,
@@ -48,15 +46,6 @@ enum Code {
   kTooLarge = 7,
   kUnreachable = 8,
 };
-const char* const kErrorClass[] = {"",
-                                   "StepMismatchError",
-                                   "PeerFailedError",
-                                   "PeerClosedError",
-                                   "ConnectionLostError",
-                                   "RecvTimeoutError",
-                                   "ClosedError",
-                                   "MessageTooLargeError",
-                                   "PeerUnreachableError"};
 
 // What Python tells an endpoint (efl_nt_tell).
 enum Event { kPeerBye = 1, kPeerError = 2, kConnectionLost = 3, kClosing = 4 };
@@ -208,6 +197,9 @@ gpr_timespec In(double seconds) {
 
 struct Config {
   std::string role, peer_role, peer_addr;
+  // TLS as on the Python transport: the client uses it when peer_ca is set, the server when my_cert is (and
+  // then requires client certificates signed by peer_ca, if set). PEM text; empty means unset.
+  std::string peer_ca, my_cert, my_key, target_name_override;
   int64_t send_limit = 0;
   std::string send_limit_variable;
   int64_t recv_limit = 0;
@@ -226,7 +218,17 @@ class Endpoint {
     server_ = grpc_server_create(&channel_args, nullptr);
     scq_ = grpc_completion_queue_create_for_next(nullptr);
     grpc_server_register_completion_queue(server_, scq_, nullptr);
-    grpc_server_credentials* creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials* creds;
+    if (!cfg_.my_cert.empty()) {
+      grpc_ssl_pem_key_cert_pair pair = {cfg_.my_key.c_str(), cfg_.my_cert.c_str()};
+      creds = grpc_ssl_server_credentials_create_ex(
+          cfg_.peer_ca.empty() ? nullptr : cfg_.peer_ca.c_str(), &pair, 1,
+          cfg_.peer_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
+          nullptr);
+    } else {
+      creds = grpc_insecure_server_credentials_create();
+    }
     int port = grpc_server_add_http2_port(server_, addr.c_str(), creds);
     grpc_server_credentials_release(creds);
     if (port <= 0) {
@@ -251,8 +253,22 @@ class Endpoint {
   int Connect(const std::string& target, double timeout_s, std::string* err) {
     std::lock_guard<std::mutex> send_lock(send_mu_);
     std::vector<grpc_arg> args = ChannelArgs(false);
+    grpc_channel_credentials* creds;
+    if (!cfg_.peer_ca.empty()) {
+      grpc_ssl_pem_key_cert_pair pair = {cfg_.my_key.c_str(), cfg_.my_cert.c_str()};
+      creds = grpc_ssl_credentials_create(cfg_.peer_ca.c_str(), cfg_.my_cert.empty() ? nullptr : &pair, nullptr,
+                                          nullptr);
+      if (!cfg_.target_name_override.empty()) {
+        grpc_arg a;
+        a.type = GRPC_ARG_STRING;
+        a.key = const_cast<char*>(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG);
+        a.value.string = const_cast<char*>(cfg_.target_name_override.c_str());
+        args.push_back(a);
+      }
+    } else {
+      creds = grpc_insecure_credentials_create();
+    }
     grpc_channel_args channel_args = {args.size(), args.data()};
-    grpc_channel_credentials* creds = grpc_insecure_credentials_create();
     channel_ = grpc_channel_create(target.c_str(), creds, &channel_args);
     grpc_channel_credentials_release(creds);
     ccq_ = grpc_completion_queue_create_for_pluck(nullptr);
@@ -735,156 +751,6 @@ void CopyError(const std::string& text, char* buf, int size) {
   snprintf(buf, size, "%s", text.c_str());
 }
 
-// ---------------------------------------------------------------------------------------------- kernels
-
-using tensorflow::DataType;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Status;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-
-const char* WireDtype(DataType dtype) {
-  switch (dtype) {
-    case tensorflow::DT_HALF: return "float16";
-    case tensorflow::DT_FLOAT: return "float32";
-    case tensorflow::DT_DOUBLE: return "float64";
-    case tensorflow::DT_INT32: return "int32";
-    case tensorflow::DT_INT64: return "int64";
-    case tensorflow::DT_BOOL: return "bool";
-    case tensorflow::DT_UINT8: return "uint8";
-    default: return nullptr;
-  }
-}
-
-Status AsStatus(int code, const std::string& text) {
-  std::string message = std::string(kErrorClass[code]) + ": " + text;
-  // Like efl's py_func ops: errors that are ValueErrors in Python are InvalidArgument, the others Unknown.
-  if (code == kTooLarge) return tensorflow::errors::InvalidArgument(message);
-  return tensorflow::errors::Unknown(message);
-}
-
-class NativeOp : public OpKernel {
- public:
-  explicit NativeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("endpoint", &handle_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("message_name", &name_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("sync", &sync_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("T", &dtype_));
-    endpoint_ = Registry::Get().Find(handle_);
-    OP_REQUIRES(ctx, endpoint_ != nullptr,
-                tensorflow::errors::FailedPrecondition(
-                    "efl native op for '", name_, "' names endpoint ", handle_,
-                    ", which does not exist (the communicator was closed, or the graph comes from another "
-                    "process)"));
-  }
-
- protected:
-  int64_t NextStep() { return sync_ ? endpoint_->step() : sequence_.fetch_add(1); }
-
-  tensorflow::int64 handle_ = 0;
-  std::string name_;
-  bool sync_ = true;
-  DataType dtype_;
-  std::shared_ptr<Endpoint> endpoint_;
-  std::atomic<int64_t> sequence_{0};
-};
-
-void FreeTensorCopy(void* p) { delete static_cast<Tensor*>(p); }
-
-class SendOp : public NativeOp {
- public:
-  explicit SendOp(OpKernelConstruction* ctx) : NativeOp(ctx) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& value = ctx->input(0);
-    int64_t step = NextStep();
-    std::vector<int64_t> shape;
-    for (int i = 0; i < value.dims(); ++i) shape.push_back(value.dim_size(i));
-    auto data = value.tensor_data();
-    std::string phase = sync_ ? endpoint_->phase() : std::string();
-    std::string header = FrameHeader(name_, step, sync_, WireDtype(dtype_), shape, phase, data.size());
-    std::string head;  // The Frames.frames tag and length, then the frame's fields up to raw's bytes.
-    PutVarint(&head, (1 << 3) | 2);
-    PutVarint(&head, header.size() + data.size());
-    head += header;
-    grpc_slice parts[2];
-    size_t n = 1;
-    if (data.size() >= (64 << 10)) {
-      // A large tensor is not copied: gRPC reads its buffer, kept alive by a Tensor reference.
-      parts[0] = grpc_slice_from_copied_buffer(head.data(), head.size());
-      parts[1] = grpc_slice_new_with_user_data(const_cast<char*>(data.data()), data.size(), FreeTensorCopy,
-                                               new Tensor(value));
-      n = 2;
-    } else {
-      parts[0] = grpc_slice_malloc(head.size() + data.size());
-      memcpy(GRPC_SLICE_START_PTR(parts[0]), head.data(), head.size());
-      if (!data.empty()) memcpy(GRPC_SLICE_START_PTR(parts[0]) + head.size(), data.data(), data.size());
-    }
-    std::string err;
-    int code = endpoint_->Send(parts, n, name_, step, &err);
-    OP_REQUIRES(ctx, code == kOk, AsStatus(code, err));
-  }
-};
-
-class RecvOp : public NativeOp {
- public:
-  explicit RecvOp(OpKernelConstruction* ctx) : NativeOp(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("timeout_s", &timeout_s_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    int64_t step = NextStep();
-    std::shared_ptr<Frame> frame;
-    std::string err;
-    int code = endpoint_->Recv(name_, step, sync_, timeout_s_, &frame, &err);
-    OP_REQUIRES(ctx, code == kOk, AsStatus(code, err));
-    const char* expected = WireDtype(dtype_);
-    OP_REQUIRES(ctx, frame->dtype == expected,
-                tensorflow::errors::InvalidArgument(
-                    "TypeError: recv('", name_, "') at step ", step, " expects ", expected, " but the peer sent ",
-                    frame->dtype, "; use the same dtype on both sides"));
-    TensorShape shape;
-    for (int64_t d : frame->shape) shape.AddDim(d);
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &out));
-    auto dst = out->tensor_data();
-    OP_REQUIRES(ctx, dst.size() == frame->raw_size,
-                tensorflow::errors::DataLoss("CommunicatorError: corrupt frame '", name_, "': shape ",
-                                             shape.DebugString(), " of ", frame->dtype, " needs ", dst.size(),
-                                             " bytes, frame has ", frame->raw_size));
-    if (!dst.empty()) memcpy(const_cast<char*>(dst.data()), frame->raw, dst.size());
-  }
-
- private:
-  float timeout_s_ = 600;
-};
-
-#define EFL_NATIVE_TYPES "{half, float, double, int32, int64, bool, uint8}"
-
-REGISTER_OP("EflNativeSend")
-    .Input("tensor: T")
-    .Attr("T: " EFL_NATIVE_TYPES)
-    .Attr("endpoint: int")
-    .Attr("message_name: string")
-    .Attr("sync: bool = true")
-    .SetIsStateful()
-    .SetShapeFn(tensorflow::shape_inference::NoOutputs);
-
-REGISTER_OP("EflNativeRecv")
-    .Output("tensor: T")
-    .Attr("T: " EFL_NATIVE_TYPES)
-    .Attr("endpoint: int")
-    .Attr("message_name: string")
-    .Attr("sync: bool = true")
-    .Attr("timeout_s: float = 600")
-    .SetIsStateful()
-    .SetShapeFn(tensorflow::shape_inference::UnknownShape);
-
-REGISTER_KERNEL_BUILDER(Name("EflNativeSend").Device(tensorflow::DEVICE_CPU), SendOp);
-REGISTER_KERNEL_BUILDER(Name("EflNativeRecv").Device(tensorflow::DEVICE_CPU), RecvOp);
-
 }  // namespace efl_native
 
 // ---------------------------------------------------------------------------------------------- C API
@@ -893,8 +759,10 @@ extern "C" {
 
 using efl_native::Registry;
 
+// The TLS arguments are PEM text or NULL (see Config).
 int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_addr, int64_t send_limit,
-                      const char* send_limit_variable, int64_t recv_limit, double scan_s) {
+                      const char* send_limit_variable, int64_t recv_limit, double scan_s, const char* peer_ca,
+                      const char* my_cert, const char* my_key, const char* target_name_override) {
   static std::once_flag init;
   std::call_once(init, [] { grpc_init(); });
   efl_native::Config config;
@@ -903,6 +771,10 @@ int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_
   config.peer_addr = peer_addr;
   config.recv_limit = recv_limit;
   config.scan_s = scan_s > 0 ? scan_s : 1.0;
+  config.peer_ca = peer_ca ? peer_ca : "";
+  config.my_cert = my_cert ? my_cert : "";
+  config.my_key = my_key ? my_key : "";
+  config.target_name_override = target_name_override ? target_name_override : "";
   auto endpoint = std::make_shared<efl_native::Endpoint>(config);
   endpoint->set_send_limit(send_limit, send_limit_variable);
   Registry& registry = Registry::Get();
@@ -980,6 +852,43 @@ int efl_nt_recv(int64_t handle, const char* name, int64_t step, int sync, double
   efl_native::CopyError(text, err, err_size);
   *frame = code == efl_native::kOk ? new std::shared_ptr<efl_native::Frame>(out) : nullptr;
   return code;
+}
+
+// Sends a tensor as a DATA frame (sync frames carry the endpoint's phase). The frame refers to `data` without
+// a copy; `release(release_arg)` is called once gRPC no longer needs it, also when the send fails.
+int efl_nt_send_tensor(int64_t handle, const char* name, int64_t step, int sync, const char* dtype, int ndims,
+                       const int64_t* dims, const char* data, int64_t size, void (*release)(void*),
+                       void* release_arg, char* err, int err_size) {
+  grpc_slice payload = grpc_slice_new_with_user_data(const_cast<char*>(data), size, release, release_arg);
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) {
+    grpc_slice_unref(payload);
+    efl_native::CopyError("this communicator's native transport is closed", err, err_size);
+    return efl_native::kClosed;
+  }
+  std::vector<int64_t> shape(dims, dims + ndims);
+  std::string header = efl_native::FrameHeader(name, step, sync != 0, dtype, shape,
+                                               sync ? endpoint->phase() : std::string(), size);
+  std::string head;  // The Frames.frames tag and length, then the frame's fields up to raw's bytes.
+  efl_native::PutVarint(&head, (1 << 3) | 2);
+  efl_native::PutVarint(&head, header.size() + size);
+  head += header;
+  grpc_slice parts[2] = {grpc_slice_from_copied_buffer(head.data(), head.size()), payload};
+  std::string text;
+  int code = endpoint->Send(parts, 2, name, step, &text);
+  efl_native::CopyError(text, err, err_size);
+  return code;
+}
+
+// What a received frame holds; the pointers live as long as the frame.
+void efl_nt_frame_data(void* frame, const char** dtype, int* ndims, const int64_t** dims, const char** raw,
+                       int64_t* raw_size) {
+  auto& f = *static_cast<std::shared_ptr<efl_native::Frame>*>(frame);
+  *dtype = f->dtype.c_str();
+  *ndims = static_cast<int>(f->shape.size());
+  *dims = f->shape.data();
+  *raw = f->raw;
+  *raw_size = f->raw_size;
 }
 
 // The serialized efl.Frame of a received frame.

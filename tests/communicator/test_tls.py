@@ -1,6 +1,7 @@
 """TLS with certificates made by the openssl CLI: mutual TLS works, a certificate of another CA is refused."""
 import os
 
+import grpc
 import numpy as np
 import pytest
 
@@ -35,11 +36,12 @@ def _party(monkeypatch, role, peer_port, local_port, ca, key_cert):
   return Communicator(role, '127.0.0.1:%d' % peer_port, '127.0.0.1:%d' % local_port)
 
 
-def test_mutual_tls_exchange(certs, monkeypatch):
+def test_mutual_tls_exchange(certs, monkeypatch, transport):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
   lp, fp = free_port(), free_port()
   leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
   follower = _party(monkeypatch, 'follower', lp, fp, certs['ca'], certs['follower'])
+  assert (leader.native is not None) == (transport == 'native')
   leader.register_send('x')
   follower.register_recv('x')
   try:
@@ -47,6 +49,12 @@ def test_mutual_tls_exchange(certs, monkeypatch):
     data = np.arange(12, dtype=np.float64).reshape(3, 4)
     leader.send('x', 0, data)
     np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), data)
+    if transport == 'native':
+      # The native server speaks TLS too: a plaintext client never gets a connection.
+      channel = grpc.insecure_channel('127.0.0.1:%d' % follower.native_port)
+      with pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=2)
+      channel.close()
   finally:
     close_all(follower, leader)
 
