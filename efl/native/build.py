@@ -50,7 +50,7 @@ def up_to_date():
 def main(argv):
   require = '--require' in argv
   if up_to_date() and '--force' not in argv:
-    print('native transport: %s is up to date' % os.path.relpath(LIBRARY))
+    print('native transport: %s up to date' % ', '.join(os.path.relpath(so) for _, so in TARGETS))
     return 0
   cmds, why = commands()
   if cmds is None:
