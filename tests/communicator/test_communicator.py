@@ -8,6 +8,7 @@ import pytest
 
 import efl.communicator as ec
 from efl.communicator import Communicator
+from efl import native as native_module
 from efl.native import available as native_available
 from comm_helpers import connect_both, free_port
 
@@ -284,3 +285,18 @@ def test_step_counter():
   assert comm.step == 0
   comm.advance_step()
   assert comm.advance_step(2) == 3 and comm.step == 3
+
+
+def test_native_transport_that_cannot_load(monkeypatch):
+  # A machine without the built library: `on` is an error that says why, `auto` falls back to Python.
+  monkeypatch.setattr(native_module, '_loaded', '_transport.so not built: install ...')
+  monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'on')
+  with pytest.raises(ec.CommunicatorError, match='EFL_NATIVE_TRANSPORT=on, but _transport.so not built'):
+    Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
+  monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'auto')
+  comm = Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
+  assert comm.native is None
+  comm.close()
+  monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'fast')
+  with pytest.raises(ValueError, match="EFL_NATIVE_TRANSPORT must be one of auto, on, off, got 'fast'"):
+    Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
