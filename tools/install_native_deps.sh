@@ -10,7 +10,9 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   exit 0
 fi
 echo "native transport: installing libgrpc-dev and pkg-config"
-if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgrpc-dev pkg-config; } \
+# Bounded: an unreachable package mirror must not stall the build.
+if ! { timeout 300 apt-get update -qq &&
+       DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq libgrpc-dev pkg-config; } \
     >/tmp/efl-apt.log 2>&1; then
   echo "native transport: apt-get failed (log: /tmp/efl-apt.log); efl uses its Python transport"
 fi
