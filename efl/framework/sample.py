@@ -115,10 +115,16 @@ class Sample(object):
 
 
 def _id_hashes(ids):
+  """Returns the flat ids as they are, and their hashes (of their text, so that both parties agree even if one
+  holds the ids as strings). The check gets the ids as they are: a string tensor costs the py_func a Python
+  object per element."""
   ids = tf.reshape(ids, [-1])
-  if ids.dtype != tf.string:
-    ids = tf.as_string(ids)
-  return ids, tf.strings.to_hash_bucket_fast(ids, 2 ** 62)
+  text = ids if ids.dtype == tf.string else tf.as_string(ids)
+  return ids, tf.strings.to_hash_bucket_fast(text, 2 ** 62)
+
+
+def _id_text(sample_id):
+  return sample_id.decode('utf-8', 'replace') if isinstance(sample_id, bytes) else str(sample_id)
 
 
 class SampleIdMismatchError(ValueError):
@@ -200,8 +206,7 @@ class FederalSample(Sample):
                                                                       peer_hashes.size)
       else:
         bad = np.nonzero(own_hashes != peer_hashes)[0]
-        shown = ', '.join('position %d: %s id %s' % (i, role, own_ids[i].decode('utf-8', 'replace'))
-                          for i in bad[:5])
+        shown = ', '.join('position %d: %s id %s' % (i, role, _id_text(own_ids[i])) for i in bad[:5])
         detail = '%d of %d ids differ (%s)' % (bad.size, own_hashes.size, shown)
       raise SampleIdMismatchError(
           'sample ids of FederalSample %r differ between leader and follower at step %d: %s. Both parties '
