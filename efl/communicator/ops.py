@@ -128,7 +128,7 @@ def recv(comm, name, dtype, shape=None, sync=True):
 
 
 def _native(comm, dtype):
-  return getattr(comm, 'native', None) is not None and dtype != tf.string
+  return comm.native is not None and dtype != tf.string
 
 
 def _op_name(kind, name):
