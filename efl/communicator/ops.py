@@ -29,13 +29,19 @@ def _check_dtype(dtype, what):
   return dtype
 
 
-def session_config(config=None, comm=None, min_threads=16):
+def session_config(config=None, comm=None, min_threads=None):
   """Returns a `tf.ConfigProto` whose inter-op pool cannot be filled by waiting `recv` ops.
+
+  With `comm`, the pool has one thread per registered name (each receive may hold one while it waits; sends
+  are counted too, to be safe) and one more for the rest of the run. More threads cost time: a party pinned
+  to one core switches between them at every op (a pool of 16 made the federated MNIST network slower
+  than one of 5: by 12% at batch 4096 and 22% at batch 256, medians of three alternating pairs).
 
   Args:
     config: a `tf.ConfigProto` to extend (copied, not modified), or None.
-    comm: the `Communicator`; with it the pool also grows with the number of registered names.
-    min_threads: the least number of inter-op threads.
+    comm: the `Communicator` whose names the graph sends and receives.
+    min_threads: the least number of inter-op threads (default: 2 with `comm`, else 16, since the number of
+        receives is then unknown).
 
   Returns:
     The config, with its own (per-session) inter-op pool of enough threads.
@@ -43,9 +49,11 @@ def session_config(config=None, comm=None, min_threads=16):
   out = tf.ConfigProto()
   if config is not None:
     out.CopyFrom(config)
-  needed = min_threads
-  if comm is not None:
-    needed = max(needed, len(comm.recv_names) + len(comm.send_names) + 4)
+  if comm is None:
+    needed = 16 if min_threads is None else min_threads
+  else:
+    needed = max(2 if min_threads is None else min_threads,
+                 len(comm.recv_names) + len(comm.send_names) + 1)
   out.inter_op_parallelism_threads = max(out.inter_op_parallelism_threads, needed)
   # The global pool keeps the size the process's first session gave it; a session-owned pool gets this one.
   out.use_per_session_threads = True
