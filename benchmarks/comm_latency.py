@@ -45,7 +45,18 @@ def _free_port():
     return s.getsockname()[1]
 
 
-class _EflEnd(object):
+class _SendRecvEnd(object):
+  """An end with `send(array)` and `recv()`: a round trip is one of each, an echo sends back what arrives."""
+
+  def round_trip(self, array):
+    self.send(array)
+    return self.recv()
+
+  def echo(self):
+    self.send(self.recv())
+
+
+class _EflEnd(_SendRecvEnd):
   """One party of the efl exchange."""
 
   def __init__(self, role, peer_port, local_port):
@@ -64,13 +75,6 @@ class _EflEnd(object):
     value = self._comm.recv(self._in, self._received, timeout_s=60)
     self._received += 1
     return value
-
-  def round_trip(self, array):
-    self.send(array)
-    return self.recv()
-
-  def echo(self):
-    self.send(self.recv())
 
   def close(self):
     self._comm.close()
@@ -109,7 +113,7 @@ class _OpsEnd(object):
     self._comm.close()
 
 
-class _GrpcioEnd(object):
+class _GrpcioEnd(_SendRecvEnd):
   """One party of the bare grpcio exchange: a server for the peer's stream, a client stream to the peer."""
 
   def __init__(self, peer_port, local_port, dtype, shape):
@@ -147,13 +151,6 @@ class _GrpcioEnd(object):
 
   def recv(self):
     return np.frombuffer(self._inbox.get(timeout=60), dtype=self._dtype).reshape(self._shape)
-
-  def round_trip(self, array):
-    self.send(array)
-    return self.recv()
-
-  def echo(self):
-    self.send(self.recv())
 
   def close(self):
     # Half-close, then wait for the peer's stream to end too before the server stops and cancels it.

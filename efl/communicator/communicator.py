@@ -784,7 +784,6 @@ class Communicator(object):
                                     'connect() (received names: %s)' % (name, self._recv_names))
     if timeout_s is None:
       timeout_s = self.recv_timeout_s
-    deadline = time.time() + timeout_s
     if self._state == _CREATED:
       raise errors.ClosedError('recv(%r) before connect(); connect the communicator first' % name)
     if self._native is not None:
@@ -792,6 +791,7 @@ class Communicator(object):
         with self._cond:
           self._raise_if_broken()
       return self._native.recv(name, step, sync, timeout_s, _decode_frame)
+    deadline = time.time() + timeout_s
     with self._cond:
       fifo = self._mailbox[name]
       while not fifo:
