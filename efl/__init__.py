@@ -6,33 +6,29 @@ The public names follow EFLS's: `efl.Model`, `efl.FederalModel`, `efl.Sample`, `
 Subpackages with heavy dependencies (data, privacy, communicator) load on first use.
 """
 import importlib
-import types
 
 from efl import flags
+from efl import hooks
 from efl import metrics
-from efl.framework import hooks
+from efl import stage
+from efl.flags import (dist_mode, get_app_id, get_ckpt_dir, get_cluster, get_config, get_config_str,
+                       get_federal_role, get_local_addr, get_peer_addr, get_ps_num, get_server_num, get_task_index,
+                       get_task_name, get_worker_num, get_zk_addr, is_chief, local_mode)
 from efl.framework import optimizer_fn
 from efl.framework import procedure_fn
-from efl.framework import stage as _stage
+from efl.framework import stage_combiner
+from efl.framework.hooks import with_tmp_hooks
 from efl.framework.model import Model
 from efl.framework.sample import FederalSample, Sample, SampleIdMismatchError
 from efl.framework.stage import Stage
+from efl.libinfo import EFL_VERSION as __version__
+from efl.libinfo import efl_version, tf_version
 from efl.log import redirect_log
 from efl.mode import MODE, current_task_scope, task_scope
+from efl.utils.column_util import make_parse_example_spec
 
-__version__ = '0.1.0'
-
-stage = types.ModuleType('efl.stage', 'Stages: LoopStage, ModelBank, StageManager.')
-stage.Stage = _stage.Stage
-stage.LoopStage = _stage.LoopStage
-stage.ModelBank = _stage.ModelBank
-stage.StageManager = _stage.StageManager
-
-stage_combiner = types.ModuleType('efl.stage_combiner', 'Wrappers telling how to combine stage results.')
-for _name in ('First', 'Last', 'Chief', 'Mean', 'Sum', 'List'):
-  setattr(stage_combiner, _name, getattr(_stage, _name))
-
-_LAZY_MODULES = {'data': 'efl.data', 'privacy': 'efl.privacy', 'communicator': 'efl.communicator'}
+_LAZY_MODULES = {'data': 'efl.data', 'privacy': 'efl.privacy', 'communicator': 'efl.communicator',
+                 'dataio': 'efl.dataio'}
 _LAZY_NAMES = {
     'FederalModel': ('efl.framework.federal_model', 'FederalModel'),
     'Communicator': ('efl.communicator', 'Communicator'),
@@ -54,12 +50,3 @@ def __getattr__(name):
     raise AttributeError("module 'efl' has no attribute %r" % name)
   globals()[name] = module
   return module
-
-
-def efl_version():
-  return __version__
-
-
-def tf_version():
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  return tf.__version__

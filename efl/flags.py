@@ -1,10 +1,11 @@
-"""Command-line flags shared by every efl script.
+"""Command-line flags shared by every efl script, and EFLS's config getters (`efl.get_task_index()`, ...).
 
 Scripts run as `python leader.py --federal_role=leader`; flags the script does not know about are ignored
 (`parse_known_args`), so users can add their own. Parsing is lazy so that importing efl never touches argv.
 """
 import argparse
 import json
+import os
 import sys
 
 ROLES = ('leader', 'follower')
@@ -18,6 +19,7 @@ def _parser():
   p.add_argument('-c', '--config', default=None, help='JSON configuration string')
   p.add_argument('--ckpt_dir', default=None)
   p.add_argument('--app_id', default=None)
+  p.add_argument('--ps_num', type=int, default=0)
   p.add_argument('--worker_num', type=int, default=1)
   p.add_argument('--federal_role', default='leader')
   p.add_argument('--task_name', default='worker')
@@ -25,6 +27,8 @@ def _parser():
   p.add_argument('--peer_addr', default=None)
   p.add_argument('--local_addr', default=None)
   p.add_argument('--zk_addr', default=None)
+  # EFLS's flag is store_false: passing it turns the default port off.
+  p.add_argument('--use_default_port', action='store_false', default=True)
   return p
 
 
@@ -32,6 +36,7 @@ def parse(argv=None):
   """Parses (and caches) the efl flags from `argv` (default `sys.argv[1:]`)."""
   global _parsed
   args, _ = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+  args.config_str = args.config
   if args.config:
     try:
       args.config = json.loads(args.config)
@@ -87,9 +92,74 @@ def get_ckpt_dir():
   return _args().ckpt_dir or get_config('checkpoint', 'output_dir')
 
 
+def get_app_id():
+  """The job's identity (`--app_id`), or None."""
+  return _args().app_id
+
+
+def get_task_name():
+  """'worker' or 'ps' (`--task_name`)."""
+  return _args().task_name
+
+
 def get_task_index():
+  """This process's index among its party's tasks of the same name (`--task_index`)."""
   return _args().task_index
 
 
 def get_worker_num():
+  """Workers per party (`--worker_num`)."""
   return _args().worker_num
+
+
+def get_ps_num():
+  """Parameter servers per party (`--ps_num`, 0: variables live on the worker)."""
+  return _args().ps_num
+
+
+def get_server_num():
+  """EFLS's name for `get_ps_num()`. EFLS answers 1 when it runs without a cluster; efl answers --ps_num."""
+  return get_ps_num()
+
+
+def get_zk_addr():
+  return _args().zk_addr
+
+
+def get_config_str():
+  """The raw `-c/--config` JSON string (None if not given)."""
+  return _args().config_str
+
+
+def local_mode():
+  """True when each party is one process (no parameter servers, one worker)."""
+  return get_ps_num() == 0 and get_worker_num() == 1
+
+
+def dist_mode():
+  return not local_mode()
+
+
+def is_chief():
+  """True for worker 0, the task that saves checkpoints and runs chief-only stages."""
+  return get_task_name() == 'worker' and get_task_index() == 0
+
+
+def get_cluster():
+  """The party's cluster `{job: [host:port, ...]}`: the "cluster" key of `-c` or of $TF_CONFIG.
+
+  Raises a ValueError naming both places when neither has one.
+  """
+  cluster = get_config('cluster')
+  if cluster is None and os.environ.get('TF_CONFIG'):
+    try:
+      cluster = json.loads(os.environ['TF_CONFIG']).get('cluster')
+    except (ValueError, AttributeError) as e:
+      raise ValueError('TF_CONFIG must be a JSON object with a "cluster" key; could not read %r: %s'
+                       % (os.environ['TF_CONFIG'], e))
+  if not cluster:
+    raise ValueError('no cluster is configured: pass -c \'{"cluster": {"worker": ["host:port", ...], '
+                     '"ps": [...]}}\' or set TF_CONFIG (one process per party needs none)')
+  if not isinstance(cluster, dict):
+    raise ValueError('the cluster must map job names to lists of addresses, got %r' % (cluster,))
+  return cluster

@@ -46,12 +46,14 @@ def gauc_value(labels, predictions, groups):
   return np.float64(total / weight if weight else 0.0)
 
 
-def gauc(labels, predictions, groups, name=None):
-  """Streaming group AUC: returns `(gauc, update_op)` like `tf.metrics.*`.
+def gauc(labels, predictions, indicators, metrics_collections=None, updates_collections=None, name=None):
+  """Streaming group AUC: returns `(gauc, update_op)` like `tf.metrics.*` (EFLS's signature).
 
-  Every batch's labels, predictions and group ids (e.g. user ids) are kept in metric variables (reset by
-  `model.metric_variables_initializer`), so the value is exact over everything seen since the last reset.
+  `indicators` are the group ids (e.g. user ids). Every batch's labels, predictions and group ids are kept in
+  metric variables (reset by `model.metric_variables_initializer`), so the value is exact over everything seen
+  since the last reset. (EFLS's own `gauc` cannot run: it calls an op its library lacks.)
   """
+  groups = indicators
   with tf.variable_scope(name, default_name='gauc'):
     labels = tf.reshape(tf.cast(labels, tf.float32), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.float32), [-1])
@@ -74,4 +76,7 @@ def gauc(labels, predictions, groups, name=None):
     value.set_shape([])
     update_op = tf.cast(value_of(updates), tf.float32)
     update_op.set_shape([])
+    for collection, tensor in ((metrics_collections, value), (updates_collections, update_op)):
+      for key in collection or ():
+        tf.add_to_collection(key, tensor)
     return value, update_op

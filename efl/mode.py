@@ -53,6 +53,16 @@ def current_task_scope():
   return stack[-1]
 
 
+def in_task_scope():
+  """True inside an explicit `task_scope` (outside, `current_task_scope()` is the default scope)."""
+  return bool(getattr(_state, 'stack', None))
+
+
+def scope_task(task):
+  """`task`, or the enclosing scope's task when it is None (as EFLS resolves a `task=None` argument)."""
+  return current_task_scope().task if task is None else task
+
+
 @contextlib.contextmanager
 def task_scope(mode=None, task=None):
   """Enters a `(mode, task)` scope. A None field is inherited from the enclosing scope."""

@@ -20,7 +20,7 @@ from tensorflow.python.framework import tensor_util
 from efl import flags
 from efl.framework.hooks import CommunicatorHook
 from efl.framework.model import Model, _summary, is_dp_optimizer, reduce_loss
-from efl.mode import MODE, current_task_scope
+from efl.mode import MODE, scope_task
 
 _BACKEND_MODES = ('noise', 'unnoise')
 
@@ -116,6 +116,35 @@ def _checkpoint_path(checkpoint_dir, step):
   raise CheckpointMismatchError('checkpoint of step %d vanished from %s' % (step, checkpoint_dir))
 
 
+_RECV_ORDER_FIRST_RELEASE = ('dtype', 'require_grad', 'task', 'shape')
+_RECV_ORDER_LATER = ('shape', 'dtype', 'require_grad', 'task')
+
+
+def _is_shape(value):
+  return isinstance(value, (list, tuple, tf.TensorShape, tf.Tensor))
+
+
+def _recv_arguments(name, args, kwargs):
+  """Maps `recv`'s arguments to {dtype, require_grad, task, shape}, in either of EFLS's two orders."""
+  order = _RECV_ORDER_LATER if args and (_is_shape(args[0]) or args[0] is None) else _RECV_ORDER_FIRST_RELEASE
+  if len(args) > len(order):
+    raise TypeError('recv(%r) takes at most %d positional arguments after the name, got %d'
+                    % (name, len(order), len(args)))
+  params = dict(zip(order, args))
+  for key, value in kwargs.items():
+    if key not in order:
+      raise TypeError('recv(%r) got an unexpected argument %r; it takes %s' % (name, key, ', '.join(order)))
+    if key in params:
+      raise TypeError('recv(%r) got %r twice (positionally and by keyword); positional arguments after the '
+                      'name are %s' % (name, key, ', '.join(order[:len(args)])))
+    params[key] = value
+  params.setdefault('dtype', tf.float32)
+  params.setdefault('require_grad', False)
+  params.setdefault('task', None)
+  params.setdefault('shape', None)
+  return params
+
+
 class FederalModel(Model):
   """A model whose graph is one party's half of a split network.
 
@@ -149,7 +178,7 @@ class FederalModel(Model):
     """Sends `tensor` to the peer in every run of `mode`; with `require_grad`, trains on the peer's gradient."""
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     tensor = tf.convert_to_tensor(tensor)
-    task = current_task_scope().task if task is None else task
+    task = scope_task(task)
     if require_grad and mode != MODE.TRAIN:
       raise ValueError('send(%r): require_grad=True needs mode=TRAIN (gradients only flow in training), '
                        'got mode=%s' % (name, mode))
@@ -170,10 +199,17 @@ class FederalModel(Model):
       self._sent_with_grad[task].append((name, tensor, grad))
     return op
 
-  def recv(self, name, dtype=tf.float32, require_grad=False, task=None, shape=None):
-    """Receives the peer's tensor `name`; with `require_grad`, sends d(objective)/d(tensor) back."""
+  def recv(self, name, *args, **kwargs):
+    """Receives the peer's tensor `name`; with `require_grad`, sends d(objective)/d(tensor) back.
+
+    Takes both of EFLS's forms: the first release's `recv(name, dtype=tf.float32, require_grad=False,
+    task=None, shape=None)` and the later `recv(name, shape=None, dtype=tf.float32, require_grad=False,
+    task=None)`; a second positional argument that is a shape (list, tuple, TensorShape) selects the later one.
+    """
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
-    task = current_task_scope().task if task is None else task
+    params = _recv_arguments(name, args, kwargs)
+    dtype, require_grad, shape = params['dtype'], params['require_grad'], params['shape']
+    task = scope_task(params['task'])
     tensor = ops.recv(self._communicator, name, dtype, shape=shape)
     if require_grad:
       if not tf.as_dtype(dtype).is_floating:
@@ -181,13 +217,15 @@ class FederalModel(Model):
       self._recv_with_grad[task].append((name, tensor))
     return tensor
 
-  def recv_grad_ops(self, task=None):
-    """[(sent tensor, gradient received for it)] of the task's require_grad sends."""
-    return [(t, g) for _, t, g in self._sent_with_grad.get(task, [])]
+  @property
+  def recv_grad_ops(self):
+    """EFLS's view: {task: [(name, received tensor)]} of the receives whose gradient is sent back."""
+    return {task: list(pairs) for task, pairs in self._recv_with_grad.items()}
 
-  def require_grad_ops(self, task=None):
-    """[(name, received tensor)] of the task's require_grad receives (their gradients are sent back)."""
-    return list(self._recv_with_grad.get(task, []))
+  @property
+  def require_grad_ops(self):
+    """EFLS's view: {task: [(sent tensor, the gradient received for it)]} of the require_grad sends."""
+    return {task: [(t, g) for _, t, g in sent] for task, sent in self._sent_with_grad.items()}
 
   # ---- gradients -----------------------------------------------------------------------------------------
   def _objective(self, t, per_example):
@@ -287,10 +325,12 @@ class FederalModel(Model):
     # Both parties must save the same global steps, so that a restart finds a common checkpoint.
     return 1000, None
 
-  def _session_config_or_default(self):
+  def _session_config_or_default(self, config=None):
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+    config = config or self._session_config
+    user_config = config
     # Receives block an executor thread until the peer's message arrives: leave threads for the rest.
-    config = ops.session_config(self._session_config, self._communicator)
+    config = ops.session_config(config, self._communicator)
     # Two parties on one machine (the launcher, tests) split its cores instead of both using all of them.
     intra = os.environ.get('EFL_INTRA_OP_THREADS')
     if intra and not config.intra_op_parallelism_threads:
@@ -298,7 +338,7 @@ class FederalModel(Model):
         config.intra_op_parallelism_threads = int(intra)
       except ValueError:
         raise ValueError('EFL_INTRA_OP_THREADS must be a whole number of threads, got %r' % (intra,))
-    if self._session_config is None:
+    if user_config is None:
       # A party waits for the peer much of a step; a spinning idle pool takes the cores that the transport's
       # threads (and, on a shared machine, the peer) need then.
       config.experimental.disable_thread_spinning = True

@@ -3,9 +3,10 @@
 Call order (the same as `tf.train.MonitoredSession`): `begin` and `after_create_session` reach every
 registered hook once; `before_run`/`after_run` reach the hooks registered for the scope that is running
 (`efl.task_scope`) plus the hooks registered for every scope; `end` reaches every hook when the session closes
-without error.
+without error. `efl.with_tmp_hooks(hooks)` adds hooks to every run of a `with` block, whatever its scope.
 """
 import collections
+import contextlib
 import time
 
 import numpy as np
@@ -43,23 +44,68 @@ class HookRegistry(object):
     return out
 
 
+_running = []  # the dispatchers of the sessions open in this process, innermost last
+
+
 class ScopedHookDispatcher(tf.train.SessionRunHook):
   """The one hook given to the MonitoredSession: forwards each call to the hooks of the running scope."""
 
   def __init__(self, registry):
     self._registry = registry
     self._active = []
+    self._temporary = []  # hooks of the enclosing with_tmp_hooks blocks
+    self._started = []    # temporary hooks that had begin/after_create_session
+    self._session = self._coord = None
+
+  def __enter__(self):
+    _running.append(self)
+    return self
+
+  def __exit__(self, *unused):
+    _running.remove(self)
 
   def begin(self):
     for h in self._registry.all():
       h.begin()
 
   def after_create_session(self, session, coord):
+    self._session, self._coord = session, coord
     for h in self._registry.all():
       h.after_create_session(session, coord)
 
+  @contextlib.contextmanager
+  def temporary(self, hooks):
+    """Adds `hooks` to every run inside the block; each gets begin/after_create_session on first use."""
+    if self._session is None:
+      raise RuntimeError('with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or '
+                         'a stage), after the session was created')
+    hooks = list(hooks)
+    HookRegistry().add(hooks)  # the same type check as registered hooks
+    graph = self._session.graph
+    for h in hooks:
+      if h not in self._started:
+        # begin() may build ops (as for hooks given to a MonitoredSession); the graph is final by now.
+        finalized = graph.finalized
+        if finalized:
+          graph._unsafe_unfinalize()  # pylint: disable=protected-access
+        try:
+          with graph.as_default():
+            h.begin()
+        finally:
+          if finalized:
+            graph.finalize()
+        h.after_create_session(self._session, self._coord)
+        self._started.append(h)
+    self._temporary.extend(hooks)
+    try:
+      yield hooks
+    finally:
+      for h in hooks:
+        self._temporary.remove(h)
+
   def before_run(self, run_context):
     self._active = self._registry.for_scope(current_task_scope())
+    self._active.extend(h for h in self._temporary if h not in self._active)
     fetches, feeds, options = {}, {}, None
     for i, h in enumerate(self._active):
       args = h.before_run(run_context)
@@ -85,6 +131,21 @@ class ScopedHookDispatcher(tf.train.SessionRunHook):
   def end(self, session):
     for h in self._registry.all():
       h.end(session)
+    for h in self._started:
+      if h not in self._registry.all():
+        h.end(session)
+
+
+def with_tmp_hooks(hooks):
+  """Context manager: `hooks` see every run inside the `with` block (any scope) of the running fit().
+
+  As in EFLS, each hook gets `begin` and `after_create_session` when first used and `end` when the session
+  closes. Outside fit() it raises RuntimeError.
+  """
+  if not _running:
+    raise RuntimeError('with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or '
+                       'a stage)')
+  return _running[-1].temporary(hooks)
 
 
 def _merge_options(a, b):
@@ -98,6 +159,8 @@ def _fmt(value):
   value = np.asarray(value)
   if value.size == 1:
     v = value.item()
+    if isinstance(v, bytes):  # a string metric, e.g. model.add_metric('task', 'dnn')
+      return v.decode('utf-8', 'replace')
     return '%.6g' % v if isinstance(v, float) else str(v)
   if value.dtype.kind == 'f' and value.size > 1:
     return '%.6g' % float(np.mean(value))

@@ -18,7 +18,7 @@ from efl.framework import hooks as hooks_lib
 from efl.framework.sample import Sample
 from efl.framework.stage import StageManager, _raw_run
 from efl.log import redirect_log
-from efl.mode import MODE, TaskScope, current_task_scope, task_scope
+from efl.mode import MODE, TaskScope, scope_task, task_scope
 
 _SETTERS = ('input_fn', 'loss_fn', 'eval_fn', 'optimizer_fn')
 _REDUCERS = {'mean': tf.reduce_mean, 'sum': tf.reduce_sum}
@@ -99,6 +99,7 @@ class Model(object):
       raise TypeError('%s must be callable, got %r' % (kind, fn))
     if self._compiled:
       raise RuntimeError('%s cannot be set after compile()' % kind)
+    task = scope_task(task)  # EFLS: a function set inside efl.task_scope(task=...) belongs to that task
     t = self._tasks.setdefault(task, _Task(task))
     if kind in t.fns:
       raise ValueError('%s is already set for task %r; set each function once per task' % (kind, task))
@@ -175,16 +176,26 @@ class Model(object):
     return dict(self._metrics.get(TaskScope(mode, task), {}))
 
   def add_metric(self, name, op, mode=MODE.TRAIN, task=None):
-    """Logs `op` (fetched every run of the scope) as metric `name`. A `(value, update_op)` pair logs update_op."""
-    if isinstance(op, (tuple, list)):
+    """Logs `op` (fetched every run of the scope) as metric `name`. A `(value, update_op)` pair logs update_op.
+
+    A Python value (a number, a string such as the task's name) becomes a constant tensor, as in EFLS.
+    """
+    if isinstance(op, (tuple, list)) and op and isinstance(op[-1], (tf.Tensor, tf.Variable, tf.Operation)):
       op = op[-1]
-    task = current_task_scope().task if task is None else task
+    if not isinstance(op, (tf.Tensor, tf.Variable, tf.Operation)):
+      try:
+        with self._graph.as_default():
+          op = tf.constant(op, name='metric_' + ''.join(c if c.isalnum() else '_' for c in str(name)))
+      except (TypeError, ValueError) as e:
+        raise TypeError('add_metric(%r): the value must be a tensor, a (value, update_op) pair, or a number or '
+                        'string that can become a constant tensor; got %r (%s)' % (name, op, e))
+    task = scope_task(task)
     self._metrics.setdefault(TaskScope(mode, task), collections.OrderedDict())[name] = op
     return self
 
   def add_hooks(self, hooks, mode=MODE.TRAIN, task=None):
     """Registers `tf.train.SessionRunHook`s for the runs of scope `(mode, task)`."""
-    task = current_task_scope().task if task is None else task
+    task = scope_task(task)
     self._hooks.add(list(hooks), TaskScope(mode, task))
     return self
 
@@ -194,12 +205,12 @@ class Model(object):
     return self
 
   def add_train_op(self, op, task=None):
-    task = current_task_scope().task if task is None else task
+    task = scope_task(task)
     self._tasks.setdefault(task, _Task(task)).train_ops.append(op)
     return self
 
   def add_eval_op(self, op, task=None):
-    task = current_task_scope().task if task is None else task
+    task = scope_task(task)
     self._tasks.setdefault(task, _Task(task)).eval_ops.append(op)
     return self
 
@@ -214,6 +225,53 @@ class Model(object):
   def metric_variables_initializer(self):
     return self._metric_init
 
+  # EFLS's dict views of what was set and built, by task (derived from the tasks, never stored twice).
+  def _by_task(self, get):
+    return {name: get(t) for name, t in self._tasks.items() if get(t) is not None}
+
+  @property
+  def input_fns(self):
+    return self._by_task(lambda t: t.fns.get('input_fn'))
+
+  @property
+  def loss_fns(self):
+    return self._by_task(lambda t: t.fns.get('loss_fn'))
+
+  @property
+  def eval_fns(self):
+    return self._by_task(lambda t: t.fns.get('eval_fn'))
+
+  @property
+  def opt_fns(self):
+    return self._by_task(lambda t: t.fns.get('optimizer_fn'))
+
+  @property
+  def losses(self):
+    return self._by_task(lambda t: t.loss)
+
+  @property
+  def inputs(self):
+    """{TaskScope(mode, task): Sample} of the compiled inputs."""
+    return {TaskScope(mode, name): sample for name, t in self._tasks.items()
+            for mode, sample in t.samples.items() if sample is not None}
+
+  @property
+  def train_ops(self):
+    return self._by_task(lambda t: list(t.train_ops) or None)
+
+  @property
+  def eval_ops(self):
+    return self._by_task(lambda t: list(t.eval_ops) or None)
+
+  @property
+  def extra_data(self):
+    return self._extra
+
+  @property
+  def stage_mgr(self):
+    """The StageManager of the running fit() (None before)."""
+    return self._stage_manager
+
   # ---- compile -------------------------------------------------------------------------------------------
   def _fn(self, task, kind):
     fn = self._tasks[task].fns.get(kind)
@@ -221,8 +279,14 @@ class Model(object):
       fn = self._tasks[None].fns.get(kind)  # tasks share the default task's input and optimizer
     return fn
 
-  def compile(self, session_config=None, sync_optimizer_config=None, opt_config=None):
-    """Builds the graph of every task. `opt_config` is copied, never modified."""
+  def compile(self, session_config=None, sync_optimizer_config=None, opt_config=None, comm_protocol='grpc'):
+    """Builds the graph of every task. `opt_config` is copied, never modified.
+
+    As in EFLS, every function runs under the root variable scope with `reuse=tf.AUTO_REUSE`: an eval_fn that
+    builds the training layers again shares their variables.
+    """
+    if comm_protocol != 'grpc':
+      raise ValueError("comm_protocol must be 'grpc' (the only protocol efl speaks), got %r" % (comm_protocol,))
     if self._compiled:
       raise RuntimeError('compile() was already called on this model')
     if sync_optimizer_config:
@@ -232,7 +296,7 @@ class Model(object):
     self._session_config = session_config
     if not self.tasks:
       raise ValueError('nothing to compile: set loss_fn (and input_fn) first')
-    with self._graph.as_default():
+    with self._graph.as_default(), tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
       for task in self.tasks:
         self._compile_task(self._tasks[task])
       self._metric_init = tf.variables_initializer(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES),
@@ -387,7 +451,9 @@ class Model(object):
     return 1
 
   def fit(self, procedure_fn, log_step=100, project_name='default_prj', checkpoint_dir=None,
-          save_checkpoint_steps=None, save_checkpoint_secs=None, max_checkpoints_to_keep=5, **kwargs):
+          save_checkpoint_steps=None, save_checkpoint_secs=None, max_checkpoints_to_keep=5, hooks=None,
+          chief_only_hooks=None, scaffold=None, summary_dir=None, config=None, stop_grace_period_secs=120,
+          save_summaries_steps=None, save_summaries_secs=None, **kwargs):
     """Runs `procedure_fn(model)` in one monitored session.
 
     Args:
@@ -395,36 +461,66 @@ class Model(object):
       log_step: log one line per scope every `log_step` runs.
       project_name: stage records in a checkpoint belong to this project; a new name starts afresh.
       checkpoint_dir: restore from and save to this dir (default: `--ckpt_dir`). Checkpoints are written
-        every `save_checkpoint_steps` steps or `save_checkpoint_secs` seconds (default 600 s) and at the end.
+        every `save_checkpoint_steps` steps or `save_checkpoint_secs` seconds (default 600 s; a FederalModel:
+        1000 steps) and at the end. 0 saves none; so does a `tf.train.CheckpointSaverHook` of the user's own
+        (in `hooks`, `chief_only_hooks` or `add_hooks`), which then takes over.
+      hooks, chief_only_hooks: `tf.train.SessionRunHook`s that see every run, as in
+        `tf.train.MonitoredTrainingSession` (chief-only ones run on the chief, `efl.is_chief()`).
+      scaffold: a `tf.train.Scaffold` used instead of efl's (its saver then writes the checkpoints).
+      summary_dir: where the logged metrics are written as TensorBoard scalars (default: checkpoint_dir).
+      config: a `tf.ConfigProto` for the session (default: compile's session_config).
+      stop_grace_period_secs: as in `tf.train.MonitoredSession`.
+      save_summaries_steps, save_summaries_secs: also save the graph's `tf.summary` ops this often.
+      **kwargs: `master`, `is_chief`, `log_step_count_steps` and `max_wait_secs` of
+        `tf.train.MonitoredTrainingSession` are accepted; efl's own log shows the speed.
     """
     if not self._compiled:
       raise RuntimeError('fit() called before compile(); call model.compile() first')
-    if kwargs:
-      tf.logging.info('fit: ignoring unsupported arguments %s', sorted(kwargs))
+    unknown = sorted(set(kwargs) - {'master', 'is_chief', 'log_step_count_steps', 'max_wait_secs'})
+    if unknown:
+      raise TypeError('fit() got unexpected arguments %s; it takes those of tf.train.MonitoredTrainingSession '
+                      '(hooks, chief_only_hooks, scaffold, checkpoint_dir, summary_dir, config, ...)' % unknown)
+    if kwargs.get('master'):
+      raise ValueError('fit(master=%r): efl runs each party in this process; leave master unset'
+                       % (kwargs['master'],))
     checkpoint_dir = checkpoint_dir or flags.get_ckpt_dir()
     if save_checkpoint_steps is not None and save_checkpoint_secs is not None:
       raise ValueError('give save_checkpoint_steps or save_checkpoint_secs, not both')
     if save_checkpoint_steps is None and save_checkpoint_secs is None:
       save_checkpoint_steps, save_checkpoint_secs = self._default_save_schedule()
+    user_hooks = list(hooks or []) + (list(chief_only_hooks or []) if flags.is_chief() else [])
+    hooks_lib.HookRegistry().add(user_hooks)  # type check, before anything starts
     with self._graph.as_default():
       self._stage_manager = StageManager(project_name)
-      self._make_loggers(log_step, checkpoint_dir)
-      scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
-                                                        sharded=True, allow_empty=True))
-      run_hooks = [hooks_lib.ScopedHookDispatcher(self._hooks)]
-      if checkpoint_dir:
+      self._make_loggers(log_step, summary_dir or checkpoint_dir)
+      if scaffold is None:
+        scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
+                                                          sharded=True, allow_empty=True))
+      if scaffold.saver is not None and not tf.get_collection(tf.GraphKeys.SAVERS):
+        tf.add_to_collection(tf.GraphKeys.SAVERS, scaffold.saver)  # where a script's own saver hook looks
+      dispatcher = hooks_lib.ScopedHookDispatcher(self._hooks)
+      run_hooks = [dispatcher] + user_hooks
+      own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
+      if own_saver:
+        tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
+      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs):
         run_hooks.append(tf.train.CheckpointSaverHook(
             checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
             scaffold=scaffold))
+      if (save_summaries_steps or save_summaries_secs) and (summary_dir or checkpoint_dir):
+        run_hooks.append(tf.train.SummarySaverHook(
+            save_steps=save_summaries_steps, save_secs=save_summaries_secs,
+            output_dir=summary_dir or checkpoint_dir, scaffold=scaffold))
       error = None
       try:
         restore_path = self._before_session(checkpoint_dir)
         creator = tf.train.ChiefSessionCreator(
-            scaffold=scaffold, config=self._session_config_or_default(),
+            scaffold=scaffold, config=self._session_config_or_default(config),
             checkpoint_filename_with_path=restore_path)
         if restore_path:
           tf.logging.info('restoring checkpoint %s', restore_path)
-        with tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks) as sess:
+        with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
+                                                   stop_grace_period_secs=stop_grace_period_secs) as sess:
           self._sess = sess
           self._stage_manager.load(sess)
           procedure_fn(self)
@@ -442,8 +538,8 @@ class Model(object):
   def _default_save_schedule(self):
     return None, 600
 
-  def _session_config_or_default(self):
-    return self._session_config
+  def _session_config_or_default(self, config=None):
+    return config or self._session_config
 
   def _before_session(self, checkpoint_dir):
     """Returns the checkpoint to restore (None: the latest one in checkpoint_dir, if any)."""
@@ -453,3 +549,11 @@ class Model(object):
 
   def _after_session(self, error):
     pass
+
+
+def __getattr__(name):
+  # EFLS's `efl.framework.model.FederalModel`; it lives in federal_model, which imports this module.
+  if name == 'FederalModel':
+    from efl.framework.federal_model import FederalModel  # pylint: disable=g-import-not-at-top
+    return FederalModel
+  raise AttributeError("module 'efl.framework.model' has no attribute %r" % name)

@@ -13,7 +13,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-from efl.mode import MODE, task_scope
+from efl.mode import MODE, TaskScope, current_task_scope, in_task_scope, scope_task, task_scope
 
 _local = threading.local()
 
@@ -48,10 +48,15 @@ class LoopStage(Stage):
     run_ops: ops/tensors fetched by each run.
     is_training: in training mode, UPDATE_OPS are run too and `step` counts global steps (so a stage
       interrupted by a restart runs only what remains).
-    step: maximum number of runs (None: until the data ends).
-    time: maximum seconds (None: no limit).
-    mode, task: the scope the runs happen in (hooks and communication follow it).
-    feed_dict: extra feeds for every run.
+    step: maximum number of runs per `run` (None: until the data ends).
+    time: maximum seconds per `run` (None: no limit).
+    mode, task: the scope the runs happen in (hooks and communication follow it). Without them the stage runs
+      in the enclosing `efl.task_scope` (as EFLS's stages do), or outside any in TRAIN / EVAL by `is_training`.
+    feed_dict: feeds for every run; `run(feed_dict=...)` (e.g. `model.run_stage(name, stage, feed_dict=...)`)
+      adds to them.
+
+  `finish` (EFLS's name; also `finished`) becomes True at the end of the data or on a stop request. A stage
+  run again continues where it stopped.
   """
 
   def __init__(self, run_ops, is_training=True, step=None, time=None, mode=None, task=None, feed_dict=None,
@@ -66,24 +71,37 @@ class LoopStage(Stage):
     self._is_training = is_training
     self._step = step
     self._time = time
-    self._mode = mode or (MODE.TRAIN if is_training else MODE.EVAL)
+    self._mode = mode
     self._task = task
     self._feed_dict = feed_dict or {}
     self._global_step = global_step
     self.finished = False
     self.lstep = 0
 
-  def run(self, start_gstep=None):
+  @property
+  def finish(self):
+    return self.finished
+
+  def _scope(self):
+    if self._mode is None and self._task is None and in_task_scope():
+      return current_task_scope()
+    mode = self._mode or (MODE.TRAIN if self._is_training else MODE.EVAL)
+    return TaskScope(mode, scope_task(self._task))
+
+  def run(self, feed_dict=None, start_gstep=None):
     self.finished = False
     self.lstep = 0
     sess = self.sess
+    feeds = dict(self._feed_dict)
+    feeds.update(feed_dict or {})
     deadline = None if self._time is None else time.time() + self._time
     remaining = self._step
     if self._is_training and self._step is not None and start_gstep is not None and self._global_step is not None:
       # Count in global steps from where this stage first started, so a resumed stage does only the rest.
       done = _raw_run(sess, self._global_step) - start_gstep
       remaining = max(self._step - done, 0)
-    with task_scope(self._mode, self._task):
+    scope = self._scope()
+    with task_scope(scope.mode, scope.task):
       try:
         while remaining is None or self.lstep < remaining:
           if deadline is not None and time.time() >= deadline:
@@ -91,7 +109,7 @@ class LoopStage(Stage):
           if sess.should_stop():
             self.finished = True
             break
-          sess.run(self._run_ops, feed_dict=self._feed_dict)
+          sess.run(self._run_ops, feed_dict=feeds)
           self.lstep += 1
       except (tf.errors.OutOfRangeError, StopIteration):
         tf.logging.info('end of data: %s stage finished after %d steps',
@@ -105,6 +123,19 @@ def _raw_run(sess, fetches, feed_dict=None):
   if hasattr(sess, 'run_step_fn'):
     return sess.run_step_fn(lambda step_context: step_context.session.run(fetches, feed_dict=feed_dict))
   return sess.run(fetches, feed_dict=feed_dict)
+
+
+class ConfigItem(object):
+  """One bank of a `ModelBank` config, as EFLS writes it: `ConfigItem(ckpt_path, load_vars, exclude_vars)`."""
+
+  def __init__(self, ckpt_path, load_vars=None, exclude_vars=None):
+    self.ckpt_path = ckpt_path
+    self.load_vars = load_vars
+    self.exclude_vars = exclude_vars
+
+  def to_dict(self):
+    return {'path': self.ckpt_path, 'load': self.load_vars if self.load_vars is not None else ['*'],
+            'exclude': self.exclude_vars or []}
 
 
 class ModelBank(Stage):
@@ -121,6 +152,7 @@ class ModelBank(Stage):
       config = flags.get_config('model_bank', default={})
     if not isinstance(config, dict):
       raise TypeError('ModelBank config must be a dict {bank: {path, load, exclude}}, got %r' % (config,))
+    config = {bank: item.to_dict() if isinstance(item, ConfigItem) else item for bank, item in config.items()}
     self._is_chief = is_chief
     self._config = config
 
@@ -196,6 +228,7 @@ class StageManager(object):
     self._assign = tf.assign(self._var, self._value)
     self._state = None
     self._index = 0
+    self._kinds = {}  # stage name -> kind of stage run under it
     self.finished_order = []
 
   def load(self, sess):
@@ -212,7 +245,22 @@ class StageManager(object):
   def _save(self, sess):
     _raw_run(sess, self._assign, feed_dict={self._value: json.dumps(self._state)})
 
+  def _check_kind(self, name, stage_or_func):
+    """A name stands for one kind of stage: reusing it for another kind is most likely a typo."""
+    if not callable(stage_or_func):
+      raise TypeError('run_stage(%r): the stage must be an efl.Stage or a function f(sess), got %r'
+                      % (name, stage_or_func))
+    kind = type(stage_or_func).__name__ if isinstance(stage_or_func, Stage) else 'function'
+    known = self._kinds.setdefault(name, kind)
+    if known != kind:
+      raise ValueError('run_stage(%r): the name was used for a %s stage and now for a %s; give each kind of '
+                       'stage its own name' % (name, known, kind))
+
   def run_stage(self, sess, name, stage_or_func, *args, **kwargs):
+    self._check_kind(name, stage_or_func)
+    wait_ratio = kwargs.pop('stage_wait_ratio', 1.0)  # EFLS: share of workers to wait for; one here
+    if not 0 <= wait_ratio <= 1:
+      raise ValueError('stage_wait_ratio must be in [0, 1], got %r' % (wait_ratio,))
     if self._state is None:
       self.load(sess)
     key = '%d:%s' % (self._index, name)

@@ -515,9 +515,12 @@ def make_optimizer_class(cls):
 def make_gaussian_optimizer_class(cls):
   """Returns a DP version of `cls` that clips and adds Gaussian noise.
 
-  The returned class takes `(l2_norm_clip, noise_multiplier,
+  The returned class takes `(l2_norm_clip=None, noise_multiplier=0.0,
   num_microbatches=None, ledger=None, unroll_microbatches=False, *args,
-  **kwargs)`; `args` and `kwargs` go to `cls` (e.g. `learning_rate=0.25`).
+  **kwargs)`: the first release's positional order, with the defaults of
+  EFLS's later releases, so that both `(1.5, 1.3, learning_rate=0.25)` and
+  `(noise_multiplier=1.0, learning_rate=0.25)` work; `args` and `kwargs` go
+  to `cls` (pass its arguments, e.g. `learning_rate`, by keyword).
   Each microbatch's gradient is clipped to global L2 norm `l2_norm_clip`,
   and N(0, (l2_norm_clip * noise_multiplier)^2) is added to their sum.
 
@@ -531,8 +534,9 @@ def make_gaussian_optimizer_class(cls):
 
   class DPGaussianOptimizerClass(base):  # pylint: disable=missing-docstring
 
-    def __init__(self, l2_norm_clip, noise_multiplier, num_microbatches=None,
-                 ledger=None, unroll_microbatches=False, *args, **kwargs):
+    def __init__(self, l2_norm_clip=None, noise_multiplier=0.0,
+                 num_microbatches=None, ledger=None, unroll_microbatches=False,
+                 *args, **kwargs):
       if l2_norm_clip is None:
         query = gaussian_query.MultiplicativeGaussianSumQuery(
             noise_multiplier)

@@ -88,7 +88,7 @@ def main():
       xb = sample['x']
       h = tf.matmul(xb, w)
       model.send('h', h, require_grad=True)
-      (_, grad), = model.recv_grad_ops()
+      (_, grad), = model.require_grad_ops[None]
       model.add_hooks([Recorder({'x': xb, 'grad': grad}, path)])
       return h
     h = tf.reshape(model.recv('h', require_grad=True), [-1, H])

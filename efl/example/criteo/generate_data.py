@@ -24,7 +24,8 @@ removed at the end), pass 3 writes the TFRecords. Every pass runs on all cores. 
 and a few tens of bytes per complete row. The output appears only once complete: it is written into a hidden
 directory inside `--output_dir` and renamed into place at the end.
 
-Usage (from this directory, with train.txt next to this script)::
+Input and output are relative to the directory the script is run from (as the example's readers, which
+read `./leader_train` ...), wherever the script itself lies. Usage (in the folder that holds train.txt)::
 
   python generate_data.py
   python generate_data.py --input /data/train.txt --output_dir /data/criteo --workers 8
@@ -461,13 +462,12 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
 
 
 def main(argv=None):
-  here = os.path.dirname(os.path.abspath(__file__))
   parser = argparse.ArgumentParser(
       description='Turn the Kaggle Criteo train.txt into the TFRecords of the federated Criteo example.')
-  parser.add_argument('--input', default=os.path.join(here, 'train.txt'),
-                      help='Kaggle Criteo train.txt (default: train.txt next to this script)')
-  parser.add_argument('--output_dir', default=here,
-                      help='where {leader,follower}_{train,test}/ are written (default: this directory)')
+  parser.add_argument('--input', default='train.txt',
+                      help='Kaggle Criteo train.txt (default: train.txt in the current directory)')
+  parser.add_argument('--output_dir', default='.',
+                      help='where {leader,follower}_{train,test}/ are written (default: the current directory)')
   parser.add_argument('--rows_per_file', type=int, default=DEFAULT_ROWS_PER_FILE)
   parser.add_argument('--sample_size', type=int, default=None,
                       help='rows kept per class (default: all rows of the rarer class)')

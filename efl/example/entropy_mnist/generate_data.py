@@ -1,6 +1,7 @@
-"""Writes the MNIST halves of this example into this directory: the same data as the federated MNIST example.
+"""Writes the MNIST halves of this example: the same data as the federated MNIST example.
 
-Usage (options as in ../mnist/generate_data.py)::
+Like every example's `generate_data.py`, it writes into the directory it is run from, where the example's
+readers look for `./leader_train` .... Usage (options as in ../mnist/generate_data.py)::
 
   cd efl/example/entropy_mnist && python generate_data.py
 """
@@ -12,14 +13,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if not any(a == '--output_dir' or a.startswith('--output_dir=') for a in argv):
-    argv += ['--output_dir', _HERE]
   spec = importlib.util.spec_from_file_location(
       'mnist_generate_data', os.path.join(_HERE, '..', 'mnist', 'generate_data.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.main(argv)
+  return module.main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == '__main__':

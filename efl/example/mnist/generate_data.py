@@ -2,7 +2,8 @@
 
 The leader gets columns 0..13 of every 28x28 image and the follower columns 14..27, each flattened to 392
 float32 values (raw pixel values 0..255, which the example's hyperparameters are tuned for). Both get the
-label. Output, in `--output_dir` (default: this directory)::
+label. Output, in `--output_dir` (default: the directory the script is run from, where the example's readers
+look for `./leader_train` ...)::
 
   leader_train/data_{0..9}.tfrd     follower_train/data_{0..9}.tfrd     60000 images, 6000 per file
   leader_test/data_{0..9}.tfrd      follower_test/data_{0..9}.tfrd      10000 images, 1000 per file
@@ -162,8 +163,8 @@ def main(argv=None):
   parser.add_argument('--mnist_npz', default=None,
                       help='Keras-layout mnist.npz (default: $EFL_MNIST_NPZ, then ~/.keras/datasets/mnist.npz, '
                            'then tf.keras.datasets.mnist.load_data())')
-  parser.add_argument('--output_dir', default=os.path.dirname(os.path.abspath(__file__)),
-                      help='where {leader,follower}_{train,test}/ are written (default: this directory)')
+  parser.add_argument('--output_dir', default='.',
+                      help='where {leader,follower}_{train,test}/ are written (default: the current directory)')
   parser.add_argument('--train_rows', type=int, default=None, help='write only the first N training images')
   parser.add_argument('--test_rows', type=int, default=None, help='write only the first N test images')
   parser.add_argument('--num_files', type=int, default=NUM_FILES, help='files per directory')

@@ -1,0 +1,2 @@
+"""EFLS's module path of `DataIO` and `FederalDataIO`."""
+from efl.data import DataIO, FederalDataIO  # noqa: F401

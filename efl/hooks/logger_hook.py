@@ -1,0 +1,2 @@
+"""EFLS's module path of `LoggerHook`."""
+from efl.framework.hooks import LoggerHook  # noqa: F401

@@ -1,0 +1,2 @@
+"""EFLS's module path of the procedures: `train`, `eval`, `train_and_evaluate`, `cotrain`."""
+from efl.framework.procedure_fn import cotrain, eval, train, train_and_eval, train_and_evaluate  # noqa: F401,A004

@@ -1,0 +1,2 @@
+"""EFLS's module path of `LoopStage`."""
+from efl.framework.stage import LoopStage  # noqa: F401

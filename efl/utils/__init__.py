@@ -1,0 +1,1 @@
+"""EFLS's utility modules: `config` (flags and getters), `metrics`, `column_util`, `redirect_logging`."""
