@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 from efl import flags
 from efl.framework import hooks as hooks_lib
 from efl.framework.sample import Sample
-from efl.framework.stage import StageManager, _raw_run
+from efl.framework.stage import LoopStage, StageManager, _raw_run
 from efl.log import redirect_log
 from efl.mode import MODE, TaskScope, scope_task, task_scope
 
@@ -385,7 +385,13 @@ class Model(object):
     """Runs a stage once per project (skipped after a restart if it had finished); returns its result."""
     if self._sess is None:
       raise RuntimeError('run_stage() is only available inside fit()')
-    return self._stage_manager.run_stage(self._sess, name, stage_or_func, *args, **kwargs)
+    if isinstance(stage_or_func, LoopStage):
+      stage_or_func.ran_scope = None
+    result = self._stage_manager.run_stage(self._sess, name, stage_or_func, *args, **kwargs)
+    scope = getattr(stage_or_func, 'ran_scope', None)
+    if scope is not None:  # a loop ran (not skipped as finished before a restart): one summary line
+      self.stage_summary(name, scope.mode, scope.task)
+    return result
 
   def reset_metrics(self, sess=None):
     _raw_run(sess or self._sess, self._metric_init)

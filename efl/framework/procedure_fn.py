@@ -18,8 +18,7 @@ def _loop(model, mode, task, step, seconds):
 
 def _run_loop(model, name, mode, task, step=None, seconds=None):
   stage = _loop(model, mode, task, step, seconds)
-  model.run_stage(name, stage)
-  model.stage_summary(name, mode, task)
+  model.run_stage(name, stage)  # logs the stage's summary line
   return stage.finished
 
 

@@ -77,6 +77,7 @@ class LoopStage(Stage):
     self._global_step = global_step
     self.finished = False
     self.lstep = 0
+    self.ran_scope = None  # the scope of the last run, for its summary line
 
   @property
   def finish(self):
@@ -100,7 +101,7 @@ class LoopStage(Stage):
       # Count in global steps from where this stage first started, so a resumed stage does only the rest.
       done = _raw_run(sess, self._global_step) - start_gstep
       remaining = max(self._step - done, 0)
-    scope = self._scope()
+    scope = self.ran_scope = self._scope()
     with task_scope(scope.mode, scope.task):
       try:
         while remaining is None or self.lstep < remaining:

@@ -244,3 +244,17 @@ def test_no_trailing_newline_and_bad_arguments(tmp_path):
                           ({'test_fraction': 1.0}, r'test_fraction must be in \(0, 1\)')):
     with pytest.raises(ValueError, match=message):
       generate_data.generate(path, str(tmp_path / 'out'), progress=False, **kwargs)
+
+
+def test_cli_reads_and_writes_in_the_directory_it_runs_in(criteo_txt, tmp_path):
+  # As EFLS's scripts and the example's readers (./leader_train ...): relative to the working directory.
+  work = tmp_path / 'data'
+  work.mkdir()
+  os.symlink(criteo_txt, str(work / 'train.txt'))
+  proc = subprocess.run([sys.executable, SCRIPT, '--workers', '1', '--quiet'], cwd=str(work),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  assert proc.returncode == 0, proc.stderr.decode()
+  assert sorted(n for n in os.listdir(str(work)) if not n.startswith('.')) == sorted(SPLITS + ('train.txt',))
+  missing = subprocess.run([sys.executable, SCRIPT, '--quiet'], cwd=str(tmp_path), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=120)
+  assert missing.returncode == 2 and b'train.txt' in missing.stderr
