@@ -1,5 +1,4 @@
 """Two-task federated MNIST, follower side: the right half of each image, one tower per task (see leader.py)."""
-import collections
 import functools
 import os
 import sys
@@ -9,9 +8,8 @@ import tensorflow.compat.v1 as tf
 import efl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procedure import iterate_train_and_eval  # noqa: E402
+from procedure import TASKS, procedure  # noqa: E402
 
-TASKS = ('even', 'large')
 EPOCHS = int(os.environ.get('EFL_MULTITASK_EPOCHS', '3'))
 
 
@@ -49,8 +47,7 @@ def main():
       model.optimizer_fn(efl.optimizer_fn.scope_optimizer(
           {'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
   model.compile()
-  specs = collections.OrderedDict((task, {'train_step': 10, 'eval_step': None}) for task in TASKS)
-  model.fit(iterate_train_and_eval(specs), log_step=10, project_name='FL_multitask')
+  model.fit(procedure(), log_step=10, project_name='FL_multitask')
 
 
 if __name__ == '__main__':

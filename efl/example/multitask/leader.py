@@ -5,7 +5,6 @@ bottom layer of each party (the root variable scope reuses variables) and have a
 graph rebuilds the training layers with the same function. Run from a folder with the MNIST data
 (`python generate_data.py`), next to `python follower.py --federal_role=follower`.
 """
-import collections
 import functools
 import os
 import sys
@@ -15,9 +14,8 @@ import tensorflow.compat.v1 as tf
 import efl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procedure import iterate_train_and_eval  # noqa: E402
+from procedure import TASKS, procedure  # noqa: E402
 
-TASKS = ('even', 'large')
 EPOCHS = int(os.environ.get('EFL_MULTITASK_EPOCHS', '3'))
 
 
@@ -62,8 +60,7 @@ def main():
       model.optimizer_fn(efl.optimizer_fn.scope_optimizer(
           {'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
   model.compile()
-  specs = collections.OrderedDict((task, {'train_step': 10, 'eval_step': None}) for task in TASKS)
-  model.fit(iterate_train_and_eval(specs), log_step=10, project_name='FL_multitask')
+  model.fit(procedure(), log_step=10, project_name='FL_multitask')
 
 
 if __name__ == '__main__':

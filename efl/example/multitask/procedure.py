@@ -1,8 +1,15 @@
-"""A custom procedure in the style of EFLS's algorithm library: LoopStages run in task scopes with feed_dict.
+"""The example's procedures; `--procedure` picks one (both parties must pick the same).
 
-`iterate_train_and_eval(task_specs)` trains each task `train_step` steps in turn until every task's training
-data has ended (or `max_iter` rounds), then evaluates the tasks that have an `eval_step` key.
+- `iterate` (default): a custom procedure in the style of EFLS's algorithm library, `iterate_train_and_eval`:
+  LoopStages run in task scopes with feed_dict; each task trains `train_step` steps in turn until every task's
+  training data has ended (or `max_iter` rounds), then the tasks that have an `eval_step` key are evaluated.
+- `cotrain`: `efl.procedure_fn.cotrain`, a task picked at random (seeded) per round, evaluated after each.
+- `train_and_evaluate`: `efl.procedure_fn.train_and_evaluate` for one task, then for the other.
 """
+import argparse
+import collections
+
+import efl
 from efl.framework import task_scope
 from efl.framework.common_define import MODE
 from efl.stage.loop import LoopStage
@@ -29,3 +36,19 @@ def iterate_train_and_eval(task_specs, max_iter=1000, train_stop_at_any_finish=F
         with task_scope.task_scope(mode=MODE.EVAL, task=task):
           model.run_stage(task + '_eval', stages[task][1], feed_dict={model.training_flag: False})
   return fn
+
+
+TASKS = ('even', 'large')
+
+
+def procedure():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--procedure', default='iterate', choices=('iterate', 'cotrain', 'train_and_evaluate'))
+  args, _ = parser.parse_known_args()
+  if args.procedure == 'cotrain':
+    return efl.procedure_fn.cotrain({'even': 0.5, 'large': 0.5}, train_step=10)
+  if args.procedure == 'train_and_evaluate':
+    each = [efl.procedure_fn.train_and_evaluate(max_iter=1, task=task) for task in TASKS]
+    return lambda model: [p(model) for p in each]
+  return iterate_train_and_eval(collections.OrderedDict(
+      (task, {'train_step': 10, 'eval_step': None}) for task in TASKS))
