@@ -10,6 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import efl
+from efl.example.multitask.procedure import iterate_train_and_eval
 from efl.mode import TaskScope
 
 N, BATCH = 256, 16
@@ -117,31 +118,6 @@ def _sequential(*procedures):
   return fn
 
 
-def iterate_train_and_eval(task_specs, train_stop_at_any_finish=False):
-  """A custom procedure as EFLS's algorithm library writes them: LoopStages, task scopes, feed_dict, finish."""
-  from efl.framework import task_scope
-  from efl.framework.common_define import MODE
-  from efl.stage.loop import LoopStage
-
-  def fn(model):
-    stages = {t: [LoopStage(model.train_op(t), True, spec['train_step'])] for t, spec in task_specs.items()}
-    for t, spec in task_specs.items():
-      if 'eval_step' in spec:
-        stages[t].append(LoopStage(model.eval_op(t), False, spec['eval_step']))
-    for _ in range(spec.get('max_iter', 10)):
-      for t in task_specs:
-        with task_scope.task_scope(mode=MODE.TRAIN, task=t):
-          if not stages[t][0].finish:
-            model.run_stage(t + '_train', stages[t][0], feed_dict={model.training_flag: True})
-      if all(s[0].finish for s in stages.values()):
-        break
-    for t in task_specs:
-      if len(stages[t]) > 1:
-        with task_scope.task_scope(mode=MODE.EVAL, task=t):
-          model.run_stage(t + '_eval', stages[t][1], feed_dict={model.training_flag: False})
-  return fn
-
-
 def test_custom_procedure_with_loop_stages_and_feed_dict(capsys):
   model = build_two_tasks()
   seen = collections.Counter()
@@ -159,8 +135,9 @@ def test_custom_procedure_with_loop_stages_and_feed_dict(capsys):
   for task in ('ta', 'tb'):
     model.add_hooks([FlagHook(task)], mode=efl.MODE.TRAIN, task=task)
     model.add_hooks([FlagHook(task)], mode=efl.MODE.EVAL, task=task)
-  model.fit(iterate_train_and_eval({'ta': {'train_step': 3, 'eval_step': 2}, 'tb': {'train_step': 2},
-                                    }), log_step=1)
+  # the multitask example's procedure: LoopStages in task scopes, run with feed_dict until `finish`
+  specs = {'ta': {'train_step': 3, 'eval_step': 2}, 'tb': {'train_step': 2}}
+  model.fit(iterate_train_and_eval(specs, max_iter=10), log_step=1)
   # 10 iterations of 3 and 2 training runs in the tasks' scopes (flag fed True), then 2 eval runs of ta (False)
   assert seen == {('ta', True): 30, ('tb', True): 20, ('ta', False): 2}
   assert model.stage_mgr.finished_order[:2] == ['ta_train', 'tb_train']

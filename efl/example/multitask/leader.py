@@ -5,7 +5,6 @@ bottom layer of each party (the root variable scope reuses variables) and have a
 graph rebuilds the training layers with the same function. Run from a folder with the MNIST data
 (`python generate_data.py`), next to `python follower.py --federal_role=follower`.
 """
-import functools
 import os
 import sys
 
@@ -14,7 +13,7 @@ import tensorflow.compat.v1 as tf
 import efl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procedure import TASKS, procedure  # noqa: E402
+from procedure import train  # noqa: E402
 
 EPOCHS = int(os.environ.get('EFL_MULTITASK_EPOCHS', '3'))
 
@@ -50,18 +49,5 @@ def loss_fn(model, sample, mode, task):
   return loss if mode == efl.MODE.TRAIN else auc
 
 
-def main():
-  model = efl.FederalModel()
-  for task in TASKS:
-    with efl.task_scope(mode=efl.MODE.TRAIN, task=task):
-      model.input_fn(functools.partial(input_fn, task=task))
-      model.loss_fn(functools.partial(loss_fn, mode=efl.MODE.TRAIN, task=task))
-      model.eval_fn(functools.partial(loss_fn, mode=efl.MODE.EVAL, task=task))
-      model.optimizer_fn(efl.optimizer_fn.scope_optimizer(
-          {'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
-  model.compile()
-  model.fit(procedure(), log_step=10, project_name='FL_multitask')
-
-
 if __name__ == '__main__':
-  main()
+  train(input_fn, loss_fn)

@@ -1,4 +1,6 @@
-"""The example's procedures; `--procedure` picks one (both parties must pick the same).
+"""What both parties of the example share: the tasks, the model set-up, and the procedures.
+
+`--procedure` picks the procedure (both parties must pick the same):
 
 - `iterate` (default): a custom procedure in the style of EFLS's algorithm library, `iterate_train_and_eval`:
   LoopStages run in task scopes with feed_dict; each task trains `train_step` steps in turn until every task's
@@ -8,6 +10,9 @@
 """
 import argparse
 import collections
+import functools
+
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.framework import task_scope
@@ -52,3 +57,17 @@ def procedure():
     return lambda model: [p(model) for p in each]
   return iterate_train_and_eval(collections.OrderedDict(
       (task, {'train_step': 10, 'eval_step': None}) for task in TASKS))
+
+
+def train(input_fn, loss_fn):
+  """Sets each task's functions inside its task scope (one function as loss_fn and eval_fn), then fits."""
+  model = efl.FederalModel()
+  for task in TASKS:
+    with efl.task_scope(mode=efl.MODE.TRAIN, task=task):
+      model.input_fn(functools.partial(input_fn, task=task))
+      model.loss_fn(functools.partial(loss_fn, mode=efl.MODE.TRAIN, task=task))
+      model.eval_fn(functools.partial(loss_fn, mode=efl.MODE.EVAL, task=task))
+      model.optimizer_fn(efl.optimizer_fn.scope_optimizer(
+          {'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
+  model.compile()
+  model.fit(procedure(), log_step=10, project_name='FL_multitask')
