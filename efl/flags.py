@@ -27,6 +27,11 @@ def _parser():
   p.add_argument('--peer_addr', default=None)
   p.add_argument('--local_addr', default=None)
   p.add_argument('--zk_addr', default=None)
+  # What an example script does (efl's examples read these): train, eval, predict to --output, export to
+  # --export_dir.
+  p.add_argument('--mode', default='train')
+  p.add_argument('--output', default=None)
+  p.add_argument('--export_dir', default=None)
   # EFLS's flag is store_false: passing it turns the default port off.
   p.add_argument('--use_default_port', action='store_false', default=True)
   return p
@@ -90,6 +95,21 @@ def get_config(*keys, default=None):
 
 def get_ckpt_dir():
   return _args().ckpt_dir or get_config('checkpoint', 'output_dir')
+
+
+def get_mode():
+  """`--mode`: what an example script does ('train' by default; efl's examples take eval, predict, export)."""
+  return _args().mode
+
+
+def get_output():
+  """`--output`: where `--mode=predict` writes its rows."""
+  return _args().output
+
+
+def get_export_dir():
+  """`--export_dir`: where `--mode=export` writes the SavedModel."""
+  return _args().export_dir
 
 
 def get_app_id():

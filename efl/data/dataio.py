@@ -454,6 +454,16 @@ class DataIO(object):
     """Makes the running block generator finish, so closing the session never waits for it."""
     self._stopped = True
 
+  def rewind(self, sess):
+    """Restarts the reader at its first record, whatever position was restored (a raw `tf.Session`).
+
+    Both parties of a `FederalDataIO` must rewind it at the same point: the follower then follows the leader's
+    new pass.
+    """
+    self._check_read('rewind')
+    self._state.load(b'', sess)
+    self.initialize_iter(sess)
+
   # ---------------------------------------------------------------------------------------------- errors
 
   def owns_error(self, error):
@@ -531,6 +541,25 @@ def _weak(sess):
     return weakref.ref(sess)
   except TypeError:  # a session-like object without weak references: never reported closed
     return lambda: sess
+
+
+def readers_feeding(tensors, graph=None):
+  """The readers (in creation order) whose batches `tensors` are computed from."""
+  graph = graph or tf.get_default_graph()
+  by_state = {r._state.op: r for r in graph.get_collection(READERS_COLLECTION)  # pylint: disable=protected-access
+              if r._outputs is not None}  # pylint: disable=protected-access
+  found, seen = set(), set()
+  stack = [t.op for t in tensors]
+  while stack:
+    op = stack.pop()
+    if op in seen:
+      continue
+    seen.add(op)
+    if op in by_state:
+      found.add(by_state[op])
+    stack.extend(x.op for x in op.inputs)
+    stack.extend(op.control_inputs)
+  return [r for r in graph.get_collection(READERS_COLLECTION) if r in found]
 
 
 def stop_readers(graph=None):

@@ -178,6 +178,9 @@ class FederalModel(Model):
     """Sends `tensor` to the peer in every run of `mode`; with `require_grad`, trains on the peer's gradient."""
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     tensor = tf.convert_to_tensor(tensor)
+    if self._export is not None:
+      self._export.add_output(name, tensor, 'send')  # what this party's serving model answers with
+      return tf.no_op()
     task = scope_task(task)
     if require_grad and mode != MODE.TRAIN:
       raise ValueError('send(%r): require_grad=True needs mode=TRAIN (gradients only flow in training), '
@@ -209,6 +212,15 @@ class FederalModel(Model):
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
     params = _recv_arguments(name, args, kwargs)
     dtype, require_grad, shape = params['dtype'], params['require_grad'], params['shape']
+    if self._export is not None:  # the peer's part arrives as an input of the serving model
+      if isinstance(shape, tf.TensorShape):
+        shape = shape.as_list() if shape.ndims is not None else None
+      elif not isinstance(shape, (list, tuple)):
+        shape = None  # unknown, or given as a tensor
+      tensor = tf.placeholder(dtype, shape=None if shape is None else [None if d == -1 else d for d in shape],
+                              name=re.sub(r'[^A-Za-z0-9_.\-/]', '_', name))
+      self._export.add_input(name, tensor)
+      return tensor
     task = scope_task(params['task'])
     tensor = ops.recv(self._communicator, name, dtype, shape=shape)
     if require_grad:

@@ -85,6 +85,8 @@ class Model(object):
     self._tasks = collections.OrderedDict()
     self._hooks = hooks_lib.HookRegistry()
     self._metrics = collections.OrderedDict()  # TaskScope -> OrderedDict(name -> tensor)
+    self._predictions = {}  # task -> OrderedDict(name -> tensor)
+    self._export = None  # an export.ExportState while export_saved_model builds the serving graph
     self._extra = {}
     self._compiled = False
     self._opt_config = {}
@@ -180,6 +182,8 @@ class Model(object):
 
     A Python value (a number, a string such as the task's name) becomes a constant tensor, as in EFLS.
     """
+    if self._export is not None:
+      return self  # a serving model has no metrics
     if isinstance(op, (tuple, list)) and op and isinstance(op[-1], (tf.Tensor, tf.Variable, tf.Operation)):
       op = op[-1]
     if not isinstance(op, (tf.Tensor, tf.Variable, tf.Operation)):
@@ -193,8 +197,51 @@ class Model(object):
     self._metrics.setdefault(TaskScope(mode, task), collections.OrderedDict())[name] = op
     return self
 
+  def add_prediction(self, name, tensor, task=None):
+    """Declares a per-example output of the task (in eval_fn), written by `efl.procedure_fn.predict`.
+
+    `tensor` has one row per example (`[batch]` or `[batch, k]`; k columns `name_0` ... `name_{k-1}`).
+    """
+    task = scope_task(task)
+    if not isinstance(name, str) or not name:
+      raise ValueError('add_prediction: the name must be a non-empty string, got %r' % (name,))
+    tensor = tf.convert_to_tensor(tensor)
+    if tensor.shape.ndims == 0:
+      raise ValueError('add_prediction(%r): a prediction has one row per example; got a scalar' % (name,))
+    if self._export is not None:
+      self._export.add_output(name, tensor, 'prediction')
+      return self
+    named = self._predictions.setdefault(task, collections.OrderedDict())
+    if name in named:
+      raise ValueError('add_prediction(%r) was already called for task %r; give each prediction its own name'
+                       % (name, task))
+    named[name] = tensor
+    return self
+
+  def predictions(self, task=None):
+    """{name: tensor} declared with add_prediction for the task, in declaration order."""
+    return collections.OrderedDict(self._predictions.get(task, {}))
+
+  def export_saved_model(self, export_dir, task=None, checkpoint_path=None, checkpoint_dir=None):
+    """Writes the task's evaluation graph as a SavedModel in `export_dir/<global step>`; returns that path.
+
+    Inputs are the party's raw features and its receives, outputs its sends and predictions; the variables
+    come from `checkpoint_path` (default: the latest in `checkpoint_dir`, default `--ckpt_dir`). See
+    `efl.framework.export`.
+    """
+    from efl.framework import export  # pylint: disable=g-import-not-at-top
+    return export.export_saved_model(self, export_dir, task=task, checkpoint_path=checkpoint_path,
+                                     checkpoint_dir=checkpoint_dir)
+
+  @property
+  def session(self):
+    """The monitored session while fit() runs (None otherwise)."""
+    return self._sess
+
   def add_hooks(self, hooks, mode=MODE.TRAIN, task=None):
     """Registers `tf.train.SessionRunHook`s for the runs of scope `(mode, task)`."""
+    if self._export is not None:
+      return self  # nothing runs a serving model's hooks
     task = scope_task(task)
     self._hooks.add(list(hooks), TaskScope(mode, task))
     return self
@@ -205,11 +252,15 @@ class Model(object):
     return self
 
   def add_train_op(self, op, task=None):
+    if self._export is not None:
+      return self
     task = scope_task(task)
     self._tasks.setdefault(task, _Task(task)).train_ops.append(op)
     return self
 
   def add_eval_op(self, op, task=None):
+    if self._export is not None:
+      return self
     task = scope_task(task)
     self._tasks.setdefault(task, _Task(task)).eval_ops.append(op)
     return self

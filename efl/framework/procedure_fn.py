@@ -5,6 +5,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+from efl.framework import prediction
 from efl.framework.stage import LoopStage
 from efl.mode import MODE
 
@@ -102,4 +103,18 @@ def cotrain(task_select_ratio, max_iter=sys.maxsize, train_step=None, eval_step=
         if model.eval_op(t) is not None:
           _run_loop(model, '%s_eval' % t, MODE.EVAL, t, eval_step)
       it += 1
+  return fn
+
+
+def predict(output_path, max_step=None, task=None):
+  """Writes the task's predictions (`model.add_prediction` in eval_fn) for every example of its EVAL data.
+
+  Both parties run it; the leader writes one row per example to `output_path` (its sample id, then each
+  prediction; CSV with a header, or TFRecords for a `.tfrecord` name), a follower only if it declared
+  predictions of its own. See `efl.framework.prediction`.
+  """
+  prediction.check_output_path(output_path)
+
+  def fn(model):
+    prediction.run_prediction(model, output_path, max_step=max_step, task=task)
   return fn

@@ -32,6 +32,7 @@ class Sample(object):
                       % type(columns).__name__)
     self._features = dict(features)
     self._columns = dict(columns)
+    self._var_scope = tf.get_variable_scope()  # where the columns' variables live, for rebuild()
     self._groups = {}
     for group, cols in self._columns.items():
       if not isinstance(cols, (list, tuple)) or not cols:
@@ -71,6 +72,20 @@ class Sample(object):
   @property
   def columns(self):
     return self._columns
+
+  @property
+  def sample_ids(self):
+    """The batch's sample ids (a `[batch, 1]` or `[batch]` tensor), or None when the sample has none."""
+    return None
+
+  @property
+  def sample_id_name(self):
+    return None
+
+  def rebuild(self, features):
+    """A plain `Sample` of the same columns over other raw `features`, sharing this sample's variables."""
+    with tf.variable_scope(self._var_scope, reuse=tf.AUTO_REUSE):
+      return Sample(features, self._columns)
 
   @property
   def batch_size(self):
@@ -149,6 +164,8 @@ class FederalSample(Sample):
     self._name = name
     self._send_op = self._check_op = None
     self._verify = bool(verify_id) and sample_id_name is not None
+    self._sample_id_name = sample_id_name
+    self._sample_ids = None
     if sample_id_name is None:
       tf.logging.info('FederalSample %r: no sample_id_name given, sample ids are not verified', name)
       return
@@ -165,6 +182,14 @@ class FederalSample(Sample):
   @property
   def federal_role(self):
     return self._role
+
+  @property
+  def sample_ids(self):
+    return self._sample_ids
+
+  @property
+  def sample_id_name(self):
+    return self._sample_id_name
 
   def before_step_ops(self):
     """An op that runs once this party's batch is read; the step's ops wait for it, its receives too.
