@@ -85,3 +85,19 @@ def test_scripts_accept_the_seed_command_line(script):
   # parser, and the step counts default to the seed's.
   args = _load(script).parse_flags(['--federal_role=follower', '--peer_addr=localhost:50051'])
   assert (args.train_step, args.eval_step, args.max_iter, args.log_step) == (8000, 3800, 10, 1000)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--mode=predict', '--output=p.csv'], '--mode=predict works on a trained checkpoint: pass --ckpt_dir'),
+    (['--mode=predict', '--ckpt_dir=ckpt'], '--mode=predict needs --output=FILE'),
+    (['--mode=export', '--ckpt_dir=ckpt'], '--mode=export needs --export_dir=DIR'),
+    (['--mode=export', '--ckpt_dir=ckpt', '--export_dir=out'], 'export: no checkpoint to export in'),
+    (['--mode=serve', '--ckpt_dir=ckpt'], '--mode must be train, eval, predict or export'),
+])
+def test_modes_refuse_what_they_cannot_do(criteo_dir, tmp_path, args, message):
+  # The Criteo scripts take the MNIST example's modes; a checkpoint of their 10M embedding rows is >1 GB, so the
+  # full predict/export round is tested on MNIST (tests/federated/test_predict_export.py).
+  out = subprocess.run([sys.executable, PLAIN_LEADER, '--federal_role=leader'] + args, cwd=criteo_dir,
+                       env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+  log = out.stdout.decode('utf-8', 'replace')
+  assert out.returncode != 0 and message in log, log[-3000:]

@@ -14,6 +14,7 @@ import argparse
 import tensorflow as tf
 
 import efl
+from efl.example import modes
 
 # Hash buckets of feature0..feature20: about the number of distinct values of each column in the full data.
 id_nums = [1400, 500, 2000000, 660000, 300, 20, 10000, 600, 3, 50000, 4800, 2000000, 3000, 20, 10000,
@@ -28,11 +29,12 @@ def input_fn(model, mode):
                                     0, 1, data_mode='local',
                                     num_epochs=10)
   else:
+    # Each evaluation of train_and_evaluate reads on; a prediction reads every example once.
     dataio = efl.data.FederalDataIO("./follower_test", 1000,
                                     model.communicator,
                                     model.federal_role,
                                     0, 1, data_mode='local',
-                                    num_epochs=10)
+                                    num_epochs=1 if efl.get_mode() == 'predict' else 10)
 
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   # embedding类型的数据
@@ -92,11 +94,12 @@ def main(argv=None):
       efl.optimizer_fn.optimizer_setter(
           tf.train.AdamOptimizer(0.01)))
   CTR.compile()
-  CTR.fit(efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
-                                              eval_step=args.eval_step,
-                                              max_iter=args.max_iter),
-          log_step=args.log_step,
-          project_name='criteo')
+  # --mode=train (default) | eval | predict --output=FILE | export --export_dir=DIR (efl/example/modes.py)
+  modes.run(CTR, efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
+                                                     eval_step=args.eval_step,
+                                                     max_iter=args.max_iter),
+            log_step=args.log_step,
+            project_name='criteo')
 
 
 if __name__ == '__main__':

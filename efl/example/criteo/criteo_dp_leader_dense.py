@@ -15,6 +15,7 @@ import argparse
 import tensorflow as tf
 
 import efl
+from efl.example import modes
 
 EMBEDDING_WIDTH = 21 * 8  # the follower's 21 columns, embedding dimension 8
 
@@ -27,11 +28,12 @@ def input_fn(model, mode):
                                     0, 1, data_mode='local',
                                     num_epochs=10)
   else:
+    # Each evaluation of train_and_evaluate reads on; a prediction reads every example once.
     dataio = efl.data.FederalDataIO("./leader_test", 1000,
                                     model.communicator,
                                     model.federal_role,
                                     0, 1, data_mode='local',
-                                    num_epochs=10)
+                                    num_epochs=1 if efl.get_mode() == 'predict' else 10)
 
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   # label数据
@@ -72,6 +74,8 @@ def model_fn(model, sample, is_training):
   model.add_metric('loss', tf.reduce_mean(loss), mode)
   model.add_metric('accuracy', accuracy, mode)
   model.add_metric('auc', auc, mode)
+  if not is_training:
+    model.add_prediction('score', tf.nn.softmax(logits)[:, 1])  # the click probability, for --mode=predict
   return loss if is_training else auc
 
 
@@ -113,11 +117,12 @@ def main(argv=None):
       efl.DPAdamGaussianOptimizer(
           l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.01),
       opt_config={'BACKEND_MODE': 'unnoise'})
-  CTR.fit(efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
-                                              eval_step=args.eval_step,
-                                              max_iter=args.max_iter),
-          log_step=args.log_step,
-          project_name='criteo')
+  # --mode=train (default) | eval | predict --output=FILE | export --export_dir=DIR (efl/example/modes.py)
+  modes.run(CTR, efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
+                                                     eval_step=args.eval_step,
+                                                     max_iter=args.max_iter),
+            log_step=args.log_step,
+            project_name='criteo')
 
 
 if __name__ == '__main__':
