@@ -10,14 +10,16 @@ export EFL_MNIST_NPZ ?= $(if $(wildcard $(SHARED_MNIST)),$(SHARED_MNIST),)
 
 setup: $(STAMP) proto native
 
-$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+# The editable install builds with this venv's setuptools and grpcio-tools (requirements.txt), not in an
+# isolated build environment that pip would fill from the index.
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py pyproject.toml
 	@py=$$(tools/find_python37.sh) || exit 1; \
 	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 7))'; then \
 	  echo "creating $(VENV) with $$py"; rm -rf $(VENV); $$py -m venv $(VENV) || exit 1; fi
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip<24"
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 proto: $(STAMP)

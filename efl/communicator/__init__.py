@@ -1,15 +1,23 @@
 """The transport between the leader and the follower: `Communicator`, its errors, and the TF `ops`."""
 import importlib
 
-from efl.communicator.communicator import Communicator, PROTOCOL_VERSION, ROLES
 from efl.communicator.errors import (AddressInUseError, ClosedError, CommunicatorError, ConnectionLostError,
                                      HandshakeError, MessageTooLargeError, PeerClosedError, PeerFailedError,
                                      PeerUnreachableError, RecvTimeoutError, StepMismatchError,
                                      TLSHandshakeError, UnknownNameError)
 
+# Loaded on first use: `communicator` needs the generated gRPC modules, and `python -m
+# efl.communicator.build_proto`, which generates them, imports this package first. `ops` imports TensorFlow.
+_LAZY = {'Communicator': 'efl.communicator.communicator', 'PROTOCOL_VERSION': 'efl.communicator.communicator',
+         'ROLES': 'efl.communicator.communicator', 'ops': None}
+
 
 def __getattr__(name):
-  # `ops` imports TensorFlow; load it on first use so the transport alone starts fast.
-  if name == 'ops':
-    return importlib.import_module('efl.communicator.ops')
-  raise AttributeError("module 'efl.communicator' has no attribute %r" % name)
+  if name not in _LAZY:
+    raise AttributeError("module 'efl.communicator' has no attribute %r" % name)
+  if _LAZY[name] is None:
+    value = importlib.import_module('efl.communicator.' + name)
+  else:
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+  globals()[name] = value
+  return value

@@ -1,13 +1,22 @@
-"""Regenerates efl's gRPC code: `python -m efl.communicator.build_proto` (`protos/efl/*.proto` ->
-`efl/communicator/proto/`)."""
+"""Regenerates efl's gRPC code in a source checkout: `python -m efl.communicator.build_proto`
+(`protos/efl/*.proto` -> `efl/communicator/proto/`); `make proto` runs it."""
+import importlib.util
+import os
 import sys
 
-from efl.communicator.proto import _codegen
+
+def load_codegen():
+  """Returns `efl/communicator/proto/_codegen.py` as a module, loaded by path: importing the package
+  `efl.communicator.proto` needs the very modules it generates."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'proto', '_codegen.py')
+  spec = importlib.util.spec_from_file_location('efl_proto_codegen', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def main():
-  _codegen.build()
-  print('generated: ' + ', '.join(p for s in _codegen.proto_sources() for p in _codegen.generated_paths(s)))
+  print('generated: ' + ', '.join(load_codegen().build()))
   return 0
 
 

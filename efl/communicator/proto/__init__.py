@@ -1,15 +1,20 @@
-"""Generated gRPC code of `protos/efl/communicator.proto` (built by `python -m efl.communicator.build_proto`).
+"""Generated gRPC code of `protos/efl/communicator.proto`: `communicator_pb2`, `communicator_pb2_grpc`.
 
-Importing this package regenerates the modules when they are missing or older than the `.proto`.
+The modules are generated, never kept in git: by setup.py's build step for `pip install .` and the wheel, and by
+`make setup` (`python -m efl.communicator.build_proto`) in a source checkout. Importing never writes them.
 """
-from efl.communicator.proto import _codegen
+import warnings
 
-if _codegen.is_stale():
-  _codegen.build()
+from efl.communicator.proto import _codegen
 
 try:
   from efl.communicator.proto import communicator_pb2  # pylint: disable=g-import-not-at-top
   from efl.communicator.proto import communicator_pb2_grpc  # pylint: disable=g-import-not-at-top
 except ImportError as _e:
-  raise ImportError("efl's generated gRPC modules cannot be imported (%s); run `make setup` or "
-                    '`python -m efl.communicator.build_proto`' % _e)
+  raise ImportError(_codegen.import_error_message(_e)) from _e
+
+if _codegen.is_stale():
+  # Only in a source checkout: the .proto changed after the code was generated.
+  warnings.warn('efl.communicator.proto: the generated modules in %s are older than %s; regenerate them with '
+                '`make proto` or `python -m efl.communicator.build_proto`'
+                % (_codegen.OUT_DIR, ', '.join(_codegen.proto_sources())), stacklevel=2)
