@@ -18,6 +18,7 @@ from efl.flags import (dist_mode, get_app_id, get_ckpt_dir, get_cluster, get_con
 from efl.framework import optimizer_fn
 from efl.framework import procedure_fn
 from efl.framework import stage_combiner
+from efl.framework.failure import PeerError
 from efl.framework.hooks import with_tmp_hooks
 from efl.framework.model import Model
 from efl.framework.sample import FederalSample, Sample, SampleIdMismatchError

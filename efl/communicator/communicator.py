@@ -75,16 +75,19 @@ def _close_forgotten():
 atexit.register(_close_forgotten)
 
 
-def _keepalive_options(server):
-  # Pings every 10 s; a peer that does not answer within 15 s more is dead (a frozen host or a broken
-  # network; a killed process is seen at once from its closed socket). 15 s leaves a peer whose cores are
-  # saturated (e.g. by Paillier workers) time to answer. The server must accept the client's pings.
-  # (gRPC also bounds the wait for a ping's ack by ping_timeout, 60 s by default.)
-  options = [('grpc.keepalive_time_ms', 10000), ('grpc.keepalive_timeout_ms', 15000),
-             ('grpc.http2.ping_timeout_ms', 15000), ('grpc.keepalive_permit_without_calls', 1),
+_LOSS_DETAIL_GRACE_S = 0.5
+
+
+def _keepalive_options(keepalive, server):
+  # Pings every keepalive.time_ms; a peer that does not answer within keepalive.timeout_ms more is dead
+  # (settings.keepalive, EFL_PEER_TIMEOUT_S). The server must accept the client's pings. (gRPC also bounds the
+  # wait for a ping's ack by ping_timeout.)
+  options = [('grpc.keepalive_time_ms', keepalive.time_ms), ('grpc.keepalive_timeout_ms', keepalive.timeout_ms),
+             ('grpc.http2.ping_timeout_ms', keepalive.timeout_ms), ('grpc.keepalive_permit_without_calls', 1),
              ('grpc.http2.max_pings_without_data', 0)]
   if server:
-    options += [('grpc.http2.min_ping_interval_without_data_ms', 5000), ('grpc.http2.max_ping_strikes', 0)]
+    options += [('grpc.http2.min_ping_interval_without_data_ms', min(5000, keepalive.time_ms)),
+                ('grpc.http2.max_ping_strikes', 0)]
   return options
 
 
@@ -173,6 +176,7 @@ class Communicator(object):
     # Read once: recv() runs every step, and reading the environment there costs as much as the rest of it.
     self._recv_timeout_s = settings.recv_timeout_s(default_timeout_milliseconds)
     self._tls = settings.tls_config()
+    self._keepalive = settings.keepalive()
     self._client_send_limit = settings.message_size('CLIENT', 'SEND')
     self._client_recv_limit = settings.message_size('CLIENT', 'RECEIVE')
     self._server_send_limit = settings.message_size('SERVER', 'SEND')
@@ -226,7 +230,7 @@ class Communicator(object):
       return None
     return native.Endpoint(self._role, self._peer_role, self._peer_addr, self._client_send_limit,
                            settings.message_size_variable('CLIENT', 'SEND'), self._server_recv_limit,
-                           self._scan_s, self._tls)
+                           self._scan_s, self._tls, self._keepalive)
 
   # ----------------------------------------------------------------------------------------- properties
 
@@ -384,7 +388,7 @@ class Communicator(object):
       self._native_port = self._native.listen('%s:0' % _host(self._local_addr))
     options = [('grpc.so_reuseport', 0),
                ('grpc.max_send_message_length', self._server_send_limit),
-               ('grpc.max_receive_message_length', self._server_recv_limit)] + _keepalive_options(True)
+               ('grpc.max_receive_message_length', self._server_recv_limit)] + _keepalive_options(self._keepalive, True)
     server = grpc.server(ThreadPoolExecutor(max_workers=self._server_threads,
                                                     thread_name_prefix='efl-comm-server'),
                          options=options, maximum_concurrent_rpcs=None)
@@ -414,7 +418,7 @@ class Communicator(object):
                ('grpc.max_receive_message_length', self._client_recv_limit),
                # Retry a refused connection quickly while the peer starts.
                ('grpc.initial_reconnect_backoff_ms', 100), ('grpc.min_reconnect_backoff_ms', 100),
-               ('grpc.max_reconnect_backoff_ms', 1000)] + _keepalive_options(False)
+               ('grpc.max_reconnect_backoff_ms', 1000)] + _keepalive_options(self._keepalive, False)
     if self._tls.peer_ca:
       if self._tls.target_name_override:
         options.append(('grpc.ssl_target_name_override', self._tls.target_name_override))
@@ -666,7 +670,8 @@ class Communicator(object):
         else:
           kind = 'BYE' if frame.kind == serde.BYE else 'ERROR'
           if kind == 'ERROR':
-            _log.error('the %s failed: %s', self._peer_role, frame.text)
+            # Debug only: the error this raises tells the user (FederalModel.fit: one message).
+            _log.debug('the %s failed: %s', self._peer_role, frame.text)
           else:
             _log.info('the %s closed its communicator (BYE)', self._peer_role)
           with self._cond:
@@ -682,8 +687,13 @@ class Communicator(object):
       _log.warning('the stream from the %s broke: %r', self._peer_role, e)
     if self._peer_end is None:
       how = 'ended' if ended_cleanly else 'broke'
-      self._mark_lost('the stream from the %s at %s %s without BYE or ERROR: the %s process died or the '
-                      'network failed' % (self._peer_role, self._peer_addr, how, self._peer_role))
+      reason = ('the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network '
+                'failed' % (self._peer_role, self._peer_addr, how, self._peer_role))
+      # The outgoing stream's failure says more (a closed socket, or a ping that got no answer): it usually
+      # comes at the same moment, so give it a short head start.
+      timer = threading.Timer(_LOSS_DETAIL_GRACE_S, self._mark_lost, [reason])
+      timer.daemon = True
+      timer.start()
 
   def _mark_lost(self, reason):
     with self._cond:
@@ -694,8 +704,26 @@ class Communicator(object):
       self._cond.notify_all()
     if self._native is not None:
       self._native.tell(native.CONNECTION_LOST, reason)
-    # While this side closes, a lost connection only ends close()'s wait for the peer.
-    _log.log(logging.INFO if closing else logging.ERROR, 'connection lost: %s', reason)
+    # Debug only: while this side closes, a lost connection only ends close()'s wait for the peer; otherwise the
+    # error it raises tells the user (FederalModel.fit: one message, efl.framework.failure).
+    _log.debug('connection lost%s: %s', ' while closing' if closing else '', reason)
+
+  def failure(self):
+    """(error class name, text) of why nothing more will come from the peer, or None while all is well."""
+    with self._cond:
+      if self._peer_end is not None:
+        kind, text = self._peer_end
+        if kind == 'ERROR':
+          return 'PeerFailedError', 'the %s failed: %s' % (self._peer_role, text)
+        return 'PeerClosedError', 'the %s closed its communicator' % self._peer_role
+      if self._lost is not None:
+        return 'ConnectionLostError', self._lost
+    return None
+
+  @property
+  def peer_timeout_s(self):
+    """How long a peer may answer nothing before it counts as lost (EFL_PEER_TIMEOUT_S)."""
+    return self._keepalive.timeout_s
 
   def _raise_if_broken(self):
     """Raises the error that explains why nothing more will come from the peer (caller holds the lock)."""
@@ -898,8 +926,9 @@ class Communicator(object):
       self._cond.notify_all()
     self._shutdown_transport(grace_s=1.0)
     _OPEN.discard(self)
-    _log.info('%s communicator closed%s', self._role,
-              ' with error: %s' % self._close_error if self._close_error else '')
+    _log.info('%s communicator closed%s', self._role, ' after an error' if self._close_error else '')
+    if self._close_error:  # the error itself reached whoever called close(); the peer got it too
+      _log.debug('%s communicator closed with error: %s', self._role, self._close_error)
 
   def _announce_failure(self):
     """Tells a peer that waits in connect() why this party will not come, so it fails now, not at its timeout.

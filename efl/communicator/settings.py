@@ -9,6 +9,8 @@
 - `EFL_CONNECT_TIMEOUT_S` (default 120): how long `connect()` waits for the peer.
 - `EFL_RECV_TIMEOUT_S` (unset): overrides `default_timeout_milliseconds` of `recv()`.
 - `EFL_CLOSE_TIMEOUT_S` (default 10): how long `close()` waits for the peer's last frames.
+- `EFL_PEER_TIMEOUT_S` (default 25): a peer whose process answers nothing for this long (stopped, its host
+  frozen, the network dropping packets) is lost; a killed one is seen at once from its closed connection.
 - `EFL_NATIVE_TRANSPORT` (`auto`, `on`, `off`; default `auto`): whether data frames and the send/recv ops use
   the native transport (see `efl.native`).
 """
@@ -64,6 +66,19 @@ def connect_timeout_s():
 
 def close_timeout_s():
   return _env_number('EFL_CLOSE_TIMEOUT_S', 10.0, float, minimum=0)
+
+
+Keepalive = collections.namedtuple('Keepalive', ['time_ms', 'timeout_ms', 'timeout_s'])
+
+
+def keepalive():
+  """gRPC keepalive from `EFL_PEER_TIMEOUT_S`: a ping every 40% of it, and the rest to wait for the answer.
+
+  25 s (10 s + 15 s) leaves a peer whose cores are saturated (e.g. by Paillier workers) time to answer.
+  """
+  timeout_s = _env_number('EFL_PEER_TIMEOUT_S', 25.0, float, minimum=1)
+  time_ms = int(timeout_s * 400)
+  return Keepalive(time_ms, int(timeout_s * 1000) - time_ms, timeout_s)
 
 
 def recv_timeout_s(default_timeout_milliseconds=None):

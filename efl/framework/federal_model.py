@@ -18,6 +18,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import tensor_util
 
 from efl import flags
+from efl.framework import failure
 from efl.framework.hooks import CommunicatorHook
 from efl.framework.model import Model, _summary, is_dp_optimizer, reduce_loss
 from efl.mode import MODE, scope_task
@@ -164,6 +165,7 @@ class FederalModel(Model):
     self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
     self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent
     self.add_global_hooks([CommunicatorHook(self._communicator)])
+    failure.install_excepthook()
 
   @property
   def federal_role(self):
@@ -373,6 +375,18 @@ class FederalModel(Model):
       tf.logging.warning('restoring step %d, the newest step both parties have (this %s also has %s)',
                          step, self._role, own)
     return _checkpoint_path(checkpoint_dir, step)
+
+  def _explain_failure(self, error, checkpoint_dir):
+    error = super(FederalModel, self)._explain_failure(error, checkpoint_dir)
+    cause = self._communicator.failure() or failure.communicator_cause(error)
+    if cause is None:
+      return error
+    steps = checkpoint_steps(checkpoint_dir)
+    kind, text = cause
+    return failure.PeerError(failure.message(
+        kind, text, self._role, flags.peer_role(self._role), self._communicator.peer_addr,
+        self._failed_step, steps[-1] if steps else None, checkpoint_dir,
+        self._communicator.peer_timeout_s), kind)
 
   def _after_session(self, error):
     self._communicator.close(error=None if error is None else _summary(error))

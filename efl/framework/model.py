@@ -14,6 +14,7 @@ import sys
 import tensorflow.compat.v1 as tf
 
 from efl import flags
+from efl.framework import failure
 from efl.framework import hooks as hooks_lib
 from efl.framework.sample import Sample
 from efl.framework.stage import LoopStage, StageManager, _raw_run
@@ -65,6 +66,14 @@ def _summary(error):
   return '%s: %s' % (type(error).__name__, text)
 
 
+def _global_step_of(sess, global_step):
+  """The global step in the session's variables, or None if the session cannot tell any more."""
+  try:
+    return int(sess._tf_sess().run(global_step))  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def _clearer_data_error(error, graph):
   """A data reader's clearer version of `error` (naming reader, file and record), else `error` itself."""
   if isinstance(error, tf.errors.OpError) and 'efl.data' in sys.modules:
@@ -87,6 +96,7 @@ class Model(object):
     self._metrics = collections.OrderedDict()  # TaskScope -> OrderedDict(name -> tensor)
     self._predictions = {}  # task -> OrderedDict(name -> tensor)
     self._export = None  # an export.ExportState while export_saved_model builds the serving graph
+    self._failed_step = None
     self._extra = {}
     self._compiled = False
     self._opt_config = {}
@@ -569,6 +579,7 @@ class Model(object):
             save_steps=save_summaries_steps, save_secs=save_summaries_secs,
             output_dir=summary_dir or checkpoint_dir, scaffold=scaffold))
       error = None
+      self._failed_step = None  # the global step of a failed run (for the error's message)
       try:
         restore_path = self._before_session(checkpoint_dir)
         creator = tf.train.ChiefSessionCreator(
@@ -579,18 +590,28 @@ class Model(object):
         with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
                                                    stop_grace_period_secs=stop_grace_period_secs) as sess:
           self._sess = sess
-          self._stage_manager.load(sess)
-          procedure_fn(self)
+          try:
+            self._stage_manager.load(sess)
+            procedure_fn(self)
+          except BaseException:
+            self._failed_step = _global_step_of(sess, self._global_step)
+            raise
       except BaseException as e:  # pylint: disable=broad-except
-        error = _clearer_data_error(e, self._graph)
-        tf.logging.error('training failed: %s', _summary(error))
+        error = self._explain_failure(e, checkpoint_dir)
+        told = isinstance(error, failure.PeerError)  # its message is the whole story: no second account
+        (tf.logging.debug if told else tf.logging.error)('training failed: %s', _summary(e if told else error))
         if error is not e:
-          raise error from e
+          raise error from (None if told else e)
         raise
       finally:
         self._sess = None
         self._after_session(error)
     return self
+
+  def _explain_failure(self, error, checkpoint_dir):
+    """The error fit() raises for `error`: a clearer one where efl knows more (here: data readers)."""
+    del checkpoint_dir
+    return _clearer_data_error(error, self._graph)
 
   def _default_save_schedule(self):
     return None, 600

@@ -33,7 +33,7 @@ _loaded = None  # (ops module, ctypes library) once loaded, or the reason it can
 def _declare(lib):
   i64, c, dbl, i32, p = ctypes.c_int64, ctypes.c_char_p, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
   for name, restype, argtypes in (
-      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c]),
+      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c, i32, i32]),
       ('efl_nt_listen', i32, [i64, c, c, i32]),
       ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
       ('efl_nt_step', i64, [i64]),
@@ -104,14 +104,17 @@ class Endpoint(object):
     recv_limit: the largest message its server accepts.
     scan_s: how often waits re-check their deadline and the connection.
     tls: an `efl.communicator.settings.TLSConfig`; used as by the Python transport.
+    keepalive: an `efl.communicator.settings.Keepalive`; likewise.
   """
 
-  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s, tls):
+  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s, tls,
+               keepalive):
     self._ops, self._lib = load()
     self.handle = self._lib.efl_nt_create(_bytes(role), _bytes(peer_role), _bytes(peer_addr), send_limit,
                                           _bytes(send_limit_variable), recv_limit, scan_s, tls.peer_ca,
                                           tls.my_cert, tls.my_key,
-                                          _bytes(tls.target_name_override) if tls.target_name_override else None)
+                                          _bytes(tls.target_name_override) if tls.target_name_override else None,
+                                          keepalive.time_ms, keepalive.timeout_ms)
 
   @property
   def ops(self):

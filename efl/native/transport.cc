@@ -204,6 +204,9 @@ struct Config {
   std::string send_limit_variable;
   int64_t recv_limit = 0;
   double scan_s = 1.0;
+  // gRPC keepalive, as on the Python transport (settings.keepalive, EFL_PEER_TIMEOUT_S).
+  int keepalive_time_ms = 10000;
+  int keepalive_timeout_ms = 15000;
 };
 
 class Endpoint {
@@ -511,15 +514,15 @@ class Endpoint {
       a.value.integer = value;
       args.push_back(a);
     };
-    // The same keepalive as the Python transport: a silent peer is found within about 25 s.
-    add(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    add(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 15000);
+    // The same keepalive as the Python transport: a silent peer is found within EFL_PEER_TIMEOUT_S.
+    add(GRPC_ARG_KEEPALIVE_TIME_MS, cfg_.keepalive_time_ms);
+    add(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, cfg_.keepalive_timeout_ms);
     add(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     add(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     add(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, static_cast<int>(std::min<int64_t>(cfg_.recv_limit, INT32_MAX)));
     add(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1);  // Send() checks the limit itself, with a clearer error.
     if (server) {
-      add(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+      add(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, std::min(5000, cfg_.keepalive_time_ms));
       add(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
       add(GRPC_ARG_ALLOW_REUSEPORT, 0);
     }
@@ -762,7 +765,8 @@ using efl_native::Registry;
 // The TLS arguments are PEM text or NULL (see Config).
 int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_addr, int64_t send_limit,
                       const char* send_limit_variable, int64_t recv_limit, double scan_s, const char* peer_ca,
-                      const char* my_cert, const char* my_key, const char* target_name_override) {
+                      const char* my_cert, const char* my_key, const char* target_name_override,
+                      int keepalive_time_ms, int keepalive_timeout_ms) {
   static std::once_flag init;
   std::call_once(init, [] { grpc_init(); });
   efl_native::Config config;
@@ -775,6 +779,8 @@ int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_
   config.my_cert = my_cert ? my_cert : "";
   config.my_key = my_key ? my_key : "";
   config.target_name_override = target_name_override ? target_name_override : "";
+  config.keepalive_time_ms = keepalive_time_ms;
+  config.keepalive_timeout_ms = keepalive_timeout_ms;
   auto endpoint = std::make_shared<efl_native::Endpoint>(config);
   endpoint->set_send_limit(send_limit, send_limit_variable);
   Registry& registry = Registry::Get();

@@ -58,6 +58,7 @@ def main():
   p.add_argument('--eval_steps', type=int, default=3)
   p.add_argument('--mismatch_at', type=int, default=-1, help='follower: corrupt sample ids from this batch on')
   p.add_argument('--stall_at', type=int, default=-1, help='sleep forever before this step (to be killed)')
+  p.add_argument('--pause_s', type=float, default=0, help='sleep this long in every step')
   p.add_argument('--ckpt', default=None)
   p.add_argument('--save_steps', type=int, default=None)
   args, _ = p.parse_known_args()
@@ -82,6 +83,12 @@ def main():
           time.sleep(3600)
         return s
       feats['x'] = feats['x'] + 0 * tf.cast(tf.py_func(stall, [step], tf.int64), tf.float32)
+    if args.pause_s > 0:
+      def pause(x):
+        import time
+        time.sleep(args.pause_s)
+        return x
+      feats['x'] = tf.py_func(pause, [feats['x']], tf.float32)
     cols = {'x': [tf.feature_column.numeric_column('x', x_own.shape[1])],
             'label': [tf.feature_column.numeric_column('label', 1)]}
     return efl.FederalSample(feats, cols, model.federal_role, model.communicator, sample_id_name='sample_id',
