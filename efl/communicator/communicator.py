@@ -150,7 +150,7 @@ class Communicator(object):
 
   def __init__(self, federal_role, peer_addr, local_addr, client_thread_num=None, server_thread_num=None,
                scanning_interval_milliseconds=None, default_timeout_milliseconds=None, worker_index=0,
-               worker_num=1):
+               worker_num=1, app_id=None):
     if isinstance(peer_addr, int) and isinstance(local_addr, int):
       # EFLS order: (role, worker_index, worker_num, peer_addr, local_addr, client_thread_num, ...).
       worker_index, worker_num = peer_addr, local_addr
@@ -167,6 +167,8 @@ class Communicator(object):
       _log.warning('efl runs one worker per party; worker_index=%s, worker_num=%s are ignored',
                    worker_index, worker_num)
     self._role = federal_role
+    self._app_id = app_id or ''
+    self._refusals_logged = set()  # kinds of refused Hello already logged (a flood is logged once)
     self._peer_role = ROLES[1 - ROLES.index(federal_role)]
     self._peer_addr = peer_addr
     self._local_addr = local_addr
@@ -434,7 +436,7 @@ class Communicator(object):
     return pb.Greeting(role=self._role, protocol_version=PROTOCOL_VERSION, recv_names=self._recv_names,
                        send_names=self._send_names, info=self._info_json, instance_id=self._instance_id,
                        max_receive_message_size=self._server_recv_limit, error=error,
-                       native_port=self._native_port)
+                       native_port=self._native_port, app_id=self._app_id)
 
   def _handshake(self, deadline, timeout_s):
     """Calls the peer's Hello until it answers, then waits for the peer's own Hello."""
@@ -549,6 +551,9 @@ class Communicator(object):
   def _check_peer(self, peer):
     """Raises HandshakeError listing every way the peer's Greeting does not fit this party."""
     problems = []
+    if peer.app_id != self._app_id:
+      problems.append('this %s runs job %r but the %s runs job %r (give both parties the same --app_id)'
+                      % (self._role, self._app_id, peer.role or 'peer', peer.app_id))
     if peer.protocol_version != PROTOCOL_VERSION:
       problems.append('protocol version %d here, %d at the %s (run the same efl version on both parties)'
                       % (PROTOCOL_VERSION, peer.protocol_version, peer.role or 'peer'))
@@ -604,9 +609,13 @@ class Communicator(object):
         return self._my_greeting()
       known = self._peer_hello
     reason = ('a new %s (from another process) called Hello while this %s is paired with the %s '
-              'that connected first; the first one may have restarted' % (request.role, self._role,
+              'that connected first; the first one may have restarted' % (request.role or 'caller', self._role,
                                                                            known.role))
-    _log.warning(reason)
+    kind = (request.role, request.protocol_version, request.app_id)
+    if kind not in self._refusals_logged:  # a flood of them is logged once
+      self._refusals_logged.add(kind)
+      _log.warning('refused: %s (role %r, protocol version %d, job %r)', reason, request.role,
+                   request.protocol_version, request.app_id)
     return self._my_greeting(error=reason)
 
   # --------------------------------------------------------------------------------------------- streams

@@ -160,7 +160,7 @@ class FederalModel(Model):
     self._communicator = Communicator(
         self._role, flags.get_peer_addr(), flags.get_local_addr(), client_thread_num=client_thread_num,
         server_thread_num=server_thread_num, scanning_interval_milliseconds=scanning_interval_milliseconds,
-        default_timeout_milliseconds=default_timeout_milliseconds)
+        default_timeout_milliseconds=default_timeout_milliseconds, app_id=flags.get_app_id())
     self._sent_with_grad = collections.defaultdict(list)  # task -> [(name, sent tensor, received grad)]
     self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
     self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent

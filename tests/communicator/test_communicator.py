@@ -123,6 +123,20 @@ def test_unknown_names_are_refused_at_connect_on_both_sides(pairs):
   assert "'only_leader_sends'" in str(results[1]) and "'nobody_sends'" in str(results[1])
 
 
+def test_parties_of_different_jobs_are_refused_naming_both_ids(pairs):
+  lp, fp = free_port(), free_port()
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp, app_id='job-a')
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp, app_id='job-b')
+  pairs.comms += [leader, follower]
+  results = connect_both(leader, follower)
+  assert isinstance(results[0], ec.HandshakeError) and isinstance(results[1], ec.HandshakeError), results
+  assert "this leader runs job 'job-a' but the follower runs job 'job-b' (give both parties the same --app_id)" \
+      in str(results[0])
+  assert "this follower runs job 'job-b' but the leader runs job 'job-a'" in str(results[1])
+  same = pairs.make(app_id='job-a')
+  assert connect_both(*same) == [{}, {}]
+
+
 def test_transports_that_differ_are_refused_at_connect_on_both_sides(pairs, monkeypatch, transport):
   if not native_available()[0]:
     pytest.skip('native transport not built')

@@ -1,5 +1,6 @@
 """TLS with certificates made by the openssl CLI: mutual TLS works, a certificate of another CA is refused."""
 import os
+import socket
 
 import grpc
 import numpy as np
@@ -7,6 +8,8 @@ import pytest
 
 import efl.communicator as ec
 from efl.communicator import Communicator
+from efl.communicator.proto import communicator_pb2 as pb
+from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from cert_helpers import HAVE_OPENSSL, make_ca, make_leaf
 from comm_helpers import close_all, connect_both, free_port
 
@@ -46,6 +49,13 @@ def test_mutual_tls_exchange(certs, monkeypatch, transport):
   follower.register_recv('x')
   try:
     assert connect_both(leader, follower) == [{}, {}]
+    # Plaintext to the TLS port, from a stranger: raw bytes and a gRPC Hello. Refused; the pair goes on.
+    for _ in range(3):
+      with socket.create_connection(('127.0.0.1', fp), timeout=2) as s:
+        s.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + os.urandom(256))
+      with grpc.insecure_channel('127.0.0.1:%d' % fp) as channel:
+        with pytest.raises(grpc.RpcError):
+          pb_grpc.PeerServiceStub(channel).Hello(pb.Greeting(role='leader', protocol_version=1), timeout=2)
     data = np.arange(12, dtype=np.float64).reshape(3, 4)
     leader.send('x', 0, data)
     np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), data)
