@@ -85,7 +85,10 @@ def _pump(stream, prefix, out, lock):
   stream.close()
 
 
-def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, env=None, out=None):
+DEFAULT_RECOVERY_TIMEOUT_S = 120
+
+
+def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, env=None, out=None, restarts=0):
   """Starts both parties (commands without role/address flags) in `workdir`; returns their exit codes.
 
   Args:
@@ -95,6 +98,9 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
     grace_s: how long a party may keep running after the other one failed.
     env: environment for both (default: this process's).
     out: where the prefixed lines go (default stdout).
+    restarts: a supervisor: a party that exits abnormally is started again, up to this many times in all,
+      with recovery on in both (EFL_RECOVERY_TIMEOUT_S, default 120 s), so that the other one waits for it
+      and both resume from their common checkpoint.
   """
   out = out or sys.stdout
   lp, fp = free_port(), free_port()
@@ -103,19 +109,37 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
   env = shared_machine_env(os.environ if env is None else env)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   env['PYTHONUNBUFFERED'] = '1'
+  if restarts:
+    env.setdefault('EFL_RECOVERY_TIMEOUT_S', str(DEFAULT_RECOVERY_TIMEOUT_S))
   lock = threading.Lock()
   procs, pumps = {}, []
-  for role, cmd, own, peer in (('leader', leader_cmd, lp, fp), ('follower', follower_cmd, fp, lp)):
+  commands = {'leader': (leader_cmd, lp, fp), 'follower': (follower_cmd, fp, lp)}
+
+  def launch(role):
+    cmd, own, peer = commands[role]
     p = start_party(list(cmd) + party_args(role, own, peer), role, env, cwd=workdir, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT)
     procs[role] = p
     t = threading.Thread(target=_pump, args=(p.stdout, '[%-8s]' % role, out, lock), daemon=True)
     t.start()
     pumps.append(t)
+
+  for role in commands:
+    launch(role)
   start = time.time()
   failed_at = None
+  restarted = 0
   while any(p.poll() is None for p in procs.values()):
     now = time.time()
+    for role, p in list(procs.items()):
+      other = procs['follower' if role == 'leader' else 'leader']
+      # Restart a failed party while the other one still runs (and waits for it); a failed pair is over.
+      if p.poll() not in (None, 0) and other.poll() is None and restarted < restarts:
+        restarted += 1
+        with lock:
+          out.write('[launcher] the %s exited with code %d; starting it again (restart %d of %d)\n'
+                    % (role, p.returncode, restarted, restarts))
+        launch(role)
     if failed_at is None and any(p.poll() not in (None, 0) for p in procs.values()):
       failed_at = now
     late = failed_at is not None and now - failed_at > grace_s
@@ -146,6 +170,8 @@ def main(argv=None):
   parser.add_argument('--generate', default='generate_data.py',
                       help='run this script first if leader_train/ is missing ("" to skip)')
   parser.add_argument('--timeout_s', type=float, default=None)
+  parser.add_argument('--restarts', type=int, default=0,
+                      help='start a party that exits abnormally again, up to N times, with recovery on in both')
   parser.add_argument('script_args', nargs='*', help='passed to both parties (after --)')
   args = parser.parse_intermixed_args(argv)
   workdir = os.path.abspath(args.workdir)
@@ -159,7 +185,8 @@ def main(argv=None):
       print('[launcher] %s failed with exit code %d' % (args.generate, rc), flush=True)
       return rc
   codes = run_parties(workdir, [sys.executable, args.leader] + args.script_args,
-                      [sys.executable, args.follower] + args.script_args, timeout_s=args.timeout_s)
+                      [sys.executable, args.follower] + args.script_args, timeout_s=args.timeout_s,
+                      restarts=args.restarts)
   print('[launcher] exit codes: leader %s, follower %s' % (codes['leader'], codes['follower']), flush=True)
   return 0 if all(c == 0 for c in codes.values()) else 1
 

@@ -206,6 +206,7 @@ class Communicator(object):
     self._phase = ''  # What this party's current run does; tags its sync frames.
     self._peer_end = None  # (kind, text) once the peer's BYE or ERROR arrived.
     self._lost = None  # Why the connection broke, once it did.
+    self._lost_detail = None  # What the other direction's stream said about it, if it broke later.
     self._close_error = None  # The error this side closed with.
     self._incoming = False  # Whether the peer's stream is attached to our server.
 
@@ -213,6 +214,8 @@ class Communicator(object):
     self._channel = None
     self._stub = None
     self._outbox = queue.Queue()
+    self._epoch = 0  # counts reset()s: callbacks of an older connection must not touch the new one
+    self._reset_callbacks = []
     self._stream_call = None
     self._stream_done = threading.Event()
     self._peer_failure = None  # What the peer said when it failed before the parties connected.
@@ -222,6 +225,13 @@ class Communicator(object):
     """The native transport's endpoint, or None where the Python transport carries the data frames."""
     mode = settings.native_transport()
     if mode == 'off':
+      return None
+    if settings.recovery_timeout_s() is not None:
+      # reset() reconnects in place, which the native endpoint (fixed in the graph's kernels) cannot.
+      if mode == 'on':
+        raise errors.CommunicatorError('EFL_RECOVERY_TIMEOUT_S needs the Python transport, but '
+                                       'EFL_NATIVE_TRANSPORT=on; set it to auto or off on both parties')
+      _log.info('recovery is on (EFL_RECOVERY_TIMEOUT_S): the Python transport carries the data')
       return None
     ok, why = native.available()
     if not ok:
@@ -366,7 +376,8 @@ class Communicator(object):
     stream = self._channel.stream_unary(method, request_serializer=_as_is,
                                         response_deserializer=pb.StreamEnd.FromString)
     self._stream_call = stream.future(self._outgoing_batches())
-    self._stream_call.add_done_callback(self._on_stream_call_done)
+    epoch = self._epoch
+    self._stream_call.add_done_callback(lambda call: self._on_stream_call_done(call, epoch))
     with self._cond:
       closed_meanwhile = self._state != _CONNECTING
       if not closed_meanwhile:
@@ -627,15 +638,16 @@ class Communicator(object):
     together, as one message within the size limit.
     """
     carry = None
+    outbox = self._outbox  # this connection's: reset() gives the next connection its own
     while True:
-      record = carry if carry is not None else self._outbox.get()
+      record = carry if carry is not None else outbox.get()
       carry = None
       if record is _END_OF_STREAM:
         return
       batch, size = [record], len(record)
       while True:
         try:
-          record = self._outbox.get_nowait()
+          record = outbox.get_nowait()
         except queue.Empty:
           break
         if record is _END_OF_STREAM or size + len(record) > self._send_limit:
@@ -645,17 +657,20 @@ class Communicator(object):
         size += len(record)
       yield batch[0] if len(batch) == 1 else b''.join(batch)
 
-  def _on_stream_call_done(self, call):
-    self._stream_done.set()
-    if call.cancelled():
+  def _on_stream_call_done(self, call, epoch):
+    if epoch != self._epoch:
       return
-    error = call.exception()
+    error = None if call.cancelled() else call.exception()
     if error is not None:
       detail = '%s: %s' % (error.code().name, error.details()) if isinstance(error, grpc.Call) else error
       self._mark_lost('the stream to the %s at %s failed (%s): the %s process died or the network '
-                      'failed' % (self._peer_role, self._peer_addr, detail, self._peer_role))
+                      'failed' % (self._peer_role, self._peer_addr, detail, self._peer_role), epoch)
+    with self._cond:  # after _mark_lost: failure() may wait for this stream's account
+      self._stream_done.set()
+      self._cond.notify_all()
 
   def _on_stream(self, batches, context):
+    epoch = self._epoch
     with self._cond:
       if self._incoming or self._peer_hello is None:
         context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -700,12 +715,17 @@ class Communicator(object):
                 'failed' % (self._peer_role, self._peer_addr, how, self._peer_role))
       # The outgoing stream's failure says more (a closed socket, or a ping that got no answer): it usually
       # comes at the same moment, so give it a short head start.
-      timer = threading.Timer(_LOSS_DETAIL_GRACE_S, self._mark_lost, [reason])
+      timer = threading.Timer(_LOSS_DETAIL_GRACE_S, self._mark_lost, [reason, epoch])
       timer.daemon = True
       timer.start()
 
-  def _mark_lost(self, reason):
+  def _mark_lost(self, reason, epoch=None):
     with self._cond:
+      if epoch is not None and epoch != self._epoch:
+        return
+      if self._lost is not None and self._lost_detail is None and reason != self._lost:
+        self._lost_detail = reason  # the other stream's account, often more telling (e.g. a ping timeout)
+        self._cond.notify_all()
       if self._lost is not None or self._peer_end is not None or self._state == _CLOSED:
         return
       self._lost = reason
@@ -717,17 +737,25 @@ class Communicator(object):
     # error it raises tells the user (FederalModel.fit: one message, efl.framework.failure).
     _log.debug('connection lost%s: %s', ' while closing' if closing else '', reason)
 
-  def failure(self):
-    """(error class name, text) of why nothing more will come from the peer, or None while all is well."""
+  def failure(self, wait_for_detail_s=0):
+    """(error class name, text) of why nothing more will come from the peer, or None while all is well.
+
+    Args:
+      wait_for_detail_s: when the connection was lost, wait up to this long for the other direction's stream
+        to break too and say why (a silent peer shows as a ping timeout there).
+    """
     with self._cond:
       if self._peer_end is not None:
         kind, text = self._peer_end
         if kind == 'ERROR':
           return 'PeerFailedError', 'the %s failed: %s' % (self._peer_role, text)
         return 'PeerClosedError', 'the %s closed its communicator' % self._peer_role
-      if self._lost is not None:
-        return 'ConnectionLostError', self._lost
-    return None
+      if self._lost is None:
+        return None
+      deadline = time.time() + wait_for_detail_s
+      while self._lost_detail is None and not self._stream_done.is_set() and time.time() < deadline:
+        self._cond.wait(min(0.1, max(deadline - time.time(), 0.001)))
+      return 'ConnectionLostError', '; '.join(r for r in (self._lost, self._lost_detail) if r)
 
   @property
   def peer_timeout_s(self):
@@ -938,6 +966,52 @@ class Communicator(object):
     _log.info('%s communicator closed%s', self._role, ' after an error' if self._close_error else '')
     if self._close_error:  # the error itself reached whoever called close(); the peer got it too
       _log.debug('%s communicator closed with error: %s', self._role, self._close_error)
+
+  def add_reset_callback(self, fn):
+    """Calls `fn()` after every reset(): state kept per connection elsewhere (e.g. a reader's side channel)
+    starts afresh with the peer's new process."""
+    self._reset_callbacks.append(fn)
+
+  def reset(self):
+    """Drops the connection to a lost peer and returns to the state before connect(), step 0, the same names.
+
+    Then connect() pairs this party with the peer's new process (recovery without a restart). Only the
+    Python transport can: the native transport's endpoint is fixed in the graph's kernels.
+    """
+    if self._native is not None:
+      raise errors.CommunicatorError(
+          'recovery needs the Python transport (the native endpoint cannot reconnect in place): set '
+          'EFL_NATIVE_TRANSPORT=off on both parties')
+    with self._cond:
+      if self._state in (_CLOSING, _CLOSED) and self._close_error is None and self._lost is None:
+        raise errors.ClosedError("this %s's communicator was closed; it cannot reconnect" % self._role)
+      self._epoch += 1
+      self._state = _CLOSING  # wakes and fails whatever still waits on the old connection
+      self._cond.notify_all()
+    self._outbox.put(_END_OF_STREAM)
+    self._shutdown_transport(grace_s=0)
+    with self._cond:
+      self._state = _CREATED
+      self._step = 0
+      self._peer_hello = None
+      self._peer_failure = None
+      self._peer_recv_names = frozenset()
+      self._send_limit = self._client_send_limit
+      self._mailbox.clear()
+      self._peer_sync_step = None
+      self._peer_sync_phase = ''
+      self._phase = ''
+      self._peer_end = None
+      self._lost = self._lost_detail = None
+      self._close_error = None
+      self._incoming = False
+      self._server = self._channel = self._stub = self._stream_call = None
+      self._outbox = queue.Queue()
+      self._stream_done = threading.Event()
+      self._cond.notify_all()
+    for fn in self._reset_callbacks:
+      fn()
+    _log.info('%s communicator reset: waiting for the %s to connect again', self._role, self._peer_role)
 
   def _announce_failure(self):
     """Tells a peer that waits in connect() why this party will not come, so it fails now, not at its timeout.

@@ -9,6 +9,8 @@
 - `EFL_CONNECT_TIMEOUT_S` (default 120): how long `connect()` waits for the peer.
 - `EFL_RECV_TIMEOUT_S` (unset): overrides `default_timeout_milliseconds` of `recv()`.
 - `EFL_CLOSE_TIMEOUT_S` (default 10): how long `close()` waits for the peer's last frames.
+- `EFL_RECOVERY_TIMEOUT_S` (unset: off): with it, a FederalModel whose peer is lost waits this long for the
+  peer's new process, then resumes with it from their common checkpoint (the Python transport carries it).
 - `EFL_PEER_TIMEOUT_S` (default 25): a peer whose process answers nothing for this long (stopped, its host
   frozen, the network dropping packets) is lost; a killed one is seen at once from its closed connection.
 - `EFL_NATIVE_TRANSPORT` (`auto`, `on`, `off`; default `auto`): whether data frames and the send/recv ops use
@@ -66,6 +68,11 @@ def connect_timeout_s():
 
 def close_timeout_s():
   return _env_number('EFL_CLOSE_TIMEOUT_S', 10.0, float, minimum=0)
+
+
+def recovery_timeout_s():
+  """`EFL_RECOVERY_TIMEOUT_S` in seconds, or None when recovery is off (the default)."""
+  return _env_number('EFL_RECOVERY_TIMEOUT_S', None, float, minimum=1)
 
 
 Keepalive = collections.namedtuple('Keepalive', ['time_ms', 'timeout_ms', 'timeout_s'])

@@ -126,6 +126,20 @@ class FederalDataIO(DataIO):
     self._sequence = 0
     self._channel_lock = threading.Lock()
     self._pending = None  # a message of a newer generation, received by an older generator
+    # Generations on the wire count from the current connection: a peer process started anew counts from 1.
+    self._generation_base = 0
+    if hasattr(communicator, 'add_reset_callback'):
+      communicator.add_reset_callback(self._on_reset)
+
+  def _on_reset(self):
+    """The communicator reconnects to the peer's new process: the channel starts afresh on both sides."""
+    with self._channel_lock:
+      self._sequence = 0
+      self._pending = None
+      self._generation_base = self._generation
+
+  def _wire(self, generation):
+    return generation - self._generation_base
 
   @property
   def role(self):
@@ -181,12 +195,13 @@ class FederalDataIO(DataIO):
   def _lead_blocks(self, start_block, start_index, generation):
     blocks = super(FederalDataIO, self)._generate_blocks(start_block, start_index, generation)
     total = -1 if self._num_epochs is None else len(self._paths) * self._num_epochs
+    wire = self._wire(generation)
     for block, path, compression, start in blocks:
-      self._send(BlockMessage(_BLOCK, generation, block, self._block_ids[block % len(self._paths)], start,
+      self._send(BlockMessage(_BLOCK, wire, block, self._block_ids[block % len(self._paths)], start,
                               total, self._batch_size, self._drop_remainder))
       yield block, path, compression, start
     if not self._replaced(generation):
-      self._send(BlockMessage(_END, generation, -1, '', 0, total, self._batch_size, self._drop_remainder))
+      self._send(BlockMessage(_END, wire, -1, '', 0, total, self._batch_size, self._drop_remainder))
 
   def _follow_blocks(self, generation):
     while True:
@@ -233,10 +248,11 @@ class FederalDataIO(DataIO):
       if self._replaced(generation):
         return None
       with self._channel_lock:
+        wire = self._wire(generation)
         pending = self._pending
-        if pending is not None and pending.generation <= generation:
+        if pending is not None and pending.generation <= wire:
           self._pending = None
-          if pending.generation == generation:
+          if pending.generation == wire:
             return pending
         try:
           array = self._communicator.recv(self._channel, self._sequence, timeout_s=_POLL_S, sync=False)
@@ -244,9 +260,9 @@ class FederalDataIO(DataIO):
           continue
         self._sequence += 1
       message = BlockMessage.decode(array)
-      if message.generation < generation:
+      if message.generation < wire:
         continue  # read ahead by the leader's previous pipeline, never consumed here
-      if message.generation > generation:
+      if message.generation > wire:
         # The leader already restarted this reader; keep the message for our next generation.
         with self._channel_lock:
           self._pending = message

@@ -164,6 +164,7 @@ class FederalModel(Model):
     self._sent_with_grad = collections.defaultdict(list)  # task -> [(name, sent tensor, received grad)]
     self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
     self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent
+    self._connect_timeout_s = None  # after a recovery: how long to wait for the peer's new process
     self.add_global_hooks([CommunicatorHook(self._communicator)])
     failure.install_excepthook()
 
@@ -358,9 +359,34 @@ class FederalModel(Model):
       config.experimental.disable_thread_spinning = True
     return config
 
+  def _recover(self, error, checkpoint_dir):
+    """With EFL_RECOVERY_TIMEOUT_S: after a lost or failed peer, reset the communicator and say to run again.
+
+    The next session waits for the peer's new process, agrees the checkpoint with it and restores it (model,
+    stages, readers): nothing the script wrote changes.
+    """
+    from efl.communicator import settings  # pylint: disable=g-import-not-at-top
+    timeout_s = settings.recovery_timeout_s()
+    if timeout_s is None:
+      return False
+    cause = (self._communicator.failure(wait_for_detail_s=self._communicator.peer_timeout_s)
+             or failure.communicator_cause(error))
+    if cause is None or cause[0] not in ('ConnectionLostError', 'PeerFailedError'):
+      return False
+    steps = checkpoint_steps(checkpoint_dir)
+    what = failure.message(cause[0], cause[1], self._role, flags.peer_role(self._role),
+                           self._communicator.peer_addr, self._failed_step, steps[-1] if steps else None,
+                           checkpoint_dir, self._communicator.peer_timeout_s).split(';')[0]
+    tf.logging.warning('%s; recovering: waiting up to %g s for the %s to start again (EFL_RECOVERY_TIMEOUT_S)',
+                       what, timeout_s, flags.peer_role(self._role))
+    self._communicator.reset()
+    self._connect_timeout_s = timeout_s
+    return True
+
   def _before_session(self, checkpoint_dir):
     own = checkpoint_steps(checkpoint_dir)
-    peer_info = self._communicator.connect(info={'checkpoint_steps': own}) or {}
+    peer_info = self._communicator.connect(timeout_s=self._connect_timeout_s,
+                                           info={'checkpoint_steps': own}) or {}
     peer = peer_info.get('checkpoint_steps', [])
     if not own and not peer:
       return None
@@ -378,7 +404,8 @@ class FederalModel(Model):
 
   def _explain_failure(self, error, checkpoint_dir):
     error = super(FederalModel, self)._explain_failure(error, checkpoint_dir)
-    cause = self._communicator.failure() or failure.communicator_cause(error)
+    cause = (self._communicator.failure(wait_for_detail_s=self._communicator.peer_timeout_s)
+             or failure.communicator_cause(error))
     if cause is None:
       return error
     steps = checkpoint_steps(checkpoint_dir)

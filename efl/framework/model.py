@@ -579,23 +579,16 @@ class Model(object):
             save_steps=save_summaries_steps, save_secs=save_summaries_secs,
             output_dir=summary_dir or checkpoint_dir, scaffold=scaffold))
       error = None
-      self._failed_step = None  # the global step of a failed run (for the error's message)
       try:
-        restore_path = self._before_session(checkpoint_dir)
-        creator = tf.train.ChiefSessionCreator(
-            scaffold=scaffold, config=self._session_config_or_default(config),
-            checkpoint_filename_with_path=restore_path)
-        if restore_path:
-          tf.logging.info('restoring checkpoint %s', restore_path)
-        with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
-                                                   stop_grace_period_secs=stop_grace_period_secs) as sess:
-          self._sess = sess
+        while True:
+          self._failed_step = None  # the global step of a failed run (for the error's message)
           try:
-            self._stage_manager.load(sess)
-            procedure_fn(self)
-          except BaseException:
-            self._failed_step = _global_step_of(sess, self._global_step)
-            raise
+            self._run_session(procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
+                              stop_grace_period_secs)
+            break
+          except BaseException as e:  # pylint: disable=broad-except
+            if not self._recover(e, checkpoint_dir):
+              raise
       except BaseException as e:  # pylint: disable=broad-except
         error = self._explain_failure(e, checkpoint_dir)
         told = isinstance(error, failure.PeerError)  # its message is the whole story: no second account
@@ -607,6 +600,35 @@ class Model(object):
         self._sess = None
         self._after_session(error)
     return self
+
+  def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
+                   stop_grace_period_secs):
+    """One monitored session: restore (the checkpoint _before_session picks), then run the procedure."""
+    if self._graph.finalized:
+      # A session again after a recovery: its hooks' begin() may look up (or build) ops, as the first time.
+      self._graph._unsafe_unfinalize()  # pylint: disable=protected-access
+    restore_path = self._before_session(checkpoint_dir)
+    creator = tf.train.ChiefSessionCreator(
+        scaffold=scaffold, config=self._session_config_or_default(config),
+        checkpoint_filename_with_path=restore_path)
+    if restore_path:
+      tf.logging.info('restoring checkpoint %s', restore_path)
+    with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
+                                               stop_grace_period_secs=stop_grace_period_secs) as sess:
+      self._sess = sess
+      try:
+        self._stage_manager.load(sess)
+        procedure_fn(self)
+      except BaseException:
+        self._failed_step = _global_step_of(sess, self._global_step)
+        raise
+      finally:
+        self._sess = None
+
+  def _recover(self, error, checkpoint_dir):
+    """Whether fit() should run the procedure again in a new session after `error` (see FederalModel)."""
+    del error, checkpoint_dir
+    return False
 
   def _explain_failure(self, error, checkpoint_dir):
     """The error fit() raises for `error`: a clearer one where efl knows more (here: data readers)."""
