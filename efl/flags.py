@@ -75,12 +75,14 @@ def peer_role(role):
   return 'follower' if check_role(role) == 'leader' else 'leader'
 
 
-def get_local_addr():
-  return _args().local_addr or _DEFAULT_ADDR[get_federal_role()]
+def get_local_addr(role=None):
+  """`--local_addr`, else the default address of `role` (default: `--federal_role`)."""
+  return _args().local_addr or _DEFAULT_ADDR[check_role(role or get_federal_role())]
 
 
-def get_peer_addr():
-  return _args().peer_addr or _DEFAULT_ADDR[peer_role(get_federal_role())]
+def get_peer_addr(role=None):
+  """`--peer_addr`, else the default address of the peer of `role` (default: `--federal_role`)."""
+  return _args().peer_addr or _DEFAULT_ADDR[peer_role(role or get_federal_role())]
 
 
 def get_config(*keys, default=None):

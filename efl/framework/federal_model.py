@@ -149,18 +149,24 @@ def _recv_arguments(name, args, kwargs):
 class FederalModel(Model):
   """A model whose graph is one party's half of a split network.
 
-  The role and addresses come from the command line (`--federal_role`, `--peer_addr`, `--local_addr`).
+  The role and addresses come from the command line (`--federal_role`, `--peer_addr`, `--local_addr`) or from
+  the constructor's arguments.
   """
 
   def __init__(self, client_thread_num=None, server_thread_num=None, scanning_interval_milliseconds=None,
-               default_timeout_milliseconds=None):
+               default_timeout_milliseconds=None, federal_role=None, peer_addr=None, local_addr=None,
+               app_id=None):
+    """The role, the addresses and the job id come from the flags (`--federal_role`, `--peer_addr`,
+    `--local_addr`, `--app_id`) unless given here, e.g. to run both parties in one process."""
     super(FederalModel, self).__init__()
     from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
-    self._role = flags.get_federal_role()
+    self._role = flags.check_role(federal_role) if federal_role else flags.get_federal_role()
     self._communicator = Communicator(
-        self._role, flags.get_peer_addr(), flags.get_local_addr(), client_thread_num=client_thread_num,
-        server_thread_num=server_thread_num, scanning_interval_milliseconds=scanning_interval_milliseconds,
-        default_timeout_milliseconds=default_timeout_milliseconds, app_id=flags.get_app_id())
+        self._role, peer_addr or flags.get_peer_addr(self._role), local_addr or flags.get_local_addr(self._role),
+        client_thread_num=client_thread_num, server_thread_num=server_thread_num,
+        scanning_interval_milliseconds=scanning_interval_milliseconds,
+        default_timeout_milliseconds=default_timeout_milliseconds,
+        app_id=app_id if app_id is not None else flags.get_app_id())
     self._sent_with_grad = collections.defaultdict(list)  # task -> [(name, sent tensor, received grad)]
     self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
     self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent
