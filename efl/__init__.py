@@ -1,13 +1,31 @@
-"""efl: vertical (split) federated learning on TensorFlow 1.15 graph mode.
+"""efl: vertical (split) federated learning on TensorFlow graph mode (1.15, and 2.x through `tensorflow.compat.v1`).
 
 The public names follow EFLS's: `efl.Model`, `efl.FederalModel`, `efl.Sample`, `efl.FederalSample`,
 `efl.MODE`, `efl.procedure_fn`, `efl.optimizer_fn`, `efl.metrics`, `efl.data`, `efl.privacy`,
 `efl.Communicator`, the DP optimizers (`efl.DPGradientDescentGaussianOptimizer`, ...).
 Subpackages with heavy dependencies (data, privacy, communicator) load on first use.
+
+efl runs on TensorFlow 1.15 and, in graph mode, on TensorFlow 2 (scripts then import `tensorflow.compat.v1 as
+tf`): importing efl turns TensorFlow 2's v2 behaviour off.
 """
 import importlib
+import os
 
-from efl import flags
+# TensorFlow 2's tf.keras is Keras 3 unless this is set before tf.keras is first used; efl's feature columns
+# (DenseFeatures) and scripts written for TensorFlow 1 need the Keras 2 of tf-keras. TensorFlow 1 ignores it.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+from efl import compat  # noqa: E402  pylint: disable=wrong-import-position
+
+if compat.TF2:
+  # efl builds graphs and runs them in sessions (MonitoredSession, Saver, py_func gradients), as in TF 1.
+  import tensorflow.compat.v1 as _tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.util import deprecation as _deprecation  # pylint: disable=g-import-not-at-top
+  # Its notice that reference variables are deprecated would open every party's log.
+  with _deprecation.silence():
+    _tf.disable_v2_behavior()
+
+from efl import flags  # noqa: E402  pylint: disable=wrong-import-position
 from efl import hooks
 from efl import metrics
 from efl import stage

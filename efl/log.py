@@ -1,6 +1,7 @@
 """Logging setup: one format, INFO to stdout, warnings and errors to stderr."""
 import logging
 import sys
+import warnings
 
 import tensorflow.compat.v1 as tf
 
@@ -59,6 +60,8 @@ def redirect_log():
     deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
   except ImportError:
     pass
+  # TF 2's tf-keras warns the same (once per call site) that tf.layers is deprecated.
+  warnings.filterwarnings('ignore', message=r'`tf\.layers\.\w+` is deprecated', category=UserWarning)
   _configured = True
 
 

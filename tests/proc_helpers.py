@@ -4,10 +4,13 @@ import socket
 import subprocess
 import sys
 
+from efl import compat
 from efl import launcher
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How a user's script imports TensorFlow: as the seed's snippets do on TF 1; on TF 2, its v1 API (README).
+TF_IMPORT = 'import tensorflow.compat.v1 as tf' if compat.TF2 else 'import tensorflow as tf'
 
 
 def free_port():

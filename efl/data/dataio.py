@@ -27,6 +27,7 @@ import weakref
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl.data import files as files_lib
 from efl.data import schema as schema_lib
 from efl.data.federal_dataset import INDEX_BITS, MAX_BLOCK, block_records, plain_tf
@@ -38,7 +39,9 @@ READERS_COLLECTION = 'efl_data_readers'
 
 # Batches parsed in parallel when prefetching (tf.data keeps their order).
 _PARSE_THREADS = 2
-_FUNCTION_TAG = re.compile(r'\{\{function_node [^}]*\}\}')
+# What tf.data puts before the message of an error raised in a function it runs: TF 1.15 a tag, TF 2 a sentence.
+_FUNCTION_TAG = re.compile(r'\{\{function_node [^}]*\}\}|'
+                           r'Error in user-defined function passed to \S+ transformation with iterator: \S+: ')
 _VALID_NAME = re.compile(r'^[A-Za-z0-9.][A-Za-z0-9_.\-]*$')
 _BLOCK_TYPES = (tf.int64, tf.string, tf.string, tf.int64)  # block number, file, compression, start index
 _BLOCK_SHAPES = (tf.TensorShape([]),) * 4
@@ -482,7 +485,7 @@ class DataIO(object):
     if not isinstance(error, tf.errors.OpError) or not self.owns_error(error):
       return None
     # The first line is TF's own sentence, after the "{{function_node ...}}" tag of errors raised in tf.data.
-    text = _FUNCTION_TAG.sub('', (error.message or '').split('\n')[0]).strip()
+    text = _FUNCTION_TAG.sub('', compat.op_error_text(error).split('\n')[0]).strip()
     if isinstance(error, tf.errors.DataLossError):
       block = self._find_corrupt_block(text)
       where = ('file {!r} (block {})'.format(block[1], block[0]) if block is not None

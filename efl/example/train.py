@@ -1,5 +1,5 @@
 """Single-machine training on constant features (the seed's train.py)."""
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 

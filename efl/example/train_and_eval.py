@@ -1,5 +1,5 @@
 """Single-machine training with periodic evaluation of the AUC (the seed's train_and_eval.py)."""
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 

@@ -12,6 +12,8 @@ import traceback
 
 import tensorflow.compat.v1 as tf
 
+from efl import compat
+
 # The communicator's errors, as they appear at the start of a failed op's message ("ConnectionLostError: ...").
 _KINDS = ('ConnectionLostError', 'PeerFailedError', 'PeerClosedError', 'RecvTimeoutError', 'StepMismatchError',
           'PeerUnreachableError', 'TLSHandshakeError', 'HandshakeError')
@@ -31,7 +33,7 @@ def communicator_cause(error):
   from efl.communicator import errors  # pylint: disable=g-import-not-at-top
   if isinstance(error, errors.CommunicatorError) and type(error).__name__ in _KINDS:
     return type(error).__name__, str(error)
-  text = getattr(error, 'message', None) if isinstance(error, tf.errors.OpError) else None
+  text = compat.op_error_text(error) if isinstance(error, tf.errors.OpError) else None
   match = _IN_MESSAGE.search((text or '').split('\n')[0])
   return (match.group(1), match.group(2).strip()) if match else None
 

@@ -17,10 +17,12 @@ import re
 import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import tensor_util
 
+from efl import compat
 from efl import flags
 from efl.framework import failure
 from efl.framework.hooks import CommunicatorHook
 from efl.framework.model import Model, _summary, is_dp_optimizer, reduce_loss
+from efl.framework.sample import SampleIdMismatchError
 from efl.mode import MODE, scope_task
 
 _BACKEND_MODES = ('noise', 'unnoise')
@@ -28,6 +30,16 @@ _BACKEND_MODES = ('noise', 'unnoise')
 
 class CheckpointMismatchError(RuntimeError):
   """The two parties cannot restore the same checkpoint step."""
+
+
+def _found_by_both(error):
+  """Whether both parties find `error` themselves (checkpoints, or a step's sample ids, that differ): each then
+  gives its own account, whether or not the peer's report of it arrives first (on TF 2, which takes longer to
+  raise a failed op's error, it often does)."""
+  if isinstance(error, CheckpointMismatchError):
+    return True
+  return (isinstance(error, tf.errors.OpError)
+          and compat.op_error_text(error).startswith(SampleIdMismatchError.__name__ + ':'))
 
 
 def _listed_path(checkpoint_dir, path):
@@ -410,6 +422,8 @@ class FederalModel(Model):
 
   def _explain_failure(self, error, checkpoint_dir):
     error = super(FederalModel, self)._explain_failure(error, checkpoint_dir)
+    if _found_by_both(error):
+      return error
     cause = (self._communicator.failure(wait_for_detail_s=self._communicator.peer_timeout_s)
              or failure.communicator_cause(error))
     if cause is None:

@@ -13,6 +13,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl import flags
 from efl.framework import failure
 from efl.framework import hooks as hooks_lib
@@ -61,7 +62,7 @@ def reduce_loss(loss, opt_config):
 
 def _summary(error):
   """The first line of an error's message, without TensorFlow's node and stack trace decorations."""
-  text = getattr(error, 'message', None) or str(error) or type(error).__name__
+  text = compat.op_error_text(error) or str(error) or type(error).__name__
   text = text.split('\n')[0].strip()
   return '%s: %s' % (type(error).__name__, text)
 

@@ -4,6 +4,7 @@ import re
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl import flags
 
 
@@ -45,8 +46,7 @@ class Sample(object):
                          % (col.name, group, missing, sorted(self._features)))
       # The TRAIN and EVAL samples of a model use the same columns: they must share embedding variables.
       with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
-        self._groups[group] = tf.keras.layers.DenseFeatures(list(cols), name=_layer_name(group))(
-            self._features)
+        self._groups[group] = compat.dense_features(cols, _layer_name(group))(self._features)
     self._batch_size = self._infer_batch_size()
 
   def _infer_batch_size(self):

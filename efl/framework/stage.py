@@ -13,6 +13,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl.mode import MODE, TaskScope, current_task_scope, in_task_scope, scope_task, task_scope
 
 _local = threading.local()
@@ -188,7 +189,7 @@ class ModelBank(Stage):
           mapping[ck_name] = var
       else:
         for item in load:
-          if isinstance(item, tf.Variable):
+          if compat.is_variable(item):
             mapping[self._normalise(item.name)] = item
             continue
           for n in names:

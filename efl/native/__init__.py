@@ -1,10 +1,10 @@
 """efl's native transport: a `Communicator`'s data frames over gRPC's C core, and TF send/recv kernels.
 
-`transport.cc` and `ops.cc` are built into `_transport.so` and `_ops.so` by `make setup` (`python -m
-efl.native.build`) where gRPC's C core and its headers are installed. The transport holds, per communicator,
-an `Endpoint`: a C-core server that takes the peer's stream of frames into a mailbox, and a C-core client
-stream to the peer. The kernels `EflNativeSend`/`EflNativeRecv` of `_ops.so` move tensors between the graph
-and the endpoint without entering Python; the communicator's own `send`/`recv` reach the same endpoint
+`transport.cc` and `ops.cc` are built into `_transport.so` and `_ops_tf<TensorFlow major>.so` by `make setup`
+(`python -m efl.native.build`) where gRPC's C core and its headers are installed. The transport holds, per
+communicator, an `Endpoint`: a C-core server that takes the peer's stream of frames into a mailbox, and a C-core
+client stream to the peer. The kernels `EflNativeSend`/`EflNativeRecv` of the ops library move tensors between
+the graph and the endpoint without entering Python; the communicator's own `send`/`recv` reach the same endpoint
 through ctypes, so every data frame of one party travels on one stream, in order.
 
 `EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads), `on` (native or an
@@ -13,11 +13,13 @@ error), `off` (the Python transport).
 import ctypes
 import os
 
+from efl import compat
 from efl.communicator import errors
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = os.path.join(_HERE, '_transport.so')
-OPS_LIBRARY = os.path.join(_HERE, '_ops.so')
+# Kernels are built against one TensorFlow; a checkout holds those of each stack it has set up.
+OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 
 # Result codes of transport.cc.
 _ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,

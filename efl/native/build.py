@@ -1,5 +1,9 @@
 """Builds efl's native transport: `python -m efl.native.build` (`transport.cc` -> `_transport.so`, the
-transport on gRPC's C core; `ops.cc` -> `_ops.so`, its TF kernels, linked to the first).
+transport on gRPC's C core; `ops.cc` -> `_ops_tf1.so` or `_ops_tf2.so`, its TF kernels for the installed
+TensorFlow, linked to the first).
+
+`_transport.so` depends on gRPC only, so both TensorFlow stacks of a checkout share it; the kernels are built
+against one TensorFlow's headers and library, so each stack has its own.
 
 It needs g++ and gRPC's C core with its headers (Debian: `apt-get install libgrpc-dev pkg-config`). Without
 them it prints why and exits 0: efl then runs its Python transport, which works everywhere but is slower.
@@ -11,10 +15,13 @@ import shutil
 import subprocess
 import sys
 
+from efl import compat
+from efl import native
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # (source, library) in build order.
-TARGETS = [(os.path.join(HERE, 'transport.cc'), os.path.join(HERE, '_transport.so')),
-           (os.path.join(HERE, 'ops.cc'), os.path.join(HERE, '_ops.so'))]
+TARGETS = [(os.path.join(HERE, 'transport.cc'), native.LIBRARY),
+           (os.path.join(HERE, 'ops.cc'), native.OPS_LIBRARY)]
 
 
 def _pkg_config_grpc():
@@ -35,21 +42,44 @@ def commands():
   if grpc_flags is None:
     return None, why
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  # TF's flags carry the C++ standard of its headers (C++14 for 1.15, C++17 for 2.x) and the string ABI its
+  # library was built with (the pre-C++11 one for 1.15, the C++11 one for 2.x); the kernels must match both.
   tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
-  common = ['g++', '-std=c++14', '-shared', '-fPIC', '-O2', '-Wall', '-Wno-sign-compare']
+  common = ['g++', '-shared', '-fPIC', '-O2', '-Wall', '-Wno-sign-compare']
   (transport_cc, transport_so), (ops_cc, ops_so) = TARGETS
-  return [common + [transport_cc, '-o', transport_so + '.tmp', '-Wl,-soname,_transport.so'] + grpc_flags,
-          # TF 1.15's headers need C++14, and its library was built with the pre-C++11 string ABI (in tf_flags).
-          common + [ops_cc, '-o', ops_so + '.tmp', transport_so, "-Wl,-rpath,$ORIGIN"] + tf_flags], None
+  # The transport talks to the kernels through a C API only, so its standard and ABI are its own.
+  return [common + ['-std=c++14', transport_cc, '-o', transport_so + '.tmp', '-Wl,-soname,_transport.so']
+          + grpc_flags,
+          common + [_cxx_standard(tf_flags), ops_cc, '-o', ops_so + '.tmp', transport_so, "-Wl,-rpath,$ORIGIN"]
+          + [f for f in tf_flags if not _is_standard(f)]], None
 
 
-def up_to_date():
-  return all(os.path.exists(so) and os.path.getmtime(so) >= os.path.getmtime(cc) for cc, so in TARGETS)
+def _is_standard(flag):
+  return flag.startswith(('-std=', '--std='))
+
+
+def _cxx_standard(tf_flags):
+  """TF's own -std flag (2.x names C++17), else C++14, which TF 1.15's headers need and do not name."""
+  named = [f.lstrip('-') for f in tf_flags if _is_standard(f)]
+  return '-' + named[-1] if named else '-std=c++14'
+
+
+def stale(force=False):
+  """Whether each target must be built: it is missing or older than its source; the kernels also when older
+  than the transport they link to, which the other stack's build may have rebuilt."""
+  (transport_cc, transport_so), (ops_cc, ops_so) = TARGETS
+
+  def older(library, *inputs):
+    return not os.path.exists(library) or any(os.path.getmtime(library) < os.path.getmtime(i) for i in inputs)
+
+  transport = force or older(transport_so, transport_cc)
+  return [transport, transport or older(ops_so, ops_cc, transport_so)]
 
 
 def main(argv):
   require = '--require' in argv
-  if up_to_date() and '--force' not in argv:
+  todo = stale('--force' in argv)
+  if not any(todo):
     print('native transport: %s up to date' % ', '.join(os.path.relpath(so) for _, so in TARGETS))
     return 0
   cmds, why = commands()
@@ -57,7 +87,9 @@ def main(argv):
     print('native transport not built: %s; efl uses its Python transport. To build it: apt-get install '
           'libgrpc-dev pkg-config, then make setup' % why)
     return 1 if require else 0
-  for cmd, (source, library) in zip(cmds, TARGETS):
+  for cmd, (source, library), build in zip(cmds, TARGETS, todo):
+    if not build:
+      continue
     print('native transport: compiling %s' % os.path.relpath(source))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if proc.returncode != 0:

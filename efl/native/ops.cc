@@ -1,8 +1,8 @@
 // TF kernels of efl's native transport: EflNativeSend and EflNativeRecv move a tensor between the graph and
 // a communicator's native endpoint (transport.cc, through its C API) without entering Python.
 //
-// Built with TF's flags (C++14, the pre-C++11 string ABI) and linked to _transport.so, which Python has
-// loaded before this library.
+// Built with TF's flags (its C++ standard and string ABI: C++14 and the pre-C++11 ABI for TF 1.15, C++17 and
+// the C++11 ABI for TF 2) and linked to _transport.so, which Python has loaded before this library.
 #include <atomic>
 #include <cstdint>
 #include <cstring>

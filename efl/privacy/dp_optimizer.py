@@ -29,6 +29,7 @@ import numbers
 
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl.privacy import dp_query as dp_query_lib
 from efl.privacy import gaussian_query
 from efl.privacy import per_example
@@ -220,7 +221,7 @@ def make_optimizer_class(cls):
       var_list = list(var_list)
       if not var_list:
         raise ValueError('var_list is empty: there is nothing to optimise.')
-      is_var = [isinstance(v, tf.Variable) for v in var_list]
+      is_var = [compat.is_variable(v) for v in var_list]
       if any(is_var) and not all(is_var):
         raise ValueError(
             'var_list must hold either variables or plain tensors, not both. '

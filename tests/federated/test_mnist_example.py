@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from proc_helpers import ROOT, party_env, run_pair
+from proc_helpers import ROOT, TF_IMPORT, party_env, run_pair
 
 EXAMPLE = os.path.join(ROOT, 'efl', 'example', 'mnist')
 
@@ -60,7 +60,7 @@ def test_seed_federated_snippets_run_unchanged(tmp_path, mnist_npz):
   # The seed shows the follower's input_fn; the leader's reads its own folder.
   inputs = {'follower': input_block, 'leader': input_block.replace('./follower_train', './leader_train')}
   for role, model_block in (('follower', follower_block), ('leader', leader_block)):
-    script = '\n'.join(['import tensorflow as tf', 'import efl', inputs[role], model_block, main_block])
+    script = '\n'.join([TF_IMPORT, 'import efl', inputs[role], model_block, main_block])
     (tmp_path / ('seed_%s.py' % role)).write_text(script, encoding='utf-8')
   res = run_pair('seed_leader.py', 'seed_follower.py', cwd=str(tmp_path), timeout=240, tmp_path=tmp_path)
   for role, (rc, log) in res.items():

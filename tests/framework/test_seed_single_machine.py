@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from proc_helpers import TF_IMPORT
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = os.path.join(ROOT, '..', 'shared', 'seed', 'examples_README_zh.md')
 
@@ -20,7 +22,7 @@ def seed_blocks(section_title, next_title):
 
 def test_single_machine_snippets_run_unchanged(tmp_path):
   main_block, input_block, model_block = seed_blocks('# 单机示例', '# 联邦示例')
-  script = '\n'.join(['import tensorflow as tf', 'import efl', input_block, model_block, main_block])
+  script = '\n'.join([TF_IMPORT, 'import efl', input_block, model_block, main_block])
   path = tmp_path / 'seed_single.py'
   path.write_text(script, encoding='utf-8')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')

@@ -20,11 +20,14 @@ import time
 import pytest
 
 from efl import launcher
+from efl.communicator.proto import _codegen
 from proc_helpers import ROOT, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 8
 GENERATED = ('communicator_pb2.py', 'communicator_pb2_grpc.py')
+# Where the generated modules lie, relative to the package efl: the directory of this stack's protobuf.
+GENERATED_DIR = os.path.join('communicator', 'proto', _codegen.subdir())
 
 
 def _run(cmd, timeout, **kwargs):
@@ -84,7 +87,7 @@ def wheel(tmp_path_factory):
   for rel in _checkout_files():
     os.makedirs(os.path.join(src, os.path.dirname(rel)), exist_ok=True)
     shutil.copy2(os.path.join(ROOT, rel), os.path.join(src, rel))
-  assert not [g for g in GENERATED if os.path.exists(os.path.join(src, 'efl', 'communicator', 'proto', g))], \
+  assert not [g for g in GENERATED if os.path.exists(os.path.join(src, 'efl', GENERATED_DIR, g))], \
       'generated modules are tracked by git; they must only be generated (see .gitignore)'
   out = str(tmp_path_factory.mktemp('dist'))
   _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index', '-q', '-w', out,
@@ -98,7 +101,7 @@ def test_wheel_contents(wheel):
   import zipfile  # pylint: disable=import-outside-toplevel
   names = set(zipfile.ZipFile(wheel).namelist())
   for g in GENERATED:
-    assert 'efl/communicator/proto/' + g in names
+    assert 'efl/%s/%s' % (GENERATED_DIR, g) in names
   assert {'efl/native/transport.cc', 'efl/native/ops.cc'} <= names  # what `python -m efl.native.build` compiles
   assert not [n for n in names if re.search(r'\.so(\.|$)', n)], 'the wheel holds a native library'
 
@@ -120,10 +123,22 @@ def test_wheel_installs_and_trains_two_parties(tmp_path, wheel):
   installed = os.path.join(site_dir, 'efl')
   before = _listing(installed)
 
-  probe = ('import json, sys, pkg_resources\n'
+  # The wheel's install_requires hold for the tested versions: pkg_resources checks them where setuptools still
+  # has it (the TF 1 stack), importlib.metadata and packaging where not (the TF 2 stack).
+  probe = ('import json, sys\n'
            'import efl, efl.privacy\n'
            'from efl.communicator import Communicator, proto\n'
-           'pkg_resources.require("efl")  # the wheel\'s install_requires hold for the tested versions\n'
+           'try:\n'
+           '  import pkg_resources\n'
+           'except ImportError:\n'
+           '  from importlib import metadata\n'
+           '  from packaging.requirements import Requirement\n'
+           '  for r in map(Requirement, metadata.requires("efl")):\n'
+           '    if r.marker is None or r.marker.evaluate({"extra": ""}):\n'
+           '      assert r.specifier.contains(metadata.version(r.name), prereleases=True), (str(r), '
+           'metadata.version(r.name))\n'
+           'else:\n'
+           '  pkg_resources.require("efl")\n'
            'print(json.dumps({"efl": efl.__file__, "proto": proto.__file__, "path": sys.path}))\n')
   seen = json.loads(_run([python, '-c', probe], timeout=120, env=_fresh_env(), cwd=str(tmp_path)).splitlines()[-1])
   for key in ('efl', 'proto'):
@@ -168,12 +183,12 @@ def test_wheel_installs_and_trains_two_parties(tmp_path, wheel):
 
   # Without its generated modules, the installed package says how to get them and does not rebuild them.
   for g in GENERATED:
-    os.remove(os.path.join(installed, 'communicator', 'proto', g))
+    os.remove(os.path.join(installed, GENERATED_DIR, g))
   proc = subprocess.run([python, '-c', 'import efl.communicator as c; c.Communicator'], stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, universal_newlines=True, timeout=60, env=_fresh_env(),
                         cwd=str(tmp_path))
   assert proc.returncode != 0 and 'missing from the installed package' in proc.stdout, proc.stdout[-3000:]
-  assert not [g for g in GENERATED if os.path.exists(os.path.join(installed, 'communicator', 'proto', g))]
+  assert not [g for g in GENERATED if os.path.exists(os.path.join(installed, GENERATED_DIR, g))]
 
 
 def test_checkout_without_generated_code(tmp_path):

@@ -333,15 +333,16 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(back, want.reshape([6, 5]), rtol=1e-5, atol=1e-6)
 
   def test_static_batch_baked_into_the_model_falls_back(self):
-    # tf.layers.flatten bakes a static batch size into its reshape, so the
-    # copied forward pass cannot run on one example: 'auto' must notice and
-    # use slices, 'loop' must refuse.
+    # A reshape to the static batch size (what TF 1.15's tf.layers.flatten
+    # builds; TF 2's keeps the batch dynamic) means the copied forward pass
+    # cannot run on one example: 'auto' must notice and use slices, 'loop'
+    # must refuse.
     rng = np.random.RandomState(4)
     x = rng.randn(4, 3).astype(np.float32)
     with tf.Graph().as_default():
       xp = tf.placeholder(tf.float32, [4, 3])
       h = tf.reshape(tf.layers.dense(xp, 4), [-1, 2, 2])
-      h = tf.layers.flatten(h)  # reshapes to the constant [4, -1]
+      h = tf.reshape(h, [4, -1])
       loss = tf.reduce_sum(tf.square(tf.layers.dense(h, 1)), axis=1)
       results = []
       for method in ('auto', 'slices'):

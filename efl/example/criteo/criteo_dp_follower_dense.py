@@ -11,7 +11,7 @@ Run from the directory holding `follower_train/` and `follower_test/` (see gener
 """
 import argparse
 
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example import modes

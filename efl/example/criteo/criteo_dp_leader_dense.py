@@ -12,7 +12,7 @@ Run from the directory holding `leader_train/` and `leader_test/` (see generate_
 """
 import argparse
 
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example import modes

@@ -7,7 +7,7 @@ Run from the directory holding `leader_train/` and `leader_test/` (see generate_
 
   python criteo_leader_dense.py --federal_role=leader
 """
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example import modes

@@ -182,7 +182,7 @@ def _extract_chunk(task):
         except ValueError:
           return {'error': (first_line + int(rows[r]),
                             'integer feature I%d must be a number, found %r'
-                            % (DENSE_FIELDS[c], dense_text[r, c])),
+                            % (DENSE_FIELDS[c], bytes(dense_text[r, c]))),  # numpy 2 reprs np.bytes_(...)
                   'bytes': end - start}
     raise
   cat = _gather_strings(buf, starts[np.ix_(rows, CATEGORICAL_FIELDS)],

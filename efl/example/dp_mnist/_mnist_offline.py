@@ -10,7 +10,7 @@ Keras behaves as usual.
 import os
 
 import numpy as np
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 ENV_VAR = 'EFL_MNIST_NPZ'
 _KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
@@ -57,4 +57,7 @@ def use_local_mnist(path=None):
     return load_npz(path)
 
   tf.keras.datasets.mnist.load_data = load_data
+  # On TF 2, scripts may also use the v2 API's tf.keras, another module tree.
+  import tensorflow as tf_root  # pylint: disable=import-outside-toplevel
+  tf_root.keras.datasets.mnist.load_data = load_data
   return path

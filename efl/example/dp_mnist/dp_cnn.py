@@ -4,7 +4,7 @@ MNIST comes from `tf.keras.datasets.mnist.load_data()`; offline, set
 EFL_MNIST_NPZ to a Keras-layout mnist.npz.
 """
 import numpy as np
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example.dp_mnist._mnist_offline import use_local_mnist

@@ -20,7 +20,7 @@ or, in two terminals, `python follower.py --federal_role=follower` and
 import argparse
 
 import numpy as np
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example.dp_mnist._mnist_offline import use_local_mnist

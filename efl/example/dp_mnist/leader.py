@@ -15,7 +15,7 @@ Keras-layout mnist.npz. See follower.py for how to run both parties.
 import argparse
 
 import numpy as np
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example.dp_mnist._mnist_offline import use_local_mnist

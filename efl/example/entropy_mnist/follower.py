@@ -6,7 +6,7 @@ then copy `public_key.json` to the leader. Then (two terminals)::
   python leader.py --federal_role=leader
   python follower.py --federal_role=follower
 """
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 

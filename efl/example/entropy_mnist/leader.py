@@ -6,7 +6,7 @@ Run `generate_data.py` once, and `generate_paillier_keypair.py` on the follower,
   python leader.py --federal_role=leader
   python follower.py --federal_role=follower
 """
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 

@@ -2,7 +2,7 @@
 
 The seed's training code, with named layers, an EVAL input and eval_fn, and `--mode` (see leader.py).
 """
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example import modes

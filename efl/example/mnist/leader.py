@@ -3,7 +3,7 @@
 The seed's training code, with named layers (so that evaluation, prediction and export share the trained
 weights), an EVAL input and eval_fn, and `--mode` (see efl/example/modes.py): train, eval, predict, export.
 """
-import tensorflow as tf
+import tensorflow.compat.v1 as tf
 
 import efl
 from efl.example import modes
