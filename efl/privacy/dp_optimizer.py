@@ -30,6 +30,7 @@ import numbers
 import tensorflow.compat.v1 as tf
 
 from efl import compat
+from efl.privacy import conv_filter_grad
 from efl.privacy import dp_query as dp_query_lib
 from efl.privacy import gaussian_query
 from efl.privacy import per_example
@@ -380,6 +381,7 @@ def make_optimizer_class(cls):
           return query.preprocess_record(params, clone_record(slices))
 
         try:
+          conv_filter_grad.install()
           with tf.name_scope('vectorized'):
             records = tf.vectorized_map(vectorized_record, elems)
           _log_once(self, 'engine', 'DP gradients: vectorized per-'
