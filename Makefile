@@ -32,7 +32,7 @@ SHARED_MNIST := $(abspath ../shared/datasets/mnist.npz)
 # The examples read MNIST from this Keras-layout file when set (no download is possible offline).
 export EFL_MNIST_NPZ ?= $(if $(wildcard $(SHARED_MNIST)),$(SHARED_MNIST),)
 
-.PHONY: setup proto native test demo bench clean
+.PHONY: setup proto native test lint demo bench clean
 
 setup: $(STAMP) proto native
 
@@ -60,6 +60,11 @@ native: $(STAMP)
 
 test: setup
 	$(PY) -m pytest -q -rs tests $(PYTEST_ARGS)
+
+# House style (pyproject.toml's [tool.ruff]): pycodestyle, pyflakes and Google-style docstrings.
+LINT_PATHS := efl tests benchmarks setup.py
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 
 demo: setup
 	$(PY) -m efl.launcher efl/example/mnist

@@ -37,8 +37,10 @@ def shared_machine_env(env):
 
 
 def party_cpus(role, cpus=None):
-  """The CPUs of party `role` when both share this machine's `cpus` (default: the ones this process may use):
-  the leader the first half, the follower the rest; None when there is nothing to split."""
+  """The CPUs of party `role` when both share this machine's `cpus` (default: the ones this process may use).
+
+  The leader gets the first half, the follower the rest; None when there is nothing to split.
+  """
   if cpus is None:
     if not hasattr(os, 'sched_getaffinity'):
       return None
@@ -51,8 +53,9 @@ def party_cpus(role, cpus=None):
 
 
 def pin_party(pid, role):
-  """Keeps the party just started as process `pid` on its own CPUs (`party_cpus`); set EFL_PIN_CPUS=0 to leave
-  the scheduler free. Its threads, all started later, inherit the set.
+  """Keeps the party just started as process `pid` on its own CPUs (`party_cpus`).
+
+  Set EFL_PIN_CPUS=0 to leave the scheduler free. Its threads, all started later, inherit the set.
 
   Each step waits on both parties in turn. Left free, their threads wander over both cores and displace each
   other's caches: pinned, the federated MNIST network trained 5-42% faster at batch 256 on a 2-core machine
@@ -69,8 +72,10 @@ def pin_party(pid, role):
 
 
 def start_party(argv, role, env=None, **popen_kwargs):
-  """Starts party `role` (`argv` a full command line) as one of two sharing this machine: with
-  `shared_machine_env(env)` (default env: this process's) and pinned to its CPUs (`pin_party`)."""
+  """Starts party `role` (`argv` a full command line) as one of two sharing this machine.
+
+  It runs with `shared_machine_env(env)` (default env: this process's), pinned to its CPUs (`pin_party`).
+  """
   p = subprocess.Popen(argv, env=shared_machine_env(os.environ if env is None else env), **popen_kwargs)
   pin_party(p.pid, role)
   return p
@@ -93,7 +98,8 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
 
   Args:
     workdir: the directory the scripts run in.
-    leader_cmd, follower_cmd: argv lists, e.g. [sys.executable, 'leader.py'].
+    leader_cmd: the leader's argv list, e.g. [sys.executable, 'leader.py'].
+    follower_cmd: the follower's argv list.
     timeout_s: stop both parties after this many seconds (None: no limit).
     grace_s: how long a party may keep running after the other one failed.
     env: environment for both (default: this process's).

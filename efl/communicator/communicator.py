@@ -968,8 +968,11 @@ class Communicator(object):
       _log.debug('%s communicator closed with error: %s', self._role, self._close_error)
 
   def add_reset_callback(self, fn):
-    """Calls `fn()` after every reset(): state kept per connection elsewhere (e.g. a reader's side channel)
-    starts afresh with the peer's new process."""
+    """Calls `fn()` after every reset().
+
+    State kept per connection elsewhere (e.g. a reader's side channel) then starts afresh with the peer's new
+    process.
+    """
     self._reset_callbacks.append(fn)
 
   def reset(self):

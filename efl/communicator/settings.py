@@ -79,7 +79,7 @@ Keepalive = collections.namedtuple('Keepalive', ['time_ms', 'timeout_ms', 'timeo
 
 
 def keepalive():
-  """gRPC keepalive from `EFL_PEER_TIMEOUT_S`: a ping every 40% of it, and the rest to wait for the answer.
+  """The gRPC keepalive from `EFL_PEER_TIMEOUT_S`: a ping every 40% of it, and the rest to wait for the answer.
 
   25 s (10 s + 15 s) leaves a peer whose cores are saturated (e.g. by Paillier workers) time to answer.
   """

@@ -17,8 +17,11 @@ MAX_BLOCK = (1 << (63 - INDEX_BITS)) - 1
 
 
 def plain_tf(fn):
-  """Marks a dataset function as plain TensorFlow: autograph would convert it through a temporary source file
-  (left behind when the process is killed) to find no Python control flow to convert."""
+  """Marks a dataset function as plain TensorFlow.
+
+  Autograph would convert it through a temporary source file (left behind when the process is killed) to find no
+  Python control flow to convert.
+  """
   return tf.autograph.experimental.do_not_convert(fn)
 
 

@@ -32,7 +32,7 @@ def input_fn(model, mode):
       "sparse2": tf.SparseTensor(indices=[[0,1], [0,2]],
                                  values=[3,4], dense_shape=[1,4])}
   with tf.variable_scope("input_fn", reuse=tf.AUTO_REUSE):
-    return efl.Sample(features, columns);
+    return efl.Sample(features, columns)
 
 
 def model_fn(model, sample, is_training):

@@ -33,9 +33,11 @@ class CheckpointMismatchError(RuntimeError):
 
 
 def _found_by_both(error):
-  """Whether both parties find `error` themselves (checkpoints, or a step's sample ids, that differ): each then
-  gives its own account, whether or not the peer's report of it arrives first (on TF 2, which takes longer to
-  raise a failed op's error, it often does)."""
+  """Whether both parties find `error` themselves (checkpoints, or a step's sample ids, that differ).
+
+  Each then gives its own account, whether or not the peer's report of it arrives first (on TF 2, which takes longer to
+  raise a failed op's error, it often does).
+  """
   if isinstance(error, CheckpointMismatchError):
     return True
   return (isinstance(error, tf.errors.OpError)
@@ -168,8 +170,11 @@ class FederalModel(Model):
   def __init__(self, client_thread_num=None, server_thread_num=None, scanning_interval_milliseconds=None,
                default_timeout_milliseconds=None, federal_role=None, peer_addr=None, local_addr=None,
                app_id=None):
-    """The role, the addresses and the job id come from the flags (`--federal_role`, `--peer_addr`,
-    `--local_addr`, `--app_id`) unless given here, e.g. to run both parties in one process."""
+    """A model of one party of a federated job.
+
+    The role, the addresses and the job id come from the flags (`--federal_role`, `--peer_addr`, `--local_addr`,
+    `--app_id`) unless given here, e.g. to run both parties in one process.
+    """
     super(FederalModel, self).__init__()
     from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
     self._role = flags.check_role(federal_role) if federal_role else flags.get_federal_role()

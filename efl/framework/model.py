@@ -528,17 +528,20 @@ class Model(object):
       procedure_fn: e.g. `efl.procedure_fn.train_and_evaluate(...)`.
       log_step: log one line per scope every `log_step` runs.
       project_name: stage records in a checkpoint belong to this project; a new name starts afresh.
-      checkpoint_dir: restore from and save to this dir (default: `--ckpt_dir`). Checkpoints are written
-        every `save_checkpoint_steps` steps or `save_checkpoint_secs` seconds (default 600 s; a FederalModel:
-        1000 steps) and at the end. 0 saves none; so does a `tf.train.CheckpointSaverHook` of the user's own
-        (in `hooks`, `chief_only_hooks` or `add_hooks`), which then takes over.
-      hooks, chief_only_hooks: `tf.train.SessionRunHook`s that see every run, as in
-        `tf.train.MonitoredTrainingSession` (chief-only ones run on the chief, `efl.is_chief()`).
+      checkpoint_dir: restore from and save to this dir (default: `--ckpt_dir`).
+      save_checkpoint_steps: write a checkpoint every this many steps (a FederalModel's default: 1000), and at
+        the end. 0 saves none; so does a `tf.train.CheckpointSaverHook` of the user's own (in `hooks`,
+        `chief_only_hooks` or `add_hooks`), which then takes over.
+      save_checkpoint_secs: write a checkpoint every this many seconds (a Model's default: 600).
+      max_checkpoints_to_keep: the saver keeps this many recent checkpoints.
+      hooks: `tf.train.SessionRunHook`s that see every run, as in `tf.train.MonitoredTrainingSession`.
+      chief_only_hooks: hooks that run on the chief only (`efl.is_chief()`).
       scaffold: a `tf.train.Scaffold` used instead of efl's (its saver then writes the checkpoints).
       summary_dir: where the logged metrics are written as TensorBoard scalars (default: checkpoint_dir).
       config: a `tf.ConfigProto` for the session (default: compile's session_config).
       stop_grace_period_secs: as in `tf.train.MonitoredSession`.
-      save_summaries_steps, save_summaries_secs: also save the graph's `tf.summary` ops this often.
+      save_summaries_steps: also save the graph's `tf.summary` ops every this many steps.
+      save_summaries_secs: also save the graph's `tf.summary` ops every this many seconds.
       **kwargs: `master`, `is_chief`, `log_step_count_steps` and `max_wait_secs` of
         `tf.train.MonitoredTrainingSession` are accepted; efl's own log shows the speed.
     """

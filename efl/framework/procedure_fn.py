@@ -76,6 +76,9 @@ def cotrain(task_select_ratio, max_iter=sys.maxsize, train_step=None, eval_step=
 
   Args:
     task_select_ratio: dict task -> probability; the values must sum to 1.
+    max_iter: stop after this many iterations (None: when every task's training data is exhausted).
+    train_step: the most training steps of one iteration (None: until the task's training data ends).
+    eval_step: the most evaluation steps after each iteration (None: the whole evaluation data).
   """
   if not isinstance(task_select_ratio, dict) or not task_select_ratio:
     raise ValueError('cotrain needs task_select_ratio, a dict task -> ratio, got %r' % (task_select_ratio,))

@@ -130,9 +130,11 @@ class Sample(object):
 
 
 def _id_hashes(ids):
-  """Returns the flat ids as they are, and their hashes (of their text, so that both parties agree even if one
-  holds the ids as strings). The check gets the ids as they are: a string tensor costs the py_func a Python
-  object per element."""
+  """Returns the flat ids as they are, and their hashes.
+
+  The hashes are of the ids' text, so that both parties agree even if one holds the ids as strings. The check
+  gets the ids as they are: a string tensor costs the py_func a Python object per element.
+  """
   ids = tf.reshape(ids, [-1])
   text = ids if ids.dtype == tf.string else tf.as_string(ids)
   return ids, tf.strings.to_hash_bucket_fast(text, 2 ** 62)

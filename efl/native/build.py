@@ -1,6 +1,7 @@
-"""Builds efl's native transport: `python -m efl.native.build` (`transport.cc` -> `_transport.so`, the
-transport on gRPC's C core; `ops.cc` -> `_ops_tf1.so` or `_ops_tf2.so`, its TF kernels for the installed
-TensorFlow, linked to the first).
+"""Builds efl's native transport.
+
+`python -m efl.native.build`: `transport.cc` -> `_transport.so`, the transport on gRPC's C core; `ops.cc` ->
+`_ops_tf1.so` or `_ops_tf2.so`, its TF kernels for the installed TensorFlow, linked to the first.
 
 `_transport.so` depends on gRPC only, so both TensorFlow stacks of a checkout share it; the kernels are built
 against one TensorFlow's headers and library, so each stack has its own.
@@ -15,7 +16,6 @@ import shutil
 import subprocess
 import sys
 
-from efl import compat
 from efl import native
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,8 +65,11 @@ def _cxx_standard(tf_flags):
 
 
 def stale(force=False):
-  """Whether each target must be built: it is missing or older than its source; the kernels also when older
-  than the transport they link to, which the other stack's build may have rebuilt."""
+  """Whether each target must be built.
+
+  A target is built when it is missing or older than its source; the kernels also when older than the transport
+  they link to, which the other stack's build may have rebuilt.
+  """
   (transport_cc, transport_so), (ops_cc, ops_so) = TARGETS
 
   def older(library, *inputs):

@@ -58,8 +58,8 @@ def test_leader_and_follower_read_the_same_samples(tmp_path, comm_pairs):
   expected = list(range(15)) * 2
   assert sum(_ids(lb), []) == expected
   assert _ids(lb) == _ids(fb)
-  for l, f in zip(lb, fb):
-    np.testing.assert_allclose(f['dense'], l['dense'] + 100)  # the follower's own feature values
+  for ln, f in zip(lb, fb):
+    np.testing.assert_allclose(f['dense'], ln['dense'] + 100)  # the follower's own feature values
 
 
 def test_data_join_prefix_mapping(tmp_path, comm_pairs):
@@ -190,8 +190,8 @@ def test_federal_resume(tmp_path, comm_pairs):
                                        lambda p: run(p, batches, str(tmp_path / 'ckpt_leader')),
                                        lambda p: run(p, batches, str(tmp_path / follower_ckpt)))
     assert errors == [None, None]
-    for l, f in zip(lead[1], follow[1]):
-      np.testing.assert_allclose(f['dense'], l['dense'] + 100)
+    for ln, f in zip(lead[1], follow[1]):
+      np.testing.assert_allclose(f['dense'], ln['dense'] + 100)
     return lead[0], follow[0]
 
   assert session(3, 'ckpt_follower') == ([[0, 1], [2, 3], [4, 5]],) * 2

@@ -115,8 +115,8 @@ def test_end_to_end(criteo_txt, tmp_path):
     assert leader['dense'].shape == (rows, 10) and np.isfinite(leader['dense']).all()
     assert set(leader['label'].tolist()) == {0, 1}
     seen.append((leader, follower))
-  dense = np.concatenate([l['dense'] for l, _ in seen])
-  labels = np.concatenate([l['label'] for l, _ in seen])
+  dense = np.concatenate([ln['dense'] for ln, _ in seen])
+  labels = np.concatenate([ln['label'] for ln, _ in seen])
   assert labels.sum() == per_class  # balanced classes
   np.testing.assert_allclose(dense.mean(axis=0), 0.0, atol=1e-5)
   np.testing.assert_allclose(dense.std(axis=0), 1.0, atol=1e-5)

@@ -6,7 +6,6 @@ network in one process and compare. Writes `<out>/<role>.json` with what it saw.
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -69,7 +68,7 @@ def main():
   if role == 'follower' and args.mismatch_at >= 0:
     ids = ids.copy()
     ids[args.mismatch_at * BATCH + 1:] += 100000
-  recorders = []
+
 
   def input_fn(model, mode):
     ds = tf.data.Dataset.from_tensor_slices({'x': x_own, 'label': y, 'sample_id': ids}).batch(BATCH).repeat()

@@ -18,7 +18,7 @@ SCRIPT = os.path.join(HERE, 'split_party.py')
 
 def _last_line(path):
   with open(path, 'rb') as f:
-    lines = [l for l in f.read().decode('utf-8', 'replace').splitlines() if l.strip()]
+    lines = [ln for ln in f.read().decode('utf-8', 'replace').splitlines() if ln.strip()]
   return lines[-1], '\n'.join(lines)
 
 
@@ -124,12 +124,12 @@ def test_tls_failure(tmp_path):
                  env_leader=env(ca, leader_cert), env_follower=env(other, stranger_cert))
   for role in ('leader', 'follower'):
     rc, text = res[role]
-    line = [l for l in text.splitlines() if l.strip()][-1]
+    line = [ln for ln in text.splitlines() if ln.strip()][-1]
     assert rc != 0 and 'Traceback' not in text, text[-3000:]
     peer = 'follower' if role == 'leader' else 'leader'
     assert re.fullmatch(r'efl: could not start training with the %s at 127\.0\.0\.1:\d+: .*TLS.*' % peer,
                         line), line
-  follower_line = [l for l in res['follower'][1].splitlines() if l.strip()][-1]
+  follower_line = [ln for ln in res['follower'][1].splitlines() if ln.strip()][-1]
   assert re.fullmatch(
       r'efl: could not start training with the leader at 127\.0\.0\.1:\d+: TLS handshake with the leader at '
       r'127\.0\.0\.1:\d+ failed \(.+\); check EFL_PEER_CERTS_FILENAME.* on both parties: each party\'s '

@@ -162,6 +162,6 @@ def test_hostile_input_leaves_training_unaffected(tmp_path):
   losses = [r['loss'] for r in fuzzed['leader']['rows']]
   np.testing.assert_array_equal(losses, [r['loss'] for r in reference['leader']['rows']])
   for role in ('leader', 'follower'):
-    refused = [l for l in texts[role].splitlines() if '] refused: ' in l]
+    refused = [ln for ln in texts[role].splitlines() if '] refused: ' in ln]
     # one line per kind of stranger (role, version, job: the probe and four kinds), however many of them came
     assert 1 <= len(refused) <= 5 and len(set(refused)) == len(refused), refused

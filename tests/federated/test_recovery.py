@@ -108,6 +108,6 @@ def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path,
     for epoch in range(EPOCHS):
       assert sorted(used[epoch * N:(epoch + 1) * N]) == list(range(N)), (role, epoch)
   # the survivor kept its process: one pid in its trace; the victim had two
-  pids = {role: {json.loads(l)['pid'] for l in open(os.path.join(out, '%s_trace.jsonl' % role)) if l.strip()}
+  pids = {role: {json.loads(ln)['pid'] for ln in open(os.path.join(out, '%s_trace.jsonl' % role)) if ln.strip()}
           for role in ('leader', 'follower')}
   assert len(pids[survivor]) == 1 and len(pids[victim]) == 2, pids

@@ -85,7 +85,7 @@ def test_eval_fn_that_rebuilds_the_training_layers_shares_their_variables():
 def _log_lines(capsys):
   """efl's log lines (INFO to stdout, warnings to stderr), without their time and level prefix."""
   out = capsys.readouterr()
-  return [l.split('] ', 1)[-1] for l in (out.out + out.err).splitlines()]
+  return [ln.split('] ', 1)[-1] for ln in (out.out + out.err).splitlines()]
 
 
 def test_cotrain_trains_both_tasks_and_logs_string_metrics(capsys):
@@ -94,8 +94,8 @@ def test_cotrain_trains_both_tasks_and_logs_string_metrics(capsys):
             log_step=10)
   lines = _log_lines(capsys)
   for task in ('ta', 'tb'):
-    assert any(l.startswith('[train/%s]' % task) and 'task=%s' % task in l and 'auc=' in l for l in lines), task
-    assert any(l.startswith('eval/%s done' % task) and 'auc=' in l for l in lines), task
+    assert any(ln.startswith('[train/%s]' % task) and 'task=%s' % task in ln and 'auc=' in ln for ln in lines), task
+    assert any(ln.startswith('eval/%s done' % task) and 'auc=' in ln for ln in lines), task
 
 
 def test_train_and_evaluate_per_task_learns(capsys):
@@ -319,7 +319,7 @@ def test_dp_optimizer_call_forms(capsys):
   unclipped = efl.privacy.DPGradientDescentGaussianOptimizer(noise_multiplier=1.0, learning_rate=0.25)
   assert unclipped.l2_norm_clip is None and unclipped.noise_multiplier == 1.0
   assert unclipped._learning_rate == 0.25  # pylint: disable=protected-access
-  assert any('This is NOT differential privacy' in l for l in _log_lines(capsys))
+  assert any('This is NOT differential privacy' in ln for ln in _log_lines(capsys))
   clipped = efl.DPGradientDescentGaussianOptimizer(1.5, 1.3, learning_rate=0.1)
   assert (clipped.l2_norm_clip, clipped.noise_multiplier) == (1.5, 1.3)
 

@@ -337,7 +337,6 @@ def test_model_bank_loads_variables(tmp_path):
 def test_config_optimizer_from_flags():
   efl.flags.parse(['-c', json.dumps({'optimizer': {'name': 'adam', 'params': {'learning_rate': 0.01}}})])
   try:
-    m = build(opt=None, with_eval=False) if False else None
     opts = efl.optimizer_fn.config_optimizer(None, None)
     assert isinstance(list(opts)[0], tf.train.AdamOptimizer)
   finally:

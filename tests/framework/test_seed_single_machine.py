@@ -30,7 +30,7 @@ def test_single_machine_snippets_run_unchanged(tmp_path):
                        stderr=subprocess.STDOUT, timeout=300)
   log = out.stdout.decode('utf-8', 'replace')
   assert out.returncode == 0, log[-3000:]
-  auc_lines = [l for l in log.splitlines() if '[eval]' in l and 'auc=' in l]
+  auc_lines = [ln for ln in log.splitlines() if '[eval]' in ln and 'auc=' in ln]
   assert len(auc_lines) >= 5, log[-3000:]  # one per eval stage of max_iter=5
   assert 'gstep=500' in log  # 5 iterations x 100 train steps
 

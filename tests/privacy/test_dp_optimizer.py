@@ -10,7 +10,7 @@ from efl.privacy import dp_optimizer
 from efl.privacy import gaussian_query
 
 METHODS = ('vectorized', 'loop', 'slices')
-D, O = 3, 2
+D, OUT = 3, 2  # input and output width of the test layer
 
 
 def _data(batch, seed=0):
@@ -18,9 +18,9 @@ def _data(batch, seed=0):
   # Mixed scales: some microbatch gradients are clipped, some are not.
   x = rng.randn(batch, D).astype(np.float32) * np.linspace(
       0.1, 3.0, batch, dtype=np.float32)[:, None]
-  y = rng.randn(batch, O).astype(np.float32)
-  w = rng.randn(D, O).astype(np.float32)
-  b = rng.randn(O).astype(np.float32)
+  y = rng.randn(batch, OUT).astype(np.float32)
+  w = rng.randn(D, OUT).astype(np.float32)
+  b = rng.randn(OUT).astype(np.float32)
   return x, y, w, b
 
 
@@ -28,7 +28,7 @@ def _linear_graph(x, y, w, b, static_batch=True, use_resource=False):
   """Per-example loss 0.5 * ||x W + b - y||^2; returns (feeds, loss, vars)."""
   batch = x.shape[0] if static_batch else None
   xp = tf.placeholder(tf.float32, [batch, D])
-  yp = tf.placeholder(tf.float32, [batch, O])
+  yp = tf.placeholder(tf.float32, [batch, OUT])
   wv = tf.get_variable('w', initializer=w, use_resource=use_resource)
   bv = tf.get_variable('b', initializer=b, use_resource=use_resource)
   loss = 0.5 * tf.reduce_sum(tf.square(tf.matmul(xp, wv) + bv - yp), axis=1)
@@ -44,9 +44,9 @@ def _hand_gradients(x, y, w, b, clip, num_microbatches, reduce='mean'):
   if x.shape[0] % m:
     m = x.shape[0]
   red = np.mean if reduce == 'mean' else np.sum
-  gw = red(gw.reshape([m, -1, D, O]), axis=1)
-  gb = red(gb.reshape([m, -1, O]), axis=1)
-  total_w, total_b = np.zeros([D, O]), np.zeros([O])
+  gw = red(gw.reshape([m, -1, D, OUT]), axis=1)
+  gb = red(gb.reshape([m, -1, OUT]), axis=1)
+  total_w, total_b = np.zeros([D, OUT]), np.zeros([OUT])
   for j in range(m):
     norm = np.sqrt(np.sum(gw[j] ** 2) + np.sum(gb[j] ** 2))
     scale = min(1.0, clip / norm) if clip else 1.0
@@ -282,19 +282,19 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
   def test_variables_with_grad_loss(self, method):
     # A follower's objective: its sent activations times the peer's gradient.
     x, _, w, b = _data(6)
-    g_val = np.random.RandomState(3).randn(6, O).astype(np.float32)
+    g_val = np.random.RandomState(3).randn(6, OUT).astype(np.float32)
     with tf.Graph().as_default():
       xp = tf.placeholder(tf.float32, [None, D])
-      gp = tf.placeholder(tf.float32, [None, O])
+      gp = tf.placeholder(tf.float32, [None, OUT])
       wv = tf.get_variable('w', initializer=w)
       bv = tf.get_variable('b', initializer=b)
-      sent = tf.matmul(xp, wv) + bv  # [B, O]
+      sent = tf.matmul(xp, wv) + bv  # [B, OUT]
       opt = _gaussian(1.0, 0.0, 3, method)
       grads = [g for g, _ in opt.compute_gradients(sent, [wv, bv],
                                                    grad_loss=gp)]
       got = self._run(grads, {xp: x, gp: g_val})
-    gw = np.einsum('bi,bo->bio', x, g_val).reshape([3, 2, D, O]).mean(1)
-    gb = g_val.reshape([3, 2, O]).mean(1)
+    gw = np.einsum('bi,bo->bio', x, g_val).reshape([3, 2, D, OUT]).mean(1)
+    gb = g_val.reshape([3, 2, OUT]).mean(1)
     norms = np.sqrt(np.sum(gw ** 2, axis=(1, 2)) + np.sum(gb ** 2, axis=1))
     scale = np.minimum(1.0, 1.0 / norms)
     self.assertAllClose(got[0], np.einsum('mio,m->io', gw, scale) / 3,

@@ -34,8 +34,7 @@ def protobuf_major():
 
 
 def subdir(major=None):
-  """The directory name, relative to the package, of the code generated for protobuf `major` (default: the
-  installed one)."""
+  """The directory, relative to the package, of the code generated for protobuf `major` (default: installed)."""
   return 'protobuf%d' % (protobuf_major() if major is None else major)
 
 
@@ -94,8 +93,10 @@ def import_error_message(error):
 
 
 def build(out_dir=OUT_DIR, proto_root=PROTO_ROOT):
-  """Generates the modules of `proto_root/efl/*.proto` into `out_dir/protobuf<major>/`, `major` being the protobuf
-  of grpcio-tools; each is replaced atomically, so a concurrent importer never sees half a file.
+  """Generates the modules of `proto_root/efl/*.proto` into `out_dir/protobuf<major>/`.
+
+  `major` is the protobuf of grpcio-tools; each module is replaced atomically, so a concurrent importer never sees
+  half a file.
 
   Raises:
     RuntimeError: if the sources are missing, grpcio-tools is not installed, or protoc fails.

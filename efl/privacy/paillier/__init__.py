@@ -1,5 +1,7 @@
-"""Paillier encryption for vertical federated learning: key files, a fast batch cipher, fixed-point packing,
-and the forward-encryption layers `EncryptActiveLayer` (follower) / `EncryptPassiveLayer` (leader).
+"""Paillier encryption for vertical federated learning.
+
+Key files, a fast batch cipher, fixed-point packing, and the forward-encryption layers `EncryptActiveLayer`
+(follower) / `EncryptPassiveLayer` (leader).
 
 Only `keys`, `cipher` and `encoding` are imported eagerly; the TF layers load on first use.
 """

@@ -14,8 +14,11 @@ WINDOW = 4  # bits per window of the multi-exponentiations (tables of 2**WINDOW 
 
 
 def djn_window(n_bits):
-  """Bits per window of the fixed-base table of h_s: 2**w entries per window; 45 MB (1024-bit n) and
-  98 MB (2048-bit n) per process, for ~25% fewer multiplications than 8-bit windows."""
+  """Bits per window of the fixed-base table of h_s.
+
+  2**w entries per window; 45 MB (1024-bit n) and 98 MB (2048-bit n) per process, for ~25% fewer
+  multiplications than 8-bit windows.
+  """
   if n_bits <= 768:
     return 8
   return 12 if n_bits <= 1024 else 11
@@ -169,6 +172,8 @@ def multi_pow(tables, exps, nsq, bits):
   Args:
       tables: per base, [base**0, ..., base**(2**WINDOW - 1)].
       exps: one non-negative exponent per base.
+      nsq: the modulus, n**2.
+      bits: bit length bound of the exponents.
   """
   acc = mpz(1)
   mask = (1 << WINDOW) - 1
@@ -198,6 +203,7 @@ def column_products(key_id, columns, offset_bits, exp_bits):
   were offset by 2**offset_bits to be non-negative; the offset is removed with one inversion per column.
 
   Args:
+      key_id: the id of a key loaded into this worker.
       columns: list of (bases, exps, adds, obfs): bases are ciphertexts, exps[o][t] non-negative ints,
           adds[o] a plaintext added to output o, obfs up to one obfuscator per output.
       offset_bits: the exponents carry an offset of 2**offset_bits.
