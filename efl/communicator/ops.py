@@ -18,7 +18,11 @@ import threading
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-SUPPORTED_DTYPES = (tf.float16, tf.float32, tf.float64, tf.int32, tf.int64, tf.bool, tf.uint8, tf.string)
+from efl.communicator import wire
+
+# The native kernels' dtypes (one table with the C++ side), and strings, which the Python ops carry.
+_NATIVE_DTYPES = tuple(tf.as_dtype(name) for name, _ in wire.NATIVE_DTYPES)
+SUPPORTED_DTYPES = _NATIVE_DTYPES + (tf.string,)
 
 
 def _check_dtype(dtype, what):
@@ -136,7 +140,7 @@ def recv(comm, name, dtype, shape=None, sync=True):
 
 
 def _native(comm, dtype):
-  return comm.native is not None and dtype != tf.string
+  return comm.native is not None and dtype in _NATIVE_DTYPES
 
 
 def _op_name(kind, name):

@@ -15,18 +15,17 @@ import os
 
 from efl import compat
 from efl.communicator import errors
+from efl.communicator import wire
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = os.path.join(_HERE, '_transport.so')
 # Kernels are built against one TensorFlow; a checkout holds those of each stack it has set up.
 OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 
-# Result codes of transport.cc.
-_ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,
-           4: errors.ConnectionLostError, 5: errors.RecvTimeoutError, 6: errors.ClosedError,
-           7: errors.MessageTooLargeError, 8: errors.PeerUnreachableError}
-# Events Python tells an endpoint about.
-PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = 1, 2, 3, 4
+# The C API's result codes, and the events Python tells an endpoint about (one table for both languages).
+_ERRORS = {entry.code: getattr(errors, entry.error_class) for entry in wire.RESULT_CODES}
+PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = (dict(wire.EVENTS)[name] for name in
+                                                  ('PEER_BYE', 'PEER_ERROR', 'CONNECTION_LOST', 'CLOSING'))
 _ERROR_SIZE = 8192
 
 _loaded = None  # (ops module, ctypes library) once loaded, or the reason it cannot be.

@@ -22,6 +22,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # (source, library) in build order.
 TARGETS = [(os.path.join(HERE, 'transport.cc'), native.LIBRARY),
            (os.path.join(HERE, 'ops.cc'), native.OPS_LIBRARY)]
+# The tables both languages share (efl/communicator/wire.py and the protocol's Frame), for the C++ sources.
+WIRE_HEADER = os.path.join(HERE, '_wire.h')
+
+
+def wire_header_text():
+  """What `_wire.h` must hold now."""
+  from efl.communicator import wire  # pylint: disable=import-outside-toplevel
+  from efl.communicator.proto import communicator_pb2  # pylint: disable=import-outside-toplevel
+  return wire.c_header(communicator_pb2.Frame.DESCRIPTOR)
+
+
+def write_wire_header():
+  """Writes `_wire.h` when its text changed; returns whether it did (the sources then need a new build)."""
+  text = wire_header_text()
+  if os.path.exists(WIRE_HEADER):
+    with open(WIRE_HEADER) as f:
+      if f.read() == text:
+        return False
+  with open(WIRE_HEADER + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(WIRE_HEADER + '.tmp', WIRE_HEADER)
+  return True
 
 
 def _pkg_config_grpc():
@@ -75,12 +97,13 @@ def stale(force=False):
   def older(library, *inputs):
     return not os.path.exists(library) or any(os.path.getmtime(library) < os.path.getmtime(i) for i in inputs)
 
-  transport = force or older(transport_so, transport_cc)
-  return [transport, transport or older(ops_so, ops_cc, transport_so)]
+  transport = force or older(transport_so, transport_cc, WIRE_HEADER)
+  return [transport, transport or older(ops_so, ops_cc, transport_so, WIRE_HEADER)]
 
 
 def main(argv):
   require = '--require' in argv
+  write_wire_header()
   todo = stale('--force' in argv)
   if not any(todo):
     print('native transport: %s up to date' % ', '.join(os.path.relpath(so) for _, so in TARGETS))
