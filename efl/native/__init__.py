@@ -2,8 +2,9 @@
 
 `transport.cc` and `ops.cc` are built into `_transport.so` and `_ops_tf<TensorFlow major>.so` by `make setup`
 (`python -m efl.native.build`) where gRPC's C core and its headers are installed. The transport holds, per
-communicator, an `Endpoint`: a C-core server that takes the peer's stream of frames into a mailbox, and a C-core
-client stream to the peer. The kernels `EflNativeSend`/`EflNativeRecv` of the ops library move tensors between
+communicator, an `Endpoint`: a C-core server, the party's only one, that serves `PeerService` (it hands each Hello
+to Python and files the peer's stream, BYE and ERROR included, into a mailbox in order), and a C-core client
+stream to the peer that carries every frame of this party. The kernels `EflNativeSend`/`EflNativeRecv` of the ops library move tensors between
 the graph and the endpoint without entering Python; the communicator's own `send`/`recv` reach the same endpoint
 through ctypes, so every data frame of one party travels on one stream, in order.
 
@@ -25,8 +26,8 @@ OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 _ERRORS = {1: errors.StepMismatchError, 2: errors.PeerFailedError, 3: errors.PeerClosedError,
            4: errors.ConnectionLostError, 5: errors.RecvTimeoutError, 6: errors.ClosedError,
            7: errors.MessageTooLargeError, 8: errors.PeerUnreachableError}
-# Events Python tells an endpoint about.
-PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = 1, 2, 3, 4
+# Result codes of efl_nt_peer_state, by efl error class name.
+_PEER_STATES = {2: 'PeerFailedError', 3: 'PeerClosedError', 4: 'ConnectionLostError'}
 _ERROR_SIZE = 8192
 
 _loaded = None  # (ops module, ctypes library) once loaded, or the reason it cannot be.
@@ -46,8 +47,12 @@ def _declare(lib):
       ('efl_nt_recv', i32, [i64, c, i64, i32, dbl, ctypes.POINTER(p), c, i32]),
       ('efl_nt_frame_record', p, [p, ctypes.POINTER(i64)]),
       ('efl_nt_frame_free', None, [p]),
-      ('efl_nt_tell', None, [i64, i32, c]),
-      ('efl_nt_finish', i32, [i64, dbl]),
+      ('efl_nt_finish', i32, [i64, c, dbl]),
+      ('efl_nt_wait_end', i32, [i64, dbl]),
+      ('efl_nt_peer_state', i32, [i64, c, i32]),
+      ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
+      ('efl_nt_hello_free', None, [p]),
+      ('efl_nt_answer_hello', None, [i64, i64, c, i64]),
       ('efl_nt_destroy', None, [i64])):
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = restype, argtypes
@@ -176,13 +181,40 @@ class Endpoint(object):
     finally:
       self._lib.efl_nt_frame_free(frame)
 
-  def tell(self, event, text=''):
-    """Tells the endpoint what the Python side learned (PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING)."""
-    self._lib.efl_nt_tell(self.handle, event, _bytes(text or ''))
+  def finish(self, error, timeout_s):
+    """Sends BYE (`error` None) or ERROR with its text as the stream's last frame and half-closes the stream;
+    waiting receives fail from now on. False if that took over `timeout_s`."""
+    return bool(self._lib.efl_nt_finish(self.handle, _bytes(error) if error else None, timeout_s))
 
-  def finish(self, timeout_s):
-    """Half-closes the outgoing stream after its last frame; False if that took over `timeout_s`."""
-    return bool(self._lib.efl_nt_finish(self.handle, timeout_s))
+  def wait_end(self, timeout_s):
+    """Waits until the peer's stream ended (BYE, ERROR or loss); False if it did not within `timeout_s`."""
+    return bool(self._lib.efl_nt_wait_end(self.handle, timeout_s))
+
+  def peer_state(self):
+    """(error class name, text) of why nothing more will come from the peer, or None while all is well."""
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    code = self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE)
+    return (_PEER_STATES[code], buf.value.decode('utf-8', 'replace')) if code in _PEER_STATES else None
+
+  def serve_hellos(self, answer):
+    """Answers the server's Hello requests with `answer(request bytes) -> reply bytes` (None: refuse it), until
+    the endpoint is destroyed. Runs in a thread of its own; the wait releases the GIL."""
+    request, size = ctypes.c_void_p(), ctypes.c_int64()
+    while True:
+      handle = self.handle
+      if not handle:
+        return
+      hello_id = self._lib.efl_nt_next_hello(handle, 1.0, ctypes.byref(request), ctypes.byref(size))
+      if hello_id < 0:
+        return
+      if hello_id == 0:
+        continue
+      try:
+        data = ctypes.string_at(request, size.value)
+      finally:
+        self._lib.efl_nt_hello_free(request)
+      reply = answer(data)
+      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply) if reply is not None else 0)
 
   def destroy(self):
     """Stops the transport; kernels still holding it fail with ClosedError."""

@@ -1,9 +1,11 @@
-// efl's native transport: the data frames of a Communicator over one gRPC C-core stream per direction. Its C
+// efl's native transport: a Communicator's PeerService (protos/efl/communicator.proto) on gRPC's C core. Its C
 // API serves Python (ctypes) and the TF kernels of ops.cc.
 //
-// The frames are the ones of protos/efl/communicator.proto: every gRPC message of the stream is a serialized
-// `Frames` message. Handshake, BYE/ERROR and the peer's failure travel on the Python side (grpcio); Python
-// tells the endpoint about them (`efl_nt_tell`), so that waiting receives wake with the right error.
+// The endpoint's server is the party's only server: it serves Hello, whose request it hands to Python
+// (efl_nt_next_hello / efl_nt_answer_hello: the handshake's rules live in Python), and Stream, whose frames it
+// files in stream order: DATA into the mailbox, BYE or ERROR as the peer's end. A stream that ends without them
+// means the connection was lost. Its client stream carries every frame of this party, in order, ending with
+// BYE or ERROR (efl_nt_finish). Being the same service, it talks to the Python transport as well.
 //
 // This library does not use TF, and Python loads it with RTLD_DEEPBIND: TF's framework library exports
 // BoringSSL's symbols, and gRPC's calls into OpenSSL must not bind to them.
@@ -19,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -47,12 +50,8 @@ enum Code {
   kUnreachable = 8,
 };
 
-// What Python tells an endpoint (efl_nt_tell).
-enum Event { kPeerBye = 1, kPeerError = 2, kConnectionLost = 3, kClosing = 4 };
-
-// A peer whose native stream ended (or that said BYE) may still have frames in flight on the other stream:
-// a receive waits this long for the rest of the story before it reports the end.
-const double kEndGraceS = 3.0;
+// How the peer's stream ended (peer_end_).
+enum PeerEnd { kNoEnd = 0, kPeerBye = 1, kPeerError = 2 };
 
 std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
@@ -245,9 +244,7 @@ class Endpoint {
       return 0;
     }
     grpc_server_start(server_);
-    grpc_call_details_init(&details_);
-    grpc_metadata_array_init(&request_md_);
-    grpc_server_request_call(server_, &incoming_, &details_, &request_md_, scq_, scq_, Tag(kAccepted));
+    RequestCall();
     serving_ = std::thread(&Endpoint::Serve, this);
     return port;
   }
@@ -275,7 +272,7 @@ class Endpoint {
     channel_ = grpc_channel_create(target.c_str(), creds, &channel_args);
     grpc_channel_credentials_release(creds);
     ccq_ = grpc_completion_queue_create_for_pluck(nullptr);
-    grpc_slice method = grpc_slice_from_static_string("/efl.PeerService/NativeStream");
+    grpc_slice method = grpc_slice_from_static_string("/efl.PeerService/Stream");
     call_ = grpc_channel_create_call(channel_, nullptr, GRPC_PROPAGATE_DEFAULTS, ccq_, method, nullptr, Inf(),
                                      nullptr);
     grpc_op op;
@@ -292,7 +289,7 @@ class Endpoint {
       ok = Start(&op, 1, kMetadataReceived) && Pluck(kMetadataReceived, timeout_s);
     }
     if (!ok) {
-      *err = Format("the native transport of the %s at %s did not answer within %g s; is the port reachable?",
+      *err = Format("the %s at %s did not open its stream within %g s; is it still running?",
                     cfg_.peer_role.c_str(), target.c_str(), timeout_s);
       return kUnreachable;
     }
@@ -386,34 +383,90 @@ class Endpoint {
     return kOk;
   }
 
-  void Tell(int event, const std::string& text) {
+  // Marks this side closing (waiting receives fail with ClosedError), then writes BYE (`error` empty) or ERROR
+  // as the stream's last frame and half-closes it; false if that took longer than timeout_s.
+  bool Finish(const std::string& error, double timeout_s) {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (event == kPeerBye || event == kPeerError) {
-        if (peer_end_ == 0) {
-          peer_end_ = event;
-          peer_text_ = text;
-          peer_end_at_ = Clock::now();
-        }
-      } else if (event == kConnectionLost) {
-        if (lost_.empty()) lost_ = text;
-      } else if (event == kClosing) {
-        closing_ = true;
-        close_error_ = text;
-      }
+      closing_ = true;
+      close_error_ = error;
     }
     cv_.notify_all();
-  }
-
-  // Half-closes the outgoing stream once every frame is written; false if that took longer than timeout_s.
-  bool Finish(double timeout_s) {
     std::lock_guard<std::mutex> send_lock(send_mu_);
     if (!connected_ || finished_) return true;
     finished_ = true;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    return Start(&op, 1, kHalfClosed) && Pluck(kHalfClosed, timeout_s);
+    std::string frame;
+    PutVarint(&frame, kKind << 3);
+    PutVarint(&frame, error.empty() ? kBye : kError);
+    if (!error.empty()) PutBytesField(&frame, kText, error);
+    std::string message;
+    PutBytesField(&message, 1, frame);
+    grpc_slice slice = grpc_slice_from_copied_buffer(message.data(), message.size());
+    grpc_byte_buffer* buffer = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = buffer;
+    ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    bool ok = Start(ops, 2, kHalfClosed) && Pluck(kHalfClosed, timeout_s);
+    grpc_byte_buffer_destroy(buffer);
+    return ok;
+  }
+
+  // Waits until the peer's stream ended (BYE, ERROR or loss); false if it did not within timeout_s.
+  bool WaitEnd(double timeout_s) {
+    auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+    std::unique_lock<std::mutex> l(mu_);
+    while (peer_end_ == kNoEnd && lost_.empty() && !shut_down_) {
+      if (cv_.wait_until(l, deadline) == std::cv_status::timeout) break;
+    }
+    return peer_end_ != kNoEnd || !lost_.empty();
+  }
+
+  // Why nothing more will come from the peer (kPeerFailed, kPeerClosed, kLost), or kOk while all is well.
+  int PeerState(std::string* err) {
+    std::lock_guard<std::mutex> l(mu_);
+    return PeerStateLocked(err);
+  }
+
+  // The next Hello request for Python: its id (>0) and bytes; 0 on timeout, -1 once the endpoint shut down.
+  int64_t NextHello(double timeout_s, std::string* request) {
+    auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+    std::unique_lock<std::mutex> l(calls_mu_);
+    while (hellos_.empty()) {
+      if (hello_stop_) return -1;
+      if (hello_cv_.wait_until(l, deadline) == std::cv_status::timeout && hellos_.empty()) {
+        return hello_stop_ ? -1 : 0;
+      }
+    }
+    int64_t id = hellos_.front().first;
+    *request = std::move(hellos_.front().second);
+    hellos_.pop_front();
+    return id;
+  }
+
+  // Answers Hello `id` with a serialized Greeting, or with INVALID_ARGUMENT when `reply` is null.
+  void AnswerHello(int64_t id, const char* reply, size_t size) {
+    std::lock_guard<std::mutex> l(calls_mu_);
+    auto it = awaiting_.find(id);
+    if (it == awaiting_.end()) return;  // The caller gave up meanwhile.
+    ServerCall* c = it->second;
+    awaiting_.erase(it);
+    if (reply == nullptr) {
+      SendStatus(c, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a Greeting");
+      return;
+    }
+    grpc_slice slice = grpc_slice_from_copied_buffer(reply, size);
+    c->reply = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = c->reply;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = GRPC_STATUS_OK;
+    StartServerBatch(c, ops, 2, kDone);
   }
 
   void Shutdown() {
@@ -424,6 +477,11 @@ class Endpoint {
       closing_ = true;
     }
     cv_.notify_all();
+    {
+      std::lock_guard<std::mutex> l(calls_mu_);
+      hello_stop_ = true;
+    }
+    hello_cv_.notify_all();
     if (call_ != nullptr) grpc_call_cancel(call_, nullptr);
     {
       std::lock_guard<std::mutex> send_lock(send_mu_);  // A send in progress sees the cancel and returns.
@@ -529,68 +587,194 @@ class Endpoint {
     return args;
   }
 
-  // The server's loop: takes the peer's one stream and files its frames into the mailbox.
-  void Serve() {
-    grpc_byte_buffer* received = nullptr;
+  // One RPC the server took. Its batches' tags are `Op`s; it is freed when none is in flight (calls_mu_).
+  struct ServerCall {
+    enum Kind { kHello, kStream, kOther } kind = kOther;
     grpc_call* call = nullptr;
-    int close_cancelled = 0;
-    grpc_op ops[2];
-    for (;;) {
-      grpc_event ev = grpc_completion_queue_next(scq_, Inf(), nullptr);
-      if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-      switch (static_cast<TagId>(reinterpret_cast<intptr_t>(ev.tag))) {
-        case kAccepted:
-          if (!ev.success) break;  // The server shuts down.
-          call = incoming_;
-          memset(ops, 0, sizeof ops);
-          ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-          grpc_call_start_batch(call, ops, 1, Tag(kServerReady), nullptr);
-          memset(ops, 0, sizeof ops);
-          ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-          ops[0].data.recv_close_on_server.cancelled = &close_cancelled;
-          grpc_call_start_batch(call, ops, 1, Tag(kServerClosed), nullptr);
-          ReceiveNext(call, &received);
-          break;
-        case kServerReady:
-          break;
-        case kReceived:
-          if (!ev.success || received == nullptr) {
-            StreamEnded(ev.success != 0);
-            if (ev.success) {
-              // The peer half-closed: answer with OK so its call ends cleanly.
-              memset(ops, 0, sizeof ops);
-              ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-              ops[0].data.send_status_from_server.status = GRPC_STATUS_OK;
-              grpc_call_start_batch(call, ops, 1, Tag(kServerReady), nullptr);
-            }
-            break;
-          }
-          File(received);
-          grpc_byte_buffer_destroy(received);
-          received = nullptr;
-          ReceiveNext(call, &received);
-          break;
-        case kServerClosed:
-          if (close_cancelled) StreamEnded(false);
-          break;
-        case kServerDown:
-          grpc_completion_queue_shutdown(scq_);
-          break;
-        default:
-          break;
-      }
-    }
-    if (call != nullptr) grpc_call_unref(call);
-    grpc_call_details_destroy(&details_);
-    grpc_metadata_array_destroy(&request_md_);
+    grpc_byte_buffer* received = nullptr;
+    grpc_byte_buffer* reply = nullptr;
+    grpc_slice status_details = grpc_empty_slice();
+    int cancelled = 0;
+    int in_flight = 0;
+    int64_t id = 0;
+  };
+  enum OpId { kHelloRead = 1, kStreamRead, kCallClosed, kDone };
+  struct Op {
+    ServerCall* call;
+    OpId what;
+  };
+
+  void RequestCall() {
+    requested_ = true;
+    grpc_call_details_init(&details_);
+    grpc_metadata_array_init(&request_md_);
+    incoming_ = nullptr;
+    grpc_server_request_call(server_, &incoming_, &details_, &request_md_, scq_, scq_, Tag(kAccepted));
   }
 
-  void ReceiveNext(grpc_call* call, grpc_byte_buffer** received) {
+  // Caller holds calls_mu_.
+  bool StartServerBatch(ServerCall* c, grpc_op* ops, size_t n, OpId what) {
+    Op* op = new Op{c, what};
+    if (grpc_call_start_batch(c->call, ops, n, op, nullptr) != GRPC_CALL_OK) {
+      delete op;
+      return false;
+    }
+    ++c->in_flight;
+    return true;
+  }
+
+  // Caller holds calls_mu_.
+  void SendStatus(ServerCall* c, grpc_status_code status, const char* details) {
+    grpc_slice_unref(c->status_details);
+    c->status_details = grpc_slice_from_copied_string(details);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op.data.send_status_from_server.status = status;
+    op.data.send_status_from_server.status_details = &c->status_details;
+    StartServerBatch(c, &op, 1, kDone);
+  }
+
+  // Caller holds calls_mu_.
+  void ReceiveNext(ServerCall* c) {
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = received;
-    if (grpc_call_start_batch(call, &op, 1, Tag(kReceived), nullptr) != GRPC_CALL_OK) StreamEnded(false);
+    op.data.recv_message.recv_message = &c->received;
+    if (!StartServerBatch(c, &op, 1, kStreamRead)) StreamEnded(false);
+  }
+
+  void FreeIfIdle(ServerCall* c) {
+    if (c->in_flight > 0) return;
+    --live_calls_;
+    grpc_call_unref(c->call);
+    if (c->received != nullptr) grpc_byte_buffer_destroy(c->received);
+    if (c->reply != nullptr) grpc_byte_buffer_destroy(c->reply);
+    grpc_slice_unref(c->status_details);
+    delete c;
+  }
+
+  // A new RPC: Hello goes to Python, the first Stream is the peer's, anything else is refused.
+  void Accept() {
+    auto* c = new ServerCall();
+    c->call = incoming_;
+    const char* method = reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(details_.method));
+    std::string name(method, GRPC_SLICE_LENGTH(details_.method));
+    grpc_call_details_destroy(&details_);
+    grpc_metadata_array_destroy(&request_md_);
+    std::lock_guard<std::mutex> l(calls_mu_);
+    ++live_calls_;
+    if (!server_down_) RequestCall();
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[0].data.recv_close_on_server.cancelled = &c->cancelled;
+    if (name == "/efl.PeerService/Hello") {
+      c->kind = ServerCall::kHello;
+    } else if (name == "/efl.PeerService/Stream" && !stream_taken_) {
+      c->kind = ServerCall::kStream;
+      stream_taken_ = true;
+    }
+    StartServerBatch(c, ops, 1, kCallClosed);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->kind == ServerCall::kHello) {
+      ops[1].op = GRPC_OP_RECV_MESSAGE;
+      ops[1].data.recv_message.recv_message = &c->received;
+      StartServerBatch(c, ops, 2, kHelloRead);
+    } else if (c->kind == ServerCall::kStream) {
+      StartServerBatch(c, ops, 1, kDone);
+      ReceiveNext(c);
+    } else {
+      StartServerBatch(c, ops, 1, kDone);
+      bool stream = name == "/efl.PeerService/Stream";
+      SendStatus(c, stream ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNIMPLEMENTED,
+                 stream ? "this party already has a stream from its peer" : "unknown method");
+    }
+    FreeIfIdle(c);
+  }
+
+  // The server's loop: answers RPCs and files the peer's stream.
+  void Serve() {
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_next(scq_, Inf(), nullptr);
+      if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+      if (ev.tag == Tag(kAccepted)) {
+        {
+          std::lock_guard<std::mutex> l(calls_mu_);
+          requested_ = false;
+        }
+        if (ev.success) {
+          Accept();
+        } else {
+          grpc_call_details_destroy(&details_);
+          grpc_metadata_array_destroy(&request_md_);
+        }
+        ShutdownQueueIfIdle();
+        continue;
+      }
+      if (ev.tag == Tag(kServerDown)) {
+        {
+          std::lock_guard<std::mutex> l(calls_mu_);
+          server_down_ = true;
+        }
+        ShutdownQueueIfIdle();
+        continue;
+      }
+      Op* op = static_cast<Op*>(ev.tag);
+      ServerCall* c = op->call;
+      OpId what = op->what;
+      delete op;
+      grpc_byte_buffer* received = nullptr;
+      {
+        std::lock_guard<std::mutex> l(calls_mu_);
+        --c->in_flight;
+        received = c->received;
+        c->received = nullptr;
+        if (what == kHelloRead) {
+          if (ev.success && received != nullptr) {
+            grpc_byte_buffer_reader reader;
+            grpc_byte_buffer_reader_init(&reader, received);
+            grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+            grpc_byte_buffer_reader_destroy(&reader);
+            c->id = next_hello_id_++;
+            hellos_.emplace_back(c->id, std::string(reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(all)),
+                                                    GRPC_SLICE_LENGTH(all)));
+            grpc_slice_unref(all);
+            awaiting_[c->id] = c;
+            hello_cv_.notify_all();
+          } else {
+            SendStatus(c, GRPC_STATUS_INVALID_ARGUMENT, "Hello without a request");
+          }
+        } else if (what == kCallClosed) {
+          if (c->id != 0) awaiting_.erase(c->id);
+          if (c->kind == ServerCall::kStream && c->cancelled) StreamEnded(false);
+        } else if (what == kStreamRead && (!ev.success || received == nullptr)) {
+          StreamEnded(ev.success != 0);
+          if (ev.success) SendStatus(c, GRPC_STATUS_OK, "");  // The peer half-closed: end its call cleanly.
+        }
+      }
+      if (what == kStreamRead && ev.success && received != nullptr) {
+        File(received);
+        std::lock_guard<std::mutex> l(calls_mu_);
+        ReceiveNext(c);
+      }
+      if (received != nullptr) grpc_byte_buffer_destroy(received);
+      {
+        std::lock_guard<std::mutex> l(calls_mu_);
+        FreeIfIdle(c);
+      }
+      ShutdownQueueIfIdle();
+    }
+  }
+
+  // The queue may shut down only once the server is down and no call or request can post to it any more.
+  void ShutdownQueueIfIdle() {
+    std::lock_guard<std::mutex> l(calls_mu_);
+    if (server_down_ && live_calls_ == 0 && !requested_ && !queue_down_) {
+      queue_down_ = true;
+      grpc_completion_queue_shutdown(scq_);
+    }
   }
 
   void StreamEnded(bool cleanly) {
@@ -598,13 +782,16 @@ class Endpoint {
       std::lock_guard<std::mutex> l(mu_);
       if (incoming_ended_) return;
       incoming_ended_ = true;
-      incoming_ended_cleanly_ = cleanly;
-      incoming_ended_at_ = Clock::now();
+      if (peer_end_ == kNoEnd && lost_.empty()) {
+        lost_ = Format("the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network "
+                       "failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(), cleanly ? "ended" : "broke",
+                       cfg_.peer_role.c_str());
+      }
     }
     cv_.notify_all();
   }
 
-  // Parses one Frames message and files its DATA frames.
+  // Parses one Frames message and files its frames in order: DATA into the mailbox, BYE/ERROR as the end.
   void File(grpc_byte_buffer* buffer) {
     grpc_byte_buffer_reader reader;
     grpc_byte_buffer_reader_init(&reader, buffer);
@@ -622,7 +809,7 @@ class Endpoint {
       if ((key >> 3) == 1) {
         auto frame = std::make_shared<Frame>(all);
         ok = ParseFrame(p, p + length, frame.get());
-        if (ok && frame->kind == kData) frames.push_back(frame);
+        if (ok) frames.push_back(frame);
       }
       p += length;
     }
@@ -634,6 +821,12 @@ class Endpoint {
                        static_cast<size_t>(end - GRPC_SLICE_START_PTR(all)));
       }
       for (auto& frame : frames) {
+        if (peer_end_ != kNoEnd) break;  // Nothing counts after the last frame.
+        if (frame->kind != kData) {
+          peer_end_ = frame->kind == kError ? kPeerError : kPeerBye;
+          peer_text_ = frame->text;
+          continue;
+        }
         if (frame->sync && (!has_peer_step_ || frame->step >= peer_step_)) {
           has_peer_step_ = true;
           peer_step_ = frame->step;
@@ -650,31 +843,29 @@ class Endpoint {
     return BrokenLocked(receiving, err);
   }
 
-  // The error that explains why nothing more will come, or kOk (caller holds mu_). For a receive, the end of
-  // the peer's stream counts only after the grace that lets its last frames and its BYE/ERROR arrive.
+  // The error that explains why nothing more will come, or kOk (caller holds mu_). The peer's stream is in
+  // order, so its end is known only once every frame before it was filed.
   int BrokenLocked(bool receiving, std::string* err) {
+    (void)receiving;
     if (closing_) {
       *err = "this " + cfg_.role + "'s communicator is closed" +
              (close_error_.empty() ? "" : " with error: " + close_error_);
       return kClosed;
     }
+    return PeerStateLocked(err);
+  }
+
+  int PeerStateLocked(std::string* err) {
     if (peer_end_ == kPeerError) {
       *err = "the " + cfg_.peer_role + " failed: " + peer_text_;
       return kPeerFailed;
     }
-    auto grace = std::chrono::microseconds(static_cast<int64_t>(kEndGraceS * 1e6));
-    if (peer_end_ == kPeerBye && (!receiving || incoming_ended_ || Clock::now() - peer_end_at_ > grace)) {
+    if (peer_end_ == kPeerBye) {
       *err = "the " + cfg_.peer_role + " closed its communicator (it finished) and sends nothing more";
       return kPeerClosed;
     }
     if (!lost_.empty()) {
       *err = lost_;
-      return kLost;
-    }
-    if (receiving && incoming_ended_ && peer_end_ == 0 && Clock::now() - incoming_ended_at_ > grace) {
-      *err = Format("the native stream from the %s at %s %s without BYE or ERROR: the %s process died or the "
-                    "network failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
-                    incoming_ended_cleanly_ ? "ended" : "broke", cfg_.peer_role.c_str());
       return kLost;
     }
     return kOk;
@@ -703,16 +894,13 @@ class Endpoint {
   std::string peer_phase_;
   std::string phase_;
   std::string send_limit_variable_;
-  int peer_end_ = 0;
+  int peer_end_ = kNoEnd;
   std::string peer_text_;
-  Clock::time_point peer_end_at_;
   std::string lost_;
   bool closing_ = false;
   std::string close_error_;
   bool shut_down_ = false;
   bool incoming_ended_ = false;
-  bool incoming_ended_cleanly_ = false;
-  Clock::time_point incoming_ended_at_;
 
   grpc_server* server_ = nullptr;
   grpc_completion_queue* scq_ = nullptr;
@@ -720,6 +908,18 @@ class Endpoint {
   grpc_call_details details_;
   grpc_metadata_array request_md_;
   std::thread serving_;
+  // Server calls; calls_mu_ guards these (taken before mu_ where both are).
+  std::mutex calls_mu_;
+  std::condition_variable hello_cv_;
+  std::deque<std::pair<int64_t, std::string>> hellos_;  // Hello requests Python has not taken yet.
+  std::map<int64_t, ServerCall*> awaiting_;  // Hello calls waiting for Python's answer, by id.
+  int64_t next_hello_id_ = 1;
+  bool hello_stop_ = false;
+  bool stream_taken_ = false;
+  int live_calls_ = 0;
+  bool requested_ = false;  // A grpc_server_request_call is pending.
+  bool server_down_ = false;
+  bool queue_down_ = false;
 
   // Sending side; send_mu_ serializes writes (a call takes one message at a time).
   std::mutex send_mu_;
@@ -768,7 +968,9 @@ int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_
                       const char* my_cert, const char* my_key, const char* target_name_override,
                       int keepalive_time_ms, int keepalive_timeout_ms) {
   static std::once_flag init;
-  std::call_once(init, [] { grpc_init(); });
+  std::call_once(init, [] {
+    grpc_init();
+  });
   efl_native::Config config;
   config.role = role;
   config.peer_role = peer_role;
@@ -906,15 +1108,50 @@ const char* efl_nt_frame_record(void* frame, int64_t* size) {
 
 void efl_nt_frame_free(void* frame) { delete static_cast<std::shared_ptr<efl_native::Frame>*>(frame); }
 
-void efl_nt_tell(int64_t handle, int event, const char* text) {
+// Writes BYE (error empty or NULL) or ERROR as the last frame; returns 1 when the stream half-closed within
+// timeout_s.
+int efl_nt_finish(int64_t handle, const char* error, double timeout_s) {
   auto endpoint = Registry::Get().Find(handle);
-  if (endpoint) endpoint->Tell(event, text);
+  return endpoint ? endpoint->Finish(error ? error : "", timeout_s) : 1;
 }
 
-// Returns 1 when every frame was written and the stream half-closed within timeout_s.
-int efl_nt_finish(int64_t handle, double timeout_s) {
+// Returns 1 once the peer's stream ended (BYE, ERROR or loss), 0 if it did not within timeout_s.
+int efl_nt_wait_end(int64_t handle, double timeout_s) {
   auto endpoint = Registry::Get().Find(handle);
-  return endpoint ? endpoint->Finish(timeout_s) : 1;
+  return endpoint ? endpoint->WaitEnd(timeout_s) : 1;
+}
+
+// kOk while the peer may still send, else the code and text of why it will not.
+int efl_nt_peer_state(int64_t handle, char* err, int err_size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) return efl_native::kOk;
+  std::string text;
+  int code = endpoint->PeerState(&text);
+  efl_native::CopyError(text, err, err_size);
+  return code;
+}
+
+// The next Hello request (id > 0, bytes in *request to free with efl_nt_hello_free), 0 on timeout, -1 once the
+// endpoint is gone.
+int64_t efl_nt_next_hello(int64_t handle, double timeout_s, char** request, int64_t* size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) return -1;
+  std::string text;
+  int64_t id = endpoint->NextHello(timeout_s, &text);
+  if (id > 0) {
+    *request = static_cast<char*>(malloc(text.size() + 1));
+    memcpy(*request, text.data(), text.size());
+    *size = static_cast<int64_t>(text.size());
+  }
+  return id;
+}
+
+void efl_nt_hello_free(char* request) { free(request); }
+
+// Answers Hello `id` with a serialized Greeting (NULL: the request was not one).
+void efl_nt_answer_hello(int64_t handle, int64_t id, const char* reply, int64_t size) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->AnswerHello(id, reply, static_cast<size_t>(size));
 }
 
 // Stops the transport and forgets the handle; kernels that hold the endpoint then fail with ClosedError.
