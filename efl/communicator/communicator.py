@@ -743,7 +743,7 @@ class Communicator(object):
         to break too and say why (a silent peer shows as a ping timeout there).
     """
     if self._native is not None:
-      return self._native.peer_state() if self._state != _CREATED else None
+      return self._native.peer_state(wait_for_detail_s) if self._state != _CREATED else None
     with self._cond:
       if self._peer_end is not None:
         kind, text = self._peer_end

@@ -49,6 +49,7 @@ def _declare(lib):
       ('efl_nt_frame_free', None, [p]),
       ('efl_nt_finish', i32, [i64, c, dbl]),
       ('efl_nt_wait_end', i32, [i64, dbl]),
+      ('efl_nt_wait_detail', None, [i64, dbl]),
       ('efl_nt_peer_state', i32, [i64, c, i32]),
       ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
       ('efl_nt_hello_free', None, [p]),
@@ -190,8 +191,14 @@ class Endpoint(object):
     """Waits until the peer's stream ended (BYE, ERROR or loss); False if it did not within `timeout_s`."""
     return bool(self._lib.efl_nt_wait_end(self.handle, timeout_s))
 
-  def peer_state(self):
-    """(error class name, text) of why nothing more will come from the peer, or None while all is well."""
+  def peer_state(self, wait_for_detail_s=0):
+    """(error class name, text) of why nothing more will come from the peer, or None while all is well.
+
+    A lost connection's text waits up to `wait_for_detail_s` for the outgoing call's account of it (a silent
+    peer shows as a ping timeout there)."""
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    if wait_for_detail_s > 0 and self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE) == 4:
+      self._lib.efl_nt_wait_detail(self.handle, wait_for_detail_s)
     buf = ctypes.create_string_buffer(_ERROR_SIZE)
     code = self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE)
     return (_PEER_STATES[code], buf.value.decode('utf-8', 'replace')) if code in _PEER_STATES else None

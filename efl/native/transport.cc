@@ -13,6 +13,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include <atomic>
@@ -294,7 +295,29 @@ class Endpoint {
       return kUnreachable;
     }
     connected_ = true;
+    // The call's status says why the stream failed (a reset connection, a ping that got no answer); a thread
+    // waits for it so that a lost connection is reported with that account too.
+    grpc_metadata_array_init(&trailing_md_);
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &trailing_md_;
+    op.data.recv_status_on_client.status = &status_;
+    op.data.recv_status_on_client.status_details = &status_details_;
+    if (Start(&op, 1, kStatus)) {
+      watching_ = std::thread(&Endpoint::WatchStatus, this);
+    } else {
+      grpc_metadata_array_destroy(&trailing_md_);
+    }
     return kOk;
+  }
+
+  // Waits, at most timeout_s, until the outgoing call's status is known once the connection was lost.
+  void WaitDetail(double timeout_s) {
+    auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+    std::unique_lock<std::mutex> l(mu_);
+    while (!status_known_ && !shut_down_ && watching_.joinable()) {
+      if (cv_.wait_until(l, deadline) == std::cv_status::timeout) break;
+    }
   }
 
   // Writes one serialized Frames message made of `parts`; takes their references.
@@ -469,6 +492,27 @@ class Endpoint {
     StartServerBatch(c, ops, 2, kDone);
   }
 
+  void WatchStatus() {
+    grpc_completion_queue_pluck(ccq_, Tag(kStatus), Inf(), nullptr);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      status_known_ = true;
+      if (status_ != GRPC_STATUS_OK && !shut_down_ && !finished_) {
+        char* details = grpc_slice_to_c_string(status_details_);
+        std::string text = Format("the stream to the %s at %s failed (status %d: %s): the %s process died or the "
+                                  "network failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
+                                  static_cast<int>(status_), details, cfg_.peer_role.c_str());
+        gpr_free(details);
+        if (lost_.empty() && peer_end_ == kNoEnd) {
+          lost_ = text;
+        } else if (lost_detail_.empty()) {
+          lost_detail_ = text;
+        }
+      }
+    }
+    cv_.notify_all();
+  }
+
   void Shutdown() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -483,12 +527,15 @@ class Endpoint {
     }
     hello_cv_.notify_all();
     if (call_ != nullptr) grpc_call_cancel(call_, nullptr);
+    if (watching_.joinable()) watching_.join();
     {
       std::lock_guard<std::mutex> send_lock(send_mu_);  // A send in progress sees the cancel and returns.
       if (call_ != nullptr) {
         grpc_call_unref(call_);
         call_ = nullptr;
         grpc_metadata_array_destroy(&reply_md_);
+        if (status_known_) grpc_metadata_array_destroy(&trailing_md_);
+        grpc_slice_unref(status_details_);
       }
       if (channel_ != nullptr) {
         grpc_channel_destroy(channel_);
@@ -529,7 +576,7 @@ class Endpoint {
 
  private:
   enum TagId { kAccepted = 1, kServerReady, kReceived, kServerClosed, kServerDown, kMetadataSent,
-               kMetadataReceived, kMessageSent, kHalfClosed };
+               kMetadataReceived, kMessageSent, kHalfClosed, kStatus };
   static void* Tag(TagId id) { return reinterpret_cast<void*>(static_cast<intptr_t>(id)); }
 
   static void Drain(grpc_completion_queue* cq) {
@@ -865,7 +912,7 @@ class Endpoint {
       return kPeerClosed;
     }
     if (!lost_.empty()) {
-      *err = lost_;
+      *err = lost_detail_.empty() ? lost_ : lost_ + "; " + lost_detail_;
       return kLost;
     }
     return kOk;
@@ -929,6 +976,13 @@ class Endpoint {
   grpc_metadata_array reply_md_;
   bool connected_ = false;
   bool finished_ = false;
+  // The outgoing call's status, filled in by gRPC; status_known_ (under mu_) once it is.
+  grpc_metadata_array trailing_md_;
+  grpc_status_code status_ = GRPC_STATUS_OK;
+  grpc_slice status_details_ = grpc_empty_slice();
+  bool status_known_ = false;
+  std::thread watching_;
+  std::string lost_detail_;  // A second account of a lost connection (guarded by mu_).
 
 };
 
@@ -1113,6 +1167,12 @@ void efl_nt_frame_free(void* frame) { delete static_cast<std::shared_ptr<efl_nat
 int efl_nt_finish(int64_t handle, const char* error, double timeout_s) {
   auto endpoint = Registry::Get().Find(handle);
   return endpoint ? endpoint->Finish(error ? error : "", timeout_s) : 1;
+}
+
+// Waits at most timeout_s for the outgoing call's account of a lost connection.
+void efl_nt_wait_detail(int64_t handle, double timeout_s) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->WaitDetail(timeout_s);
 }
 
 // Returns 1 once the peer's stream ended (BYE, ERROR or loss), 0 if it did not within timeout_s.
