@@ -15,6 +15,11 @@ import os
 # (DenseFeatures) and scripts written for TensorFlow 1 need the Keras 2 of tf-keras. TensorFlow 1 ignores it.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
+# A party with the native transport runs gRPC's C core beside grpcio's; a grpcio channel's new connection to a C-core
+# server may then make progress only when the backup poller runs (5 s by default), which would stall the Hello.
+# gRPC reads this once, so it is set before anything loads gRPC; an explicit setting wins.
+os.environ.setdefault('GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS', '100')
+
 from efl import compat  # noqa: E402  pylint: disable=wrong-import-position
 
 if compat.TF2:

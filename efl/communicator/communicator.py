@@ -9,9 +9,10 @@ The last frame of a stream is BYE (normal close) or ERROR (with the failure's te
 without either means the peer died or the network failed; gRPC keepalive pings detect a silent network
 within seconds. Each of these wakes every waiting `recv()` with an error that names what happened.
 
-Where the native transport is built (`efl.native`), the DATA frames travel instead on its own C-core streams,
-whose port each party names in its `Hello`; the grpcio stream then carries BYE or ERROR, and what this module
-learns of the peer's end is passed on to the native endpoint.
+Two transports serve this same protocol on the party's one address, so either can talk to the other: grpcio
+(this module) and, where it is built, the native one (`efl.native`, gRPC's C core), whose endpoint is then the
+party's only server and client. Its stream carries every frame, BYE and ERROR included, in order; it hands each
+Hello to `_on_hello` here, so the handshake's rules are the same on both.
 """
 import atexit
 import collections
@@ -102,11 +103,6 @@ def _decode_frame(data):
   return serde.decode(serde.parse_frame(data))
 
 
-def _host(addr):
-  """The host part of 'host:port' (IPv6 hosts keep their brackets)."""
-  return addr.rsplit(':', 1)[0]
-
-
 def _handlers(comm):
   """The server side of `PeerService`, handing the peer's RPCs to `comm`.
 
@@ -185,7 +181,7 @@ class Communicator(object):
     self._server_recv_limit = settings.message_size('SERVER', 'RECEIVE')
     self._instance_id = uuid.uuid4().hex
     self._native = self._make_native()
-    self._native_port = 0
+    self._hello_thread = None  # answers the native server's Hello requests
 
     self._recv_names = []
     self._send_names = []
@@ -283,11 +279,6 @@ class Communicator(object):
     return self._native
 
   @property
-  def native_port(self):
-    """The port of the native transport's server (known after `connect()` started it), else 0."""
-    return self._native_port
-
-  @property
   def step(self):
     """The run counter that tags sync messages; both parties advance it once per session run."""
     return self._step
@@ -363,21 +354,21 @@ class Communicator(object):
       peer = self._handshake(deadline, timeout_s)
       if self._native is not None:
         self._native.set_send_limit(self._send_limit, self._send_limit_variable)
-        target = '%s:%d' % (_host(self._peer_addr), self._peer_hello.native_port)
-        self._native.connect(target, max(5.0, deadline - time.time()))
+        self._native.connect(self._peer_addr, max(5.0, deadline - time.time()))
     except BaseException:
       with self._cond:
         self._state = _CLOSED
         self._cond.notify_all()
       self._shutdown_transport(grace_s=0)
       raise
-    # Frames are serialized by send(); the stream writes the bytes as they are.
-    method = '/%s/Stream' % _SERVICE
-    stream = self._channel.stream_unary(method, request_serializer=_as_is,
-                                        response_deserializer=pb.StreamEnd.FromString)
-    self._stream_call = stream.future(self._outgoing_batches())
-    epoch = self._epoch
-    self._stream_call.add_done_callback(lambda call: self._on_stream_call_done(call, epoch))
+    if self._native is None:
+      # Frames are serialized by send(); the stream writes the bytes as they are.
+      method = '/%s/Stream' % _SERVICE
+      stream = self._channel.stream_unary(method, request_serializer=_as_is,
+                                          response_deserializer=pb.StreamEnd.FromString)
+      self._stream_call = stream.future(self._outgoing_batches())
+      epoch = self._epoch
+      self._stream_call.add_done_callback(lambda call: self._on_stream_call_done(call, epoch))
     with self._cond:
       closed_meanwhile = self._state != _CONNECTING
       if not closed_meanwhile:
@@ -397,8 +388,16 @@ class Communicator(object):
 
   def _start_server(self):
     if self._native is not None:
-      # First: every Greeting this party's server answers with must name the native port.
-      self._native_port = self._native.listen('%s:0' % _host(self._local_addr))
+      try:
+        self._local_port = self._native.listen(self._local_addr)
+      except errors.AddressInUseError as e:
+        raise errors.AddressInUseError(
+            'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
+            'another --local_addr' % (self._local_addr, e))
+      self._hello_thread = threading.Thread(target=self._native.serve_hellos, args=(self._answer_hello,),
+                                            name='efl-comm-hello', daemon=True)
+      self._hello_thread.start()
+      return
     options = [('grpc.so_reuseport', 0),
                ('grpc.max_send_message_length', self._server_send_limit),
                ('grpc.max_receive_message_length', self._server_recv_limit)] + _keepalive_options(self._keepalive, True)
@@ -446,8 +445,7 @@ class Communicator(object):
   def _my_greeting(self, error=''):
     return pb.Greeting(role=self._role, protocol_version=PROTOCOL_VERSION, recv_names=self._recv_names,
                        send_names=self._send_names, info=self._info_json, instance_id=self._instance_id,
-                       max_receive_message_size=self._server_recv_limit, error=error,
-                       native_port=self._native_port, app_id=self._app_id)
+                       max_receive_message_size=self._server_recv_limit, error=error, app_id=self._app_id)
 
   def _handshake(self, deadline, timeout_s):
     """Calls the peer's Hello until it answers, then waits for the peer's own Hello."""
@@ -589,15 +587,17 @@ class Communicator(object):
       if unsent:
         problems.append('the %s receives %s, which the %s does not send (add the send there)'
                         % (role, unsent, other))
-    if bool(peer.native_port) != (self._native is not None):
-      native_side, other = (self._role, self._peer_role) if self._native is not None else (self._peer_role,
-                                                                                          self._role)
-      problems.append('the %s uses the native transport and the %s does not (set EFL_NATIVE_TRANSPORT=off '
-                      'on both, or build it on the %s: apt-get install libgrpc-dev pkg-config, then make '
-                      'setup)' % (native_side, other, other))
     if problems:
       raise errors.HandshakeError('the %s at %s does not fit this %s: %s' % (
           self._peer_role, self._peer_addr, self._role, '; '.join(problems)))
+
+  def _answer_hello(self, data):
+    """The native server's Hello: the serialized reply to a serialized Greeting, or None to refuse it."""
+    try:
+      return self._on_hello(pb.Greeting.FromString(data)).SerializeToString()
+    except Exception as e:  # pylint: disable=broad-except
+      _log.warning('refused a Hello that is not a Greeting: %r', e)
+      return None
 
   def _on_hello(self, request):
     with self._cond:
@@ -677,6 +677,8 @@ class Communicator(object):
                       'this %s already has a stream from its %s, or no Hello was exchanged'
                       % (self._role, self._peer_role))
       self._incoming = True
+    # A native client waits for the server's metadata before it writes.
+    context.send_initial_metadata(())
     ended_cleanly = False
     try:
       for message in (m for data in batches for m in serde.parse_frames(data)):
@@ -702,8 +704,6 @@ class Communicator(object):
             if self._peer_end is None:
               self._peer_end = (kind, frame.text)
             self._cond.notify_all()
-          if self._native is not None:
-            self._native.tell(native.PEER_BYE if kind == 'BYE' else native.PEER_ERROR, frame.text)
       ended_cleanly = True
     except grpc.RpcError:
       pass
@@ -731,8 +731,6 @@ class Communicator(object):
       self._lost = reason
       closing = self._state == _CLOSING
       self._cond.notify_all()
-    if self._native is not None:
-      self._native.tell(native.CONNECTION_LOST, reason)
     # Debug only: while this side closes, a lost connection only ends close()'s wait for the peer; otherwise the
     # error it raises tells the user (FederalModel.fit: one message, efl.framework.failure).
     _log.debug('connection lost%s: %s', ' while closing' if closing else '', reason)
@@ -744,6 +742,8 @@ class Communicator(object):
       wait_for_detail_s: when the connection was lost, wait up to this long for the other direction's stream
         to break too and say why (a silent peer shows as a ping timeout there).
     """
+    if self._native is not None:
+      return self._native.peer_state(wait_for_detail_s) if self._state != _CREATED else None
     with self._cond:
       if self._peer_end is not None:
         kind, text = self._peer_end
@@ -932,12 +932,15 @@ class Communicator(object):
     timeout_s = settings.close_timeout_s()
     deadline = time.time() + timeout_s
     if self._native is not None:
-      self._native.tell(native.CLOSING, self._close_error)
-      # The data frames go first, so that the peer has them all when BYE arrives on the other stream.
-      if was_connected and not self._native.finish(timeout_s):
-        _log.warning('close: the last data frames to the %s were not written within %.0f s',
+      # BYE or ERROR follows the last data frame on the one stream.
+      if not self._native.finish(self._close_error, timeout_s) and was_connected:
+        _log.warning('close: the last frames to the %s were not delivered within %.0f s',
                      self._peer_role, timeout_s)
-    if was_connected:
+      if was_connected and not self._native.wait_end(max(0.0, deadline - time.time())):
+        _log.warning('close: the %s did not close within %.0f s; stopping anyway', self._peer_role, timeout_s)
+      if never_connected and self._close_error is not None:
+        self._announce_failure()
+    elif was_connected:
       if self._close_error is None:
         self._outbox.put(serde.to_record(serde.control(serde.BYE)))
       else:
@@ -1038,6 +1041,8 @@ class Communicator(object):
       self._channel.close()
     if self._native is not None:
       self._native.destroy()
+      if self._hello_thread is not None and self._hello_thread is not threading.current_thread():
+        self._hello_thread.join(5.0)
 
   def __enter__(self):
     return self

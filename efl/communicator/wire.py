@@ -23,9 +23,6 @@ RESULT_CODES = (
 # Errors a TF kernel reports as InvalidArgument (ValueErrors in Python); the others are Unknown.
 INVALID_ARGUMENT_CODES = ('TOO_LARGE',)
 
-# What the Python side tells a native endpoint about the peer (efl_nt_tell).
-EVENTS = (('PEER_BYE', 1), ('PEER_ERROR', 2), ('CONNECTION_LOST', 3), ('CLOSING', 4))
-
 # Dtypes the native kernels carry: (TF type name of the ops' attribute, name on the wire). Strings travel on
 # the Python ops.
 NATIVE_DTYPES = (('half', 'float16'), ('float', 'float32'), ('double', 'float64'), ('int32', 'int32'),
@@ -56,8 +53,6 @@ def c_header(frame_descriptor):
             'const int kNumCodes = %d;' % (max(e.code for e in RESULT_CODES) + 1),
             'inline bool IsInvalidArgument(int code) { return %s; }' % ' || '.join(
                 'code == k%s' % _camel(n) for n in INVALID_ARGUMENT_CODES), '',
-            '// What Python tells an endpoint (efl_nt_tell).',
-            'enum Event { %s };' % ', '.join('k%s = %d' % (_camel(n), v) for n, v in EVENTS), '',
             '// Field numbers of efl.Frame.',
             'enum FrameField { %s };' % ', '.join('k%s = %d' % (_camel(f.name), f.number)
                                                    for f in sorted(frame_descriptor.fields, key=lambda f: f.number)),

@@ -2,10 +2,12 @@
 
 `transport.cc` and `ops.cc` are built into `_transport.so` and `_ops_tf<TensorFlow major>.so` by `make setup`
 (`python -m efl.native.build`) where gRPC's C core and its headers are installed. The transport holds, per
-communicator, an `Endpoint`: a C-core server that takes the peer's stream of frames into a mailbox, and a C-core
-client stream to the peer. The kernels `EflNativeSend`/`EflNativeRecv` of the ops library move tensors between
-the graph and the endpoint without entering Python; the communicator's own `send`/`recv` reach the same endpoint
-through ctypes, so every data frame of one party travels on one stream, in order.
+communicator, an `Endpoint`: a C-core server, the party's only one, that serves `PeerService` (it hands each Hello
+to Python and files the peer's stream, BYE and ERROR included, into a mailbox in order), and a C-core client
+stream to the peer that carries every frame of this party. The kernels `EflNativeSend`/`EflNativeRecv` of the
+ops library move tensors between the graph and the endpoint without entering Python; the communicator's own
+`send`/`recv` reach the same endpoint through ctypes, so every data frame of one party travels on one stream, in
+order.
 
 `EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads), `on` (native or an
 error), `off` (the Python transport).
@@ -22,10 +24,11 @@ LIBRARY = os.path.join(_HERE, '_transport.so')
 # Kernels are built against one TensorFlow; a checkout holds those of each stack it has set up.
 OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 
-# The C API's result codes, and the events Python tells an endpoint about (one table for both languages).
+# The C API's result codes (one table for both languages, efl/communicator/wire.py).
 _ERRORS = {entry.code: getattr(errors, entry.error_class) for entry in wire.RESULT_CODES}
-PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING = (dict(wire.EVENTS)[name] for name in
-                                                  ('PEER_BYE', 'PEER_ERROR', 'CONNECTION_LOST', 'CLOSING'))
+# Result codes of efl_nt_peer_state, by efl error class name.
+_PEER_STATES = {wire.code(name): _ERRORS[wire.code(name)].__name__
+                for name in ('PEER_FAILED', 'PEER_CLOSED', 'LOST')}
 _ERROR_SIZE = 8192
 
 _loaded = None  # (ops module, ctypes library) once loaded, or the reason it cannot be.
@@ -45,8 +48,13 @@ def _declare(lib):
       ('efl_nt_recv', i32, [i64, c, i64, i32, dbl, ctypes.POINTER(p), c, i32]),
       ('efl_nt_frame_record', p, [p, ctypes.POINTER(i64)]),
       ('efl_nt_frame_free', None, [p]),
-      ('efl_nt_tell', None, [i64, i32, c]),
-      ('efl_nt_finish', i32, [i64, dbl]),
+      ('efl_nt_finish', i32, [i64, c, dbl]),
+      ('efl_nt_wait_end', i32, [i64, dbl]),
+      ('efl_nt_wait_detail', None, [i64, dbl]),
+      ('efl_nt_peer_state', i32, [i64, c, i32]),
+      ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
+      ('efl_nt_hello_free', None, [p]),
+      ('efl_nt_answer_hello', None, [i64, i64, c, i64]),
       ('efl_nt_destroy', None, [i64])):
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = restype, argtypes
@@ -175,13 +183,51 @@ class Endpoint(object):
     finally:
       self._lib.efl_nt_frame_free(frame)
 
-  def tell(self, event, text=''):
-    """Tells the endpoint what the Python side learned (PEER_BYE, PEER_ERROR, CONNECTION_LOST, CLOSING)."""
-    self._lib.efl_nt_tell(self.handle, event, _bytes(text or ''))
+  def finish(self, error, timeout_s):
+    """Sends BYE (`error` None) or ERROR with its text as the stream's last frame and half-closes the stream.
 
-  def finish(self, timeout_s):
-    """Half-closes the outgoing stream after its last frame; False if that took over `timeout_s`."""
-    return bool(self._lib.efl_nt_finish(self.handle, timeout_s))
+    Waiting receives fail from now on. False if that took over `timeout_s`.
+    """
+    return bool(self._lib.efl_nt_finish(self.handle, _bytes(error) if error else None, timeout_s))
+
+  def wait_end(self, timeout_s):
+    """Waits until the peer's stream ended (BYE, ERROR or loss); False if it did not within `timeout_s`."""
+    return bool(self._lib.efl_nt_wait_end(self.handle, timeout_s))
+
+  def peer_state(self, wait_for_detail_s=0):
+    """(error class name, text) of why nothing more will come from the peer, or None while all is well.
+
+    A lost connection's text waits up to `wait_for_detail_s` for the outgoing call's account of it (a silent
+    peer shows as a ping timeout there).
+    """
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    if wait_for_detail_s > 0 and self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE) == 4:
+      self._lib.efl_nt_wait_detail(self.handle, wait_for_detail_s)
+    buf = ctypes.create_string_buffer(_ERROR_SIZE)
+    code = self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE)
+    return (_PEER_STATES[code], buf.value.decode('utf-8', 'replace')) if code in _PEER_STATES else None
+
+  def serve_hellos(self, answer):
+    """Answers the server's Hello requests with `answer(request bytes) -> reply bytes` (None: refuse it).
+
+    Serves until the endpoint is destroyed. Runs in a thread of its own; the wait releases the GIL.
+    """
+    request, size = ctypes.c_void_p(), ctypes.c_int64()
+    while True:
+      handle = self.handle
+      if not handle:
+        return
+      hello_id = self._lib.efl_nt_next_hello(handle, 1.0, ctypes.byref(request), ctypes.byref(size))
+      if hello_id < 0:
+        return
+      if hello_id == 0:
+        continue
+      try:
+        data = ctypes.string_at(request, size.value)
+      finally:
+        self._lib.efl_nt_hello_free(request)
+      reply = answer(data)
+      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply) if reply is not None else 0)
 
   def destroy(self):
     """Stops the transport; kernels still holding it fail with ClosedError."""

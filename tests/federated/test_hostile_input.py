@@ -66,15 +66,13 @@ def _fuzz(lp, fp):
   """Sends each kind of hostile input to both parties' ports; returns how many of each kind it sent."""
   rng = random.Random(7)
   sent = dict.fromkeys(['garbage', 'http1', 'tls_to_plaintext', 'hello_wrong_role', 'hello_wrong_version',
-                        'hello_other_job', 'hello_second_leader', 'stream_frames', 'native_stream_frames',
+                        'hello_other_job', 'hello_second_leader', 'stream_frames',
                         'oversized_message', 'connection_flood'], 0)
   stop = time.time() + FUZZ_SECONDS
-  native_ports = {}
   for port, role in ((lp, 'leader'), (fp, 'follower')):
     with grpc.insecure_channel('127.0.0.1:%d' % port) as channel:
       reply = pb_grpc.PeerServiceStub(channel).Hello(pb.Greeting(role='follower', protocol_version=1), timeout=5)
       assert reply.error, 'a stranger was not refused by the %s' % role  # it is paired already
-      native_ports[port] = reply.native_port
 
   def raw(port, data, expect_reply=False):
     with socket.create_connection(('127.0.0.1', port), timeout=2) as s:
@@ -124,17 +122,6 @@ def _fuzz(lp, fp):
         except grpc.RpcError as e:
           assert e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED), e
         sent['oversized_message'] += 1
-      if native_ports[port]:
-        with grpc.insecure_channel('127.0.0.1:%d' % native_ports[port]) as channel:
-          native = channel.stream_stream('/efl.PeerService/NativeStream', request_serializer=lambda b: b,
-                                         response_deserializer=lambda b: b)
-          try:
-            native(iter([_frames(rng) for _ in range(5)]), timeout=0.5)
-          except grpc.RpcError:
-            pass  # never taken: the native server serves its one peer's stream only
-          sent['native_stream_frames'] += 1
-        raw(native_ports[port], bytes(rng.getrandbits(8) for _ in range(512)))
-        sent['garbage'] += 1
       sockets = []
       for _ in range(100):
         try:
@@ -154,7 +141,7 @@ def test_hostile_input_leaves_training_unaffected(tmp_path):
   reference, _, _ = _run_pair(ref_dir)
   fuzzed, texts, sent = _run_pair(fuzz_dir, fuzz=_fuzz)
   print('hostile inputs sent: %s' % json.dumps(sent, sort_keys=True))
-  assert all(n > 0 for kind, n in sent.items() if kind != 'native_stream_frames'), sent
+  assert all(n > 0 for n in sent.values()), sent
   for role in ('leader', 'follower'):
     assert len(fuzzed[role]['rows']) == STEPS
     for name in reference[role]['vars']:

@@ -1,0 +1,109 @@
+"""Each transport serves the party's one address, and the peer's stream carries its end in order."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import efl.communicator as ec
+from comm_helpers import free_port
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _listening_ports(pid):
+  """The TCP ports process `pid` listens on, from its socket inodes and /proc/<pid>/net/tcp{,6}."""
+  inodes = set()
+  fd_dir = '/proc/%d/fd' % pid
+  for fd in os.listdir(fd_dir):
+    try:
+      target = os.readlink(os.path.join(fd_dir, fd))
+    except OSError:
+      continue  # closed meanwhile
+    if target.startswith('socket:['):
+      inodes.add(target[len('socket:['):-1])
+  ports = []
+  for table in ('tcp', 'tcp6'):
+    with open('/proc/%d/net/%s' % (pid, table)) as f:
+      for line in f.readlines()[1:]:
+        fields = line.split()
+        if fields[3] == '0A' and fields[9] in inodes:  # 0A: LISTEN
+          ports.append(int(fields[1].rsplit(':', 1)[1], 16))
+  return ports
+
+
+@pytest.fixture
+def echo_peer(transport):  # `transport` first: the child inherits its EFL_NATIVE_TRANSPORT
+  local, peer = free_port(), free_port()
+  proc = subprocess.Popen([sys.executable, os.path.join(_HERE, 'echo_peer.py'), '127.0.0.1:%d' % local,
+                           '127.0.0.1:%d' % peer])
+  comm = ec.Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
+  comm.register_send('x')
+  comm.register_recv('y')
+  yield comm, proc, peer
+  if proc.poll() is None:
+    proc.kill()
+  proc.wait(10)
+  comm.close()
+
+
+def test_a_party_listens_on_exactly_one_port(echo_peer, transport, monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')
+  comm, proc, peer_port = echo_peer
+  assert (comm.native is not None) == (transport == 'native')
+  comm.connect(timeout_s=60)
+  comm.send('x', 0, np.ones(3))
+  assert comm.recv('y', 0, timeout_s=30) is not None  # the peer is connected both ways
+  assert _listening_ports(proc.pid) == [peer_port]
+  assert _listening_ports(os.getpid()).count(comm.local_port) == 1
+
+
+def test_killed_peer_is_reported_after_the_frames_it_sent(echo_peer, monkeypatch):
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')
+  comm, proc, _ = echo_peer
+  comm.connect(timeout_s=60)
+  for step in range(3):
+    comm.send('x', step, np.full(4, step))
+  for step in range(3):
+    assert comm.recv('y', step, timeout_s=30)[0] == step
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait(10)
+  with pytest.raises(ec.ConnectionLostError, match='follower process died or the network failed'):
+    comm.recv('y', 3, timeout_s=60)
+
+
+def test_error_follows_the_frames_sent_before_it(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  for step in range(3):
+    leader.send('x', step, np.full(8, step))
+  closer = threading.Thread(target=leader.close, kwargs={'error': ValueError('loss is NaN at step 3')})
+  closer.start()
+  for step in range(3):
+    assert follower.recv('x', step, timeout_s=10)[0] == step  # every frame before the ERROR
+  with pytest.raises(ec.PeerFailedError, match='loss is NaN at step 3'):
+    follower.recv('x', 3, timeout_s=10)
+  assert follower.failure()[0] == 'PeerFailedError'
+  follower.close()
+  closer.join(15)
+  assert not closer.is_alive()
+
+
+def test_bye_follows_the_frames_sent_before_it(pairs):
+  leader, follower = pairs.connected(leader_send=['x'])
+  for step in range(50):
+    leader.send('x', step, np.full(1000, step))
+  closer = threading.Thread(target=leader.close)
+  closer.start()
+  for step in range(50):
+    assert follower.recv('x', step, timeout_s=10)[0] == step
+  start = time.time()
+  with pytest.raises(ec.PeerClosedError, match='leader closed'):
+    follower.recv('x', 50, timeout_s=30)
+  assert time.time() - start < 2  # known from the stream at once, not after a grace period
+  follower.close()
+  closer.join(15)
+  assert not closer.is_alive()
