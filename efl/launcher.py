@@ -186,10 +186,10 @@ def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
 
 
 def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_s=None, grace_s=30, env=None,
-                 out=None):
+                 out=None, started=None):
   """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine;
   returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
-  stopped."""
+  stopped. `started`, if given, is called with {label: Popen} once all are started."""
   out = out or sys.stdout
   env = shared_machine_env(os.environ if env is None else env)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -210,6 +210,8 @@ def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_
       t = threading.Thread(target=_pump, args=(p.stdout, prefix, out, lock), daemon=True)
       t.start()
       pumps.append(t)
+  if started is not None:
+    started(procs)
   start = time.time()
   failed_at = None
   while any(p.poll() is None for p in procs.values()):

@@ -146,13 +146,16 @@ class JobControl(object):
   """
 
   def __init__(self):
+    worker_num = flags.get_worker_num()
     with tf.device('/job:ps/task:0'), tf.name_scope(None):
-      self.done = tf.Variable(0, dtype=tf.int32, trainable=False, collections=[], name=_CONTROL_SCOPE + '_done')
+      # done[i] is 1 once worker i finished: the ps tells a finished worker from a dead one.
+      self.done = tf.Variable(tf.zeros([worker_num], tf.int32), trainable=False, collections=[],
+                              name=_CONTROL_SCOPE + '_done')
       self.error = tf.Variable(b'', dtype=tf.string, trainable=False, collections=[],
                                name=_CONTROL_SCOPE + '_error')
       self.initializer = tf.group(self.done.initializer, self.error.initializer)
       self.ready = tf.logical_and(tf.is_variable_initialized(self.done), tf.is_variable_initialized(self.error))
-      self.finish = self.done.assign_add(1)
+      self.finish = tf.scatter_update(self.done, [min(flags.get_task_index(), worker_num - 1)], [1])
       self._message = tf.placeholder(tf.string, [])
       # The first failure stays: later ones are its consequences.
       self.fail = self.error.assign(tf.where(tf.equal(self.error, b''), self._message, self.error))
@@ -170,6 +173,15 @@ def run_ps(poll_s=0.5, max_wait_s=None):
   graph = tf.Graph()
   with graph.as_default():
     control = JobControl()
+    # Ps 0 asks each running worker's server for a trivial op: one that answered before and no longer does died
+    # without telling (kill -9, a lost host).
+    feed = tf.placeholder(tf.int32, [])
+    probes = []
+    for i in range(flags.get_worker_num()):
+      with tf.device('/job:worker/task:%d' % i):
+        probes.append(tf.identity(feed))
+  probe_options = tf.RunOptions(timeout_in_ms=3000)
+  seen = set()
   worker_num = flags.get_worker_num()
   index = flags.get_task_index()
   tf.logging.info('parameter server %d of %d serving at %s; waiting for %d worker(s)', index,
@@ -184,6 +196,21 @@ def run_ps(poll_s=0.5, max_wait_s=None):
           done, error = sess.run([control.done, control.error])
           if error:
             raise RuntimeError('the job failed: %s' % error.decode('utf-8', 'replace'))
+          if index == 0:
+            for i in range(worker_num):
+              if done[i]:
+                continue
+              try:
+                sess.run(probes[i], feed_dict={feed: i}, options=probe_options)
+                seen.add(i)
+              except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+                if i in seen:
+                  label = '%sworker %d' % (_role_prefix(), i)
+                  message = '%s (%s) is gone: its process died or its host is unreachable (%s)' % (
+                      label, spec().task_address('worker', i), str(e).split('\n')[0][:200])
+                  control.report_failure(sess, message)
+                  raise RuntimeError('the job failed: %s' % message)
+          done = int(sum(done))
           if done >= worker_num:
             tf.logging.info('parameter server %d: all %d worker(s) finished; exiting', index, worker_num)
             return 0
@@ -207,44 +234,130 @@ def task_label():
   return '%s%s %d' % (role, flags.get_task_name(), flags.get_task_index())
 
 
-class JobControlHook(tf.train.SessionRunHook):
-  """Stops this worker when another task of its party failed; waits at the start for the job's state on ps 0."""
+class JobStoppedError(RuntimeError):
+  """This worker stopped because another task of its party failed (that task's error says why)."""
 
-  def __init__(self, control, wait_s=60.0):
+
+def _peer_label():
+  try:
+    return '%s worker %d' % (flags.peer_role(flags.get_federal_role()), flags.get_task_index())
+  except ValueError:
+    return None
+
+
+def _role_prefix():
+  try:
+    return flags.get_federal_role() + ' '
+  except ValueError:
+    return ''
+
+
+class JobControlHook(tf.train.SessionRunHook):
+  """Stops this worker when another task of its party failed; waits at the start for the job's state on ps 0.
+
+  A watchdog thread also polls ps 0 every `poll_s`: a step may be blocked on the peer when the failure happens,
+  so `on_failure(message)` (e.g. closing the communicator with that message, which the peer party then reports)
+  is called when ps 0 reports a failure or stops answering.
+  """
+
+  def __init__(self, control, wait_s=60.0, on_failure=None, poll_s=1.0):
     self._control = control
     self._wait_s = wait_s
+    self._on_failure = on_failure
+    self._poll_s = poll_s
+    self._stop = None
+    self.failure = None
+
+  def _watch(self, stop):
+    options = tf.RunOptions(timeout_in_ms=int(self._poll_s * 5000))
+    try:
+      with tf.Session(server().target, graph=self._control.done.graph, config=session_config()) as sess:
+        while not stop.wait(self._poll_s):
+          try:
+            error = sess.run(self._control.error, options=options)
+          except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
+            if stop.is_set():
+              return
+            error = ('%sps 0 (%s) is unreachable: %s' % (_role_prefix(), spec().task_address('ps', 0),
+                                                        str(e).split('\n')[0])).encode('utf-8')
+          if error:
+            self.failure = error.decode('utf-8', 'replace')
+            tf.logging.error('%s stops: %s', task_label(), self.failure)
+            if self._on_failure is not None:
+              self._on_failure('%s stops: %s' % (task_label(), self.failure))
+            return
+    except Exception as e:  # pylint: disable=broad-except
+      tf.logging.warning('%s: the watch of parameter server 0 ended: %s', task_label(), e)
+
+  def stop_watch(self):
+    if self._stop is not None:
+      self._stop.set()
 
   def after_create_session(self, session, coord):
     import time  # pylint: disable=g-import-not-at-top
     del coord
+    options = tf.RunOptions(timeout_in_ms=5000)
+    if self._stop is not None:
+      # TF's monitored session creates a new session after a task became unavailable: in a federated job that
+      # task's peer has lost its counterpart, so this worker stops instead of waiting for it.
+      self.stop_watch()
+      try:
+        failure = session.run(self._control.error, options=options).decode('utf-8', 'replace')
+      except tf.errors.OpError as e:
+        failure = '%sps 0 (%s) is unreachable: %s' % (_role_prefix(), spec().task_address('ps', 0),
+                                                     str(e).split('\n')[0][:200])
+      self.failure = self.failure or failure or ('a task of the %sparty became unavailable mid-training'
+                                                 % _role_prefix())
+      if self._on_failure is not None:
+        self._on_failure('%s stops: %s' % (task_label(), self.failure))
+      raise JobStoppedError('%s stops: %s' % (task_label(), self.failure))
     deadline = time.time() + self._wait_s
-    while not session.run(self._control.ready):
+    while not session.run(self._control.ready, options=options):
       if time.time() > deadline:
         raise RuntimeError('parameter server 0 did not set up the job state within %g s; start the party\'s '
                            '--task_name=ps processes with the same cluster spec' % self._wait_s)
       time.sleep(0.1)
+    import threading  # pylint: disable=g-import-not-at-top
+    self.stop_watch()
+    self._stop = threading.Event()
+    threading.Thread(target=self._watch, args=(self._stop,), name='efl-cluster-watch', daemon=True).start()
+
+  def end(self, session):
+    del session
+    self.stop_watch()
+    self._stop = None  # a later session (after a recovery) starts afresh
 
   def before_run(self, run_context):
     return tf.train.SessionRunArgs(self._control.error)
 
   def after_run(self, run_context, run_values):
     if run_values.results:
-      raise RuntimeError('%s stops: %s' % (task_label(), run_values.results.decode('utf-8', 'replace')))
+      raise JobStoppedError('%s stops: %s' % (task_label(), run_values.results.decode('utf-8', 'replace')))
 
 
-def report_end(control, error=None):
-  """Tells ps 0 that this worker finished (error None) or failed (`error`, a one-line summary). Best effort: when
-  ps 0 itself is gone there is nobody to tell."""
+def report_end(control, error=None, summary=None):
+  """Tells ps 0 that this worker finished (`error` None) or failed (`error`, `summary` its one-line account).
+  Best effort: when ps 0 itself is gone there is nobody to tell. Returns the party's failure when this worker
+  finished but another task failed, else None."""
+  if isinstance(error, JobStoppedError):
+    return  # a consequence of a failure already reported (or of ps 0's loss: nobody to tell)
   try:
     with tf.Session(server().target, graph=control.done.graph, config=session_config()) as sess:
       if error is None:
         sess.run(control.finish)
+        failed = sess.run(control.error)
+        if failed:
+          # This worker's share is done, but the party's job failed meanwhile: the job did not succeed.
+          return failed.decode('utf-8', 'replace')
         tf.logging.info('%s finished', task_label())
-      elif ' stops: ' not in error:  # a consequence of a failure already reported
-        control.report_failure(sess, '%s failed: %s' % (task_label(), error))
+      elif not isinstance(error, JobStoppedError):  # that one is a consequence of a failure already reported
+        peer = _peer_label()
+        control.report_failure(sess, '%s failed%s: %s' % (
+            task_label(), ' (paired with the %s)' % peer if peer else '', summary or error))
   except tf.errors.OpError as e:
     tf.logging.warning('%s could not report its end to parameter server 0: %s', task_label(),
                        str(e).split('\n')[0])
+  return None
 
 
 class WorkerSessionCreator(tf.train.WorkerSessionCreator):

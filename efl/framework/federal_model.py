@@ -454,5 +454,9 @@ class FederalModel(Model):
         self._failed_step, steps[-1] if steps else None, checkpoint_dir,
         self._communicator.peer_timeout_s), kind)
 
+  def _on_cluster_failure(self, message):
+    # A step blocked on the peer ends at once, and the peer's worker learns why and stops its own party.
+    self._communicator.close(error=message)
+
   def _after_session(self, error):
     self._communicator.close(error=None if error is None else _summary(error))

@@ -580,7 +580,8 @@ class Model(object):
       run_hooks = [dispatcher] + user_hooks
       if cluster.enabled():
         control = cluster.JobControl()
-        run_hooks.insert(0, cluster.JobControlHook(control))
+        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure)
+        run_hooks.insert(0, control_hook)
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
         tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
@@ -614,7 +615,13 @@ class Model(object):
         self._sess = None
         self._after_session(error)
         if control is not None:
-          cluster.report_end(control, None if error is None else _summary(error))
+          control_hook.stop_watch()
+          if error is not None and control_hook.failure and not isinstance(error, cluster.JobStoppedError):
+            # What stopped this worker was another task's failure: that is the story to tell.
+            error = cluster.JobStoppedError('%s stops: %s' % (cluster.task_label(), control_hook.failure))
+          failed = cluster.report_end(control, error, None if error is None else _summary(error))
+    if failed:
+      raise cluster.JobStoppedError('%s finished its share, but the job failed: %s' % (cluster.task_label(), failed))
     return self
 
   def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
@@ -651,6 +658,10 @@ class Model(object):
         raise
       finally:
         self._sess = None
+
+  def _on_cluster_failure(self, message):
+    """Called from a watchdog thread when another task of this party failed (see cluster.JobControlHook)."""
+    del message
 
   def _recover(self, error, checkpoint_dir):
     """Whether fit() should run the procedure again in a new session after `error` (see FederalModel)."""

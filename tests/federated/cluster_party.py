@@ -21,6 +21,7 @@ class IdsRecorder(tf.train.SessionRunHook):
 
   def after_run(self, run_context, run_values):
     self._rows.extend(int(i) for i in run_values.results.ravel())
+    print('consumed batch %d' % (len(self._rows) // max(1, run_values.results.size)), flush=True)
 
   def end(self, session):
     with open(self._path, 'w') as f:
