@@ -565,6 +565,7 @@ class Model(object):
     user_hooks = list(hooks or []) + (list(chief_only_hooks or []) if flags.is_chief() else [])
     hooks_lib.HookRegistry().add(user_hooks)  # type check, before anything starts
     control = None
+    failed = None  # the party's failure, when this worker finished but another task failed
     with self._graph.as_default(), cluster.placement():
       if cluster.enabled():
         self._stage_manager = StageManager(project_name, flags.get_task_index(), flags.get_worker_num())
