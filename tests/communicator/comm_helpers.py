@@ -2,7 +2,11 @@
 
 A uniquely named module rather than conftest.py, which other test directories also have.
 """
+import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 from efl.communicator import Communicator
@@ -73,3 +77,24 @@ def close_all(*comms):
     t.start()
   for t in threads:
     t.join(30)
+
+
+@contextlib.contextmanager
+def echo_peer_process():
+  """A leader `Communicator` (sends 'x', receives 'y') and a child process echoing 'x' back as 'y' (echo_peer.py).
+
+  Yields (comm, child Popen, the child's port); the child inherits this process's environment.
+  """
+  local, peer = free_port(), free_port()
+  proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'echo_peer.py'),
+                           '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer])
+  comm = Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
+  comm.register_send('x')
+  comm.register_recv('y')
+  try:
+    yield comm, proc, peer
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    proc.wait(10)
+    comm.close()

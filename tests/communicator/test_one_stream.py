@@ -1,8 +1,6 @@
 """Each transport serves the party's one address, and the peer's stream carries its end in order."""
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -10,7 +8,7 @@ import numpy as np
 import pytest
 
 import efl.communicator as ec
-from comm_helpers import free_port
+from comm_helpers import echo_peer_process
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,17 +36,8 @@ def _listening_ports(pid):
 
 @pytest.fixture
 def echo_peer(transport):  # `transport` first: the child inherits its EFL_NATIVE_TRANSPORT
-  local, peer = free_port(), free_port()
-  proc = subprocess.Popen([sys.executable, os.path.join(_HERE, 'echo_peer.py'), '127.0.0.1:%d' % local,
-                           '127.0.0.1:%d' % peer])
-  comm = ec.Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
-  comm.register_send('x')
-  comm.register_recv('y')
-  yield comm, proc, peer
-  if proc.poll() is None:
-    proc.kill()
-  proc.wait(10)
-  comm.close()
+  with echo_peer_process() as peer:
+    yield peer
 
 
 def test_a_party_listens_on_exactly_one_port(echo_peer, transport, monkeypatch):

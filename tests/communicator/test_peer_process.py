@@ -10,24 +10,15 @@ import numpy as np
 import pytest
 
 import efl.communicator as ec
-from comm_helpers import free_port
+from comm_helpers import echo_peer_process, free_port
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
 def echo_peer():
-  local, peer = free_port(), free_port()
-  proc = subprocess.Popen([sys.executable, os.path.join(_HERE, 'echo_peer.py'), '127.0.0.1:%d' % local,
-                           '127.0.0.1:%d' % peer])
-  comm = ec.Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
-  comm.register_send('x')
-  comm.register_recv('y')
-  yield comm, proc
-  if proc.poll() is None:
-    proc.kill()
-  proc.wait(10)
-  comm.close()
+  with echo_peer_process() as (comm, proc, _):
+    yield comm, proc
 
 
 def test_killed_peer_is_detected_within_seconds(echo_peer, monkeypatch):
