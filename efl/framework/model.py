@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 
 from efl import compat
 from efl import flags
+from efl.framework import cluster
 from efl.framework import failure
 from efl.framework import hooks as hooks_lib
 from efl.framework.sample import Sample
@@ -91,7 +92,8 @@ class Model(object):
     redirect_log()
     self._graph = tf.get_default_graph()
     self._training_flag = tf.placeholder_with_default(True, shape=[], name='is_training_flag')
-    self._global_step = tf.train.get_or_create_global_step()
+    with cluster.placement():
+      self._global_step = tf.train.get_or_create_global_step()
     self._tasks = collections.OrderedDict()
     self._hooks = hooks_lib.HookRegistry()
     self._metrics = collections.OrderedDict()  # TaskScope -> OrderedDict(name -> tensor)
@@ -358,7 +360,8 @@ class Model(object):
     self._session_config = session_config
     if not self.tasks:
       raise ValueError('nothing to compile: set loss_fn (and input_fn) first')
-    with self._graph.as_default(), tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+    with self._graph.as_default(), cluster.placement(), \
+        tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
       for task in self.tasks:
         self._compile_task(self._tasks[task])
       self._metric_init = tf.variables_initializer(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES),
@@ -559,10 +562,18 @@ class Model(object):
       raise ValueError('give save_checkpoint_steps or save_checkpoint_secs, not both')
     if save_checkpoint_steps is None and save_checkpoint_secs is None:
       save_checkpoint_steps, save_checkpoint_secs = self._default_save_schedule()
+    if cluster.enabled() and flags.get_task_name() == 'ps':
+      cluster.run_ps()  # a parameter server serves the workers' variables until the party's job ends
+      return self
     user_hooks = list(hooks or []) + (list(chief_only_hooks or []) if flags.is_chief() else [])
     hooks_lib.HookRegistry().add(user_hooks)  # type check, before anything starts
-    with self._graph.as_default():
-      self._stage_manager = StageManager(project_name)
+    control = None
+    failed = None  # the party's failure, when this worker finished but another task failed
+    with self._graph.as_default(), cluster.placement():
+      if cluster.enabled():
+        self._stage_manager = StageManager(project_name, flags.get_task_index(), flags.get_worker_num())
+      else:
+        self._stage_manager = StageManager(project_name)
       self._make_loggers(log_step, summary_dir or checkpoint_dir)
       if scaffold is None:
         scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
@@ -571,10 +582,14 @@ class Model(object):
         tf.add_to_collection(tf.GraphKeys.SAVERS, scaffold.saver)  # where a script's own saver hook looks
       dispatcher = hooks_lib.ScopedHookDispatcher(self._hooks)
       run_hooks = [dispatcher] + user_hooks
+      if cluster.enabled():
+        control = cluster.JobControl()
+        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure)
+        run_hooks.insert(0, control_hook)
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
         tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
-      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs):
+      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and flags.is_chief():
         run_hooks.append(tf.train.CheckpointSaverHook(
             checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
             scaffold=scaffold))
@@ -603,6 +618,14 @@ class Model(object):
       finally:
         self._sess = None
         self._after_session(error)
+        if control is not None:
+          control_hook.stop_watch()
+          if error is not None and control_hook.failure and not isinstance(error, cluster.JobStoppedError):
+            # What stopped this worker was another task's failure: that is the story to tell.
+            error = cluster.JobStoppedError('%s stops: %s' % (cluster.task_label(), control_hook.failure))
+          failed = cluster.report_end(control, error, None if error is None else _summary(error))
+    if failed:
+      raise cluster.JobStoppedError('%s finished its share, but the job failed: %s' % (cluster.task_label(), failed))
     return self
 
   def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
@@ -612,9 +635,20 @@ class Model(object):
       # A session again after a recovery: its hooks' begin() may look up (or build) ops, as the first time.
       self._graph._unsafe_unfinalize()  # pylint: disable=protected-access
     restore_path = self._before_session(checkpoint_dir)
-    creator = tf.train.ChiefSessionCreator(
-        scaffold=scaffold, config=self._session_config_or_default(config),
-        checkpoint_filename_with_path=restore_path)
+    config = self._session_config_or_default(config)
+    if cluster.enabled():
+      # The chief initializes or restores the variables on the parameter servers; the other workers wait for it.
+      config = cluster.session_config(config)
+      master = cluster.server(config).target
+      if flags.is_chief():
+        creator = tf.train.ChiefSessionCreator(scaffold=scaffold, master=master, config=config,
+                                               checkpoint_filename_with_path=restore_path)
+      else:
+        restore_path = None
+        creator = cluster.WorkerSessionCreator(scaffold=scaffold, master=master, config=config)
+    else:
+      creator = tf.train.ChiefSessionCreator(scaffold=scaffold, config=config,
+                                             checkpoint_filename_with_path=restore_path)
     if restore_path:
       tf.logging.info('restoring checkpoint %s', restore_path)
     with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
@@ -628,6 +662,10 @@ class Model(object):
         raise
       finally:
         self._sess = None
+
+  def _on_cluster_failure(self, message):
+    """Called from a watchdog thread when another task of this party failed (see cluster.JobControlHook)."""
+    del message
 
   def _recover(self, error, checkpoint_dir):
     """Whether fit() should run the procedure again in a new session after `error` (see FederalModel)."""

@@ -1,0 +1,50 @@
+"""The MNIST example's party (leader.py or follower.py by --federal_role), recording the sample ids of every
+training batch this worker consumed to `$EFL_TEST_IDS_DIR/<role>_w<task index>.txt`."""
+import importlib.util
+import os
+
+import tensorflow.compat.v1 as tf
+
+import efl
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       'efl', 'example', 'mnist')
+
+
+class IdsRecorder(tf.train.SessionRunHook):
+
+  def __init__(self, ids, path):
+    self._ids, self._path, self._rows = ids, path, []
+
+  def before_run(self, run_context):
+    return tf.train.SessionRunArgs(self._ids)
+
+  def after_run(self, run_context, run_values):
+    self._rows.extend(int(i) for i in run_values.results.ravel())
+    print('consumed batch %d' % (len(self._rows) // max(1, run_values.results.size)), flush=True)
+
+  def end(self, session):
+    with open(self._path, 'w') as f:
+      f.write('\n'.join(str(i) for i in self._rows))
+
+
+def main():
+  role = efl.get_federal_role()
+  spec = importlib.util.spec_from_file_location('example_' + role, os.path.join(EXAMPLE, role + '.py'))
+  party = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(party)
+  example_input_fn = party.input_fn
+
+  def input_fn(model, mode):
+    sample = example_input_fn(model, mode)
+    if mode == efl.MODE.TRAIN:
+      path = os.path.join(os.environ['EFL_TEST_IDS_DIR'], '%s_w%d.txt' % (role, efl.get_task_index()))
+      model.add_hooks([IdsRecorder(sample.sample_ids, path)], mode=mode)
+    return sample
+
+  party.input_fn = input_fn
+  party.main()
+
+
+if __name__ == '__main__':
+  main()
