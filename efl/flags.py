@@ -76,8 +76,11 @@ def peer_role(role):
 
 
 def _worker_addr(key):
-  """Entry `--task_index` of the config's list `key` ("local_addrs" or "peer_addrs"): in a cluster, worker i of
-  a party talks to worker i of the other on its own addresses. None when the config has no such list."""
+  """Entry `--task_index` of the config's list `key` ("local_addrs" or "peer_addrs").
+
+  In a cluster, worker i of a party talks to worker i of the other on its own addresses. None when the config
+  has no such list.
+  """
   addrs = get_config(key)
   if addrs is None:
     return None
@@ -89,14 +92,20 @@ def _worker_addr(key):
 
 
 def get_local_addr(role=None):
-  """`--local_addr`, else this worker's entry of the config's "local_addrs", else the default address of `role`
-  (default: `--federal_role`)."""
+  """This party's address.
+
+  `--local_addr`, else this worker's entry of the config's "local_addrs", else the default address of `role`
+  (default: `--federal_role`).
+  """
   return _args().local_addr or _worker_addr('local_addrs') or _DEFAULT_ADDR[check_role(role or get_federal_role())]
 
 
 def get_peer_addr(role=None):
-  """`--peer_addr`, else this worker's entry of the config's "peer_addrs", else the default address of the peer
-  of `role` (default: `--federal_role`)."""
+  """The peer's address.
+
+  `--peer_addr`, else this worker's entry of the config's "peer_addrs", else the default address of the peer
+  of `role` (default: `--federal_role`).
+  """
   return _args().peer_addr or _worker_addr('peer_addrs') or _DEFAULT_ADDR[peer_role(role or get_federal_role())]
 
 

@@ -171,8 +171,11 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
 
 
 def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
-  """{role: the -c/--config JSON of that party's tasks}: free ports for each party's parameter servers and
-  workers, and one communicator port per worker (worker i of the leader talks to worker i of the follower)."""
+  """The -c/--config JSON of each party's tasks, {role: JSON}.
+
+  Free ports for each party's parameter servers and
+  workers, and one communicator port per worker (worker i of the leader talks to worker i of the follower).
+  """
   used = set()
 
   def port():
@@ -193,9 +196,11 @@ def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
 
 def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_s=None, grace_s=30, env=None,
                  out=None, started=None):
-  """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine;
-  returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
-  stopped. `started`, if given, is called with {label: Popen} once all are started."""
+  """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine.
+
+  Returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
+  stopped. `started`, if given, is called with {label: Popen} once all are started.
+  """
   out = out or sys.stdout
   env = shared_machine_env(os.environ if env is None else env)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')

@@ -95,8 +95,11 @@ def operation_timeout_ms():
 
 
 def session_config(config=None):
-  """`config` (copied) for a session of this task: it sees only the parameter servers and its own worker (the
-  workers never wait for each other), and its ops fail instead of hanging when another task is gone."""
+  """`config` (copied) for a session of this task.
+
+  It sees only the parameter servers and its own worker (the
+  workers never wait for each other), and its ops fail instead of hanging when another task is gone.
+  """
   out = tf.ConfigProto()
   if config is not None:
     out.CopyFrom(config)
@@ -127,8 +130,11 @@ def _local_variables_on_worker(next_creator, **kwargs):
 
 @contextlib.contextmanager
 def placement():
-  """Builds the graph for this worker: global variables on the parameter servers (round robin; partitioned
-  variables spread over them), other ops and local variables on the worker. Nothing without a cluster."""
+  """Builds the graph for this worker.
+
+  Global variables on the parameter servers (round robin; partitioned
+  variables spread over them), other ops and local variables on the worker. Nothing without a cluster.
+  """
   if not enabled():
     yield
     return
@@ -165,9 +171,12 @@ class JobControl(object):
 
 
 def run_ps(poll_s=0.5, max_wait_s=None):
-  """The body of a `--task_name=ps` process: serves variables until every worker of the party finished (returns
+  """The body of a `--task_name=ps` process.
+
+  Serves variables until every worker of the party finished (returns
   0) or one reported a failure (raises RuntimeError naming it). Only ps 0 holds the job's state; the others
-  watch it there."""
+  watch it there.
+  """
   import time  # pylint: disable=g-import-not-at-top
   srv = server()
   graph = tf.Graph()
@@ -337,8 +346,10 @@ class JobControlHook(tf.train.SessionRunHook):
 
 def report_end(control, error=None, summary=None):
   """Tells ps 0 that this worker finished (`error` None) or failed (`error`, `summary` its one-line account).
+
   Best effort: when ps 0 itself is gone there is nobody to tell. Returns the party's failure when this worker
-  finished but another task failed, else None."""
+  finished but another task failed, else None.
+  """
   if isinstance(error, JobStoppedError):
     return  # a consequence of a failure already reported (or of ps 0's loss: nobody to tell)
   try:
@@ -361,8 +372,11 @@ def report_end(control, error=None, summary=None):
 
 
 class WorkerSessionCreator(tf.train.WorkerSessionCreator):
-  """A non-chief worker's session: it checks every half second (not TF's 30 s) whether the chief has
-  initialized or restored the variables."""
+  """A non-chief worker's session.
+
+  It checks every half second (not TF's 30 s) whether the chief has
+  initialized or restored the variables.
+  """
 
   def _get_session_manager(self):
     if self._session_manager is None:
