@@ -10,6 +10,11 @@ With `--ps_num 0 --worker_num 1` (the default) there is no cluster and nothing h
 import atexit
 import contextlib
 import json
+import os
+import socket
+import sys
+import threading
+import time
 
 import tensorflow.compat.v1 as tf
 
@@ -170,33 +175,40 @@ class JobControl(object):
     sess.run(self.fail, feed_dict={self._message: message.encode('utf-8')})
 
 
-def run_ps(poll_s=0.5, max_wait_s=None):
+def _answers(address, timeout_s=3.0):
+  """Whether a TCP connection to `address` ("host:port") opens: a task's server listens until its process ends."""
+  host, port = address.rsplit(':', 1)
+  try:
+    socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s).close()
+    return True
+  except (OSError, ValueError):
+    return False
+
+
+def run_ps(poll_s=0.5, max_wait_s=None, linger_s=3.0):
   """The body of a `--task_name=ps` process.
 
-  Serves variables until every worker of the party finished (returns
-  0) or one reported a failure (raises RuntimeError naming it). Only ps 0 holds the job's state; the others
-  watch it there.
+  Serves variables until every worker of the party finished (returns 0) or one reported a failure (raises
+  RuntimeError naming it). Only ps 0 holds the job's state; the others watch it there. After a failure ps 0
+  serves `linger_s` longer, so that the workers read the failure rather than find ps 0 gone.
   """
-  import time  # pylint: disable=g-import-not-at-top
   srv = server()
   graph = tf.Graph()
   with graph.as_default():
     control = JobControl()
-    # Ps 0 asks each running worker's server for a trivial op: one that answered before and no longer does died
-    # without telling (kill -9, a lost host).
-    feed = tf.placeholder(tf.int32, [])
-    probes = []
-    for i in range(flags.get_worker_num()):
-      with tf.device('/job:worker/task:%d' % i):
-        probes.append(tf.identity(feed))
-  probe_options = tf.RunOptions(timeout_in_ms=3000)
-  seen = set()
   worker_num = flags.get_worker_num()
   index = flags.get_task_index()
+  addresses = spec().job_tasks('worker')
+  seen = set()
   tf.logging.info('parameter server %d of %d serving at %s; waiting for %d worker(s)', index,
                   flags.get_ps_num(), srv.target, worker_num)
   started = time.time()
-  with tf.Session(srv.target, graph=graph, config=session_config()) as sess:
+  # The session touches parameter servers only: closing a session also closes its state on every task it ran
+  # ops on, and a worker that is exiting may never answer that. Workers are watched with plain TCP connects.
+  config = session_config()
+  del config.device_filters[:]
+  config.device_filters.extend(['/job:ps/task:0', '/job:ps/task:%d' % index])
+  with tf.Session(srv.target, graph=graph, config=config) as sess:
     if index == 0:
       sess.run(control.initializer)
     while True:
@@ -204,23 +216,22 @@ def run_ps(poll_s=0.5, max_wait_s=None):
         if sess.run(control.ready):
           done, error = sess.run([control.done, control.error])
           if error:
+            if index == 0:
+              time.sleep(linger_s)
             raise RuntimeError('the job failed: %s' % error.decode('utf-8', 'replace'))
           if index == 0:
             for i in range(worker_num):
               if done[i]:
                 continue
-              try:
-                sess.run(probes[i], feed_dict={feed: i}, options=probe_options)
+              if _answers(addresses[i]):
                 seen.add(i)
-              except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
-                if i in seen:
-                  label = '%sworker %d' % (_role_prefix(), i)
-                  message = '%s (%s) is gone: its process died or its host is unreachable (%s)' % (
-                      label, spec().task_address('worker', i), str(e).split('\n')[0][:200])
-                  control.report_failure(sess, message)
-                  raise RuntimeError('the job failed: %s' % message)
-          done = int(sum(done))
-          if done >= worker_num:
+              elif i in seen and not sess.run(control.done)[i]:  # not a worker that finished meanwhile
+                message = '%sworker %d (%s) is gone: its process died or its host is unreachable' % (
+                    _role_prefix(), i, addresses[i])
+                control.report_failure(sess, message)
+                time.sleep(linger_s)
+                raise RuntimeError('the job failed: %s' % message)
+          if int(sum(done)) >= worker_num:
             tf.logging.info('parameter server %d: all %d worker(s) finished; exiting', index, worker_num)
             return 0
       except tf.errors.UnavailableError as e:
@@ -261,64 +272,129 @@ def _role_prefix():
     return ''
 
 
+def _dead_ps(seen):
+  """The first parameter server that accepted a TCP connection before (`seen`, updated) and refuses one now."""
+  for i, address in enumerate(spec().job_tasks('ps')):
+    if _answers(address, timeout_s=2.0):
+      seen.add(i)
+    elif i in seen:
+      return i, address
+  return None
+
+
+def _exit_after(delay_s, message):
+  """Ends the process with status 1 after `delay_s` unless it ended before (see JobControlHook)."""
+  def expire():
+    tf.logging.error('%s; TensorFlow still waits on the dead task after %g s: exiting with status 1',
+                     message, delay_s)
+    for stream in (sys.stdout, sys.stderr):
+      stream.flush()
+    os._exit(1)  # pylint: disable=protected-access
+  timer = threading.Timer(delay_s, expire)
+  timer.daemon = True
+  timer.start()
+  return timer
+
+
 class JobControlHook(tf.train.SessionRunHook):
   """Stops this worker when another task of its party failed; waits at the start for the job's state on ps 0.
 
-  A watchdog thread also polls ps 0 every `poll_s`: a step may be blocked on the peer when the failure happens,
-  so `on_failure(message)` (e.g. closing the communicator with that message, which the peer party then reports)
-  is called when ps 0 reports a failure or stops answering.
+  A watchdog thread runs from the monitored session's start: a step may be blocked on the peer when the failure
+  happens, so `on_failure(message)` (e.g. closing the communicator with that message, which the peer party then
+  reports) is called when ps 0 reports a failure or a parameter server is gone. Ps 0's state is read through a
+  session made while ps 0 answered (creating a session waits for every parameter server without a deadline);
+  parameter servers are watched with TCP connects.
+
+  A dead parameter server can leave TensorFlow itself waiting without a deadline (creating, running or closing a
+  session). So once one is gone the process ends with status 1 if fit() has not returned `exit_grace_s` later:
+  the failure is logged and already told to the peer party; nothing else could end the wait.
   """
 
-  def __init__(self, control, wait_s=60.0, on_failure=None, poll_s=1.0):
+  def __init__(self, control, wait_s=60.0, on_failure=None, poll_s=1.0, exit_grace_s=10.0, explain=None):
     self._control = control
+    self._explain = explain  # () -> why this worker's steps fail from outside its party (the peer), or None
     self._wait_s = wait_s
     self._on_failure = on_failure
     self._poll_s = poll_s
+    self._exit_grace_s = exit_grace_s
     self._stop = None
+    self._session = None  # ps 0's state, for the watchdog
+    self._exit_timer = None
     self.failure = None
+    self.ps_lost = False
+
+  def begin(self):
+    if self._stop is None:
+      self._stop = threading.Event()
+      threading.Thread(target=self._watch, args=(self._stop,), name='efl-cluster-watch', daemon=True).start()
+
+  def _read_error(self, options):
+    session = self._session
+    if session is None:
+      return b''
+    try:
+      return session.run(self._control.error, options=options)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
+      self.ps_lost = True
+      return ('%sps 0 (%s) does not answer: %s' % (_role_prefix(), spec().task_address('ps', 0),
+                                                   str(e).split('\n')[0][:200])).encode('utf-8')
 
   def _watch(self, stop):
     options = tf.RunOptions(timeout_in_ms=int(self._poll_s * 5000))
+    seen = set()
     try:
-      with tf.Session(server().target, graph=self._control.done.graph, config=session_config()) as sess:
-        while not stop.wait(self._poll_s):
-          try:
-            error = sess.run(self._control.error, options=options)
-          except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
-            if stop.is_set():
-              return
-            error = ('%sps 0 (%s) is unreachable: %s' % (_role_prefix(), spec().task_address('ps', 0),
-                                                        str(e).split('\n')[0])).encode('utf-8')
-          if error:
-            self.failure = error.decode('utf-8', 'replace')
-            tf.logging.error('%s stops: %s', task_label(), self.failure)
-            if self._on_failure is not None:
-              self._on_failure('%s stops: %s' % (task_label(), self.failure))
-            return
+      while not stop.wait(self._poll_s):
+        dead = _dead_ps(seen)
+        if dead is not None:
+          self.ps_lost = True
+          error = ('%sps %d (%s) is gone: its process died or its host is unreachable'
+                   % (_role_prefix(), dead[0], dead[1])).encode('utf-8')
+        else:
+          error = self._read_error(options)
+        if stop.is_set():
+          return
+        if error:
+          self._fail(error.decode('utf-8', 'replace'))
+          return
     except Exception as e:  # pylint: disable=broad-except
-      tf.logging.warning('%s: the watch of parameter server 0 ended: %s', task_label(), e)
+      if not stop.is_set():  # else stop_watch() closed the session under a read
+        tf.logging.warning('%s: the watch of the parameter servers ended: %s', task_label(), e)
+
+  def _fail(self, failure):
+    self.failure = self.failure or failure
+    message = '%s stops: %s' % (task_label(), self.failure)
+    tf.logging.error(message)
+    if self.ps_lost and self._exit_timer is None:
+      self._exit_timer = _exit_after(self._exit_grace_s, message)
+    if self._on_failure is not None:
+      self._on_failure(message)
 
   def stop_watch(self):
+    """Stops the watchdog (fit() calls it when the session ended)."""
     if self._stop is not None:
       self._stop.set()
+    session, self._session = self._session, None
+    if session is not None and not self.ps_lost:
+      session.close()
+
+  def disarm(self):
+    """fit() ends: its caller decides what comes next, unless a parameter server is gone.
+
+    Then TensorFlow may still wait on it when the session objects are closed later, so the timer stays armed.
+    """
+    if self._exit_timer is not None and not self.ps_lost:
+      self._exit_timer.cancel()
 
   def after_create_session(self, session, coord):
-    import time  # pylint: disable=g-import-not-at-top
     del coord
     options = tf.RunOptions(timeout_in_ms=5000)
-    if self._stop is not None:
+    if self._session is not None:
       # TF's monitored session creates a new session after a task became unavailable: in a federated job that
       # task's peer has lost its counterpart, so this worker stops instead of waiting for it.
+      failure = self._read_error(options).decode('utf-8', 'replace')
+      outside = self._explain() if self._explain is not None else None
+      self._fail(failure or outside or 'a task of the %sparty became unavailable mid-training' % _role_prefix())
       self.stop_watch()
-      try:
-        failure = session.run(self._control.error, options=options).decode('utf-8', 'replace')
-      except tf.errors.OpError as e:
-        failure = '%sps 0 (%s) is unreachable: %s' % (_role_prefix(), spec().task_address('ps', 0),
-                                                     str(e).split('\n')[0][:200])
-      self.failure = self.failure or failure or ('a task of the %sparty became unavailable mid-training'
-                                                 % _role_prefix())
-      if self._on_failure is not None:
-        self._on_failure('%s stops: %s' % (task_label(), self.failure))
       raise JobStoppedError('%s stops: %s' % (task_label(), self.failure))
     deadline = time.time() + self._wait_s
     while not session.run(self._control.ready, options=options):
@@ -326,10 +402,9 @@ class JobControlHook(tf.train.SessionRunHook):
         raise RuntimeError('parameter server 0 did not set up the job state within %g s; start the party\'s '
                            '--task_name=ps processes with the same cluster spec' % self._wait_s)
       time.sleep(0.1)
-    import threading  # pylint: disable=g-import-not-at-top
-    self.stop_watch()
-    self._stop = threading.Event()
-    threading.Thread(target=self._watch, args=(self._stop,), name='efl-cluster-watch', daemon=True).start()
+    watch = tf.Session(server().target, graph=self._control.done.graph, config=session_config())
+    watch.run(self._control.error, options=options)  # sets the session up while ps 0 answers
+    self._session = watch
 
   def end(self, session):
     del session
@@ -350,8 +425,10 @@ def report_end(control, error=None, summary=None):
   Best effort: when ps 0 itself is gone there is nobody to tell. Returns the party's failure when this worker
   finished but another task failed, else None.
   """
-  if isinstance(error, JobStoppedError):
-    return  # a consequence of a failure already reported (or of ps 0's loss: nobody to tell)
+  if not _answers(spec().task_address('ps', 0)):
+    tf.logging.warning('%s could not report its end: parameter server 0 (%s) is gone', task_label(),
+                       spec().task_address('ps', 0))
+    return None
   try:
     with tf.Session(server().target, graph=control.done.graph, config=session_config()) as sess:
       if error is None:
@@ -361,7 +438,11 @@ def report_end(control, error=None, summary=None):
           # This worker's share is done, but the party's job failed meanwhile: the job did not succeed.
           return failed.decode('utf-8', 'replace')
         tf.logging.info('%s finished', task_label())
-      elif not isinstance(error, JobStoppedError):  # that one is a consequence of a failure already reported
+      elif isinstance(error, JobStoppedError):
+        # Usually a consequence of the failure ps 0 already holds (the first one stays); else its cause came
+        # from the peer party, and the other workers must learn it.
+        control.report_failure(sess, str(error))
+      else:
         peer = _peer_label()
         control.report_failure(sess, '%s failed%s: %s' % (
             task_label(), ' (paired with the %s)' % peer if peer else '', summary or error))

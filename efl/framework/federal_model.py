@@ -463,5 +463,9 @@ class FederalModel(Model):
     # A step blocked on the peer ends at once, and the peer's worker learns why and stops its own party.
     self._communicator.close(error=message)
 
+  def _outside_failure(self):
+    failure = self._communicator.failure()
+    return failure[1] if failure else None
+
   def _after_session(self, error):
     self._communicator.close(error=None if error is None else _summary(error))

@@ -71,7 +71,9 @@ def _summary(error):
 def _global_step_of(sess, global_step):
   """The global step in the session's variables, or None if the session cannot tell any more."""
   try:
-    return int(sess._tf_sess().run(global_step))  # pylint: disable=protected-access
+    # Bounded: after a failure in a cluster the variable may live on a parameter server that is gone.
+    options = tf.RunOptions(timeout_in_ms=5000)
+    return int(sess._tf_sess().run(global_step, options=options))  # pylint: disable=protected-access
   except Exception:  # pylint: disable=broad-except
     return None
 
@@ -584,7 +586,8 @@ class Model(object):
       run_hooks = [dispatcher] + user_hooks
       if cluster.enabled():
         control = cluster.JobControl()
-        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure)
+        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure,
+                                              explain=self._outside_failure)
         run_hooks.insert(0, control_hook)
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
@@ -624,6 +627,7 @@ class Model(object):
             # What stopped this worker was another task's failure: that is the story to tell.
             error = cluster.JobStoppedError('%s stops: %s' % (cluster.task_label(), control_hook.failure))
           failed = cluster.report_end(control, error, None if error is None else _summary(error))
+          control_hook.disarm()
     if failed:
       raise cluster.JobStoppedError('%s finished its share, but the job failed: %s' % (cluster.task_label(), failed))
     return self
@@ -666,6 +670,10 @@ class Model(object):
   def _on_cluster_failure(self, message):
     """Called from a watchdog thread when another task of this party failed (see cluster.JobControlHook)."""
     del message
+
+  def _outside_failure(self):
+    """Why this party's steps fail from outside it (the peer party), or None (see cluster.JobControlHook)."""
+    return None
 
   def _recover(self, error, checkpoint_dir):
     """Whether fit() should run the procedure again in a new session after `error` (see FederalModel)."""

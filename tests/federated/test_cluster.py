@@ -185,22 +185,18 @@ def _kill_one(tmp_path, mnist_npz, victim, prefix):
   return codes, log, sink
 
 
-_PS_KILL_GAP = ('known gap: after kill -9 of a ps, its party\'s workers stop and tell the peer party (which exits '
-                'naming the ps), but they hang closing their session to the dead ps')
-
-
 @pytest.mark.parametrize('victim,prefix,dead', [
     ('leader worker 1', '[L w1]', 'leader worker 1'),
-    pytest.param('follower ps 0', '[L w0]', 'follower ps 0', marks=pytest.mark.skip(reason=_PS_KILL_GAP))])
+    ('follower ps 0', '[L w0]', 'follower ps 0')])
 def test_a_killed_task_stops_both_parties(tmp_path, mnist_npz, victim, prefix, dead):
   """Slow (~45 s): kill -9 of a task mid-training; both parties' parameter servers and the victim's pair fail
   naming it, and nothing has to be stopped. A pair that completes its share before the failure is known ends
   well (asynchronous training: its share is done)."""
   codes, log, sink = _kill_one(tmp_path, mnist_npz, victim, prefix)
   assert '[launcher] stopping' not in log, 'a task had to be stopped:\n' + log[-4000:]
-  # The issue asks for 30 s; a parameter server that saw the failure still takes up to 30 s to close its
-  # session to the dead task before it exits.
-  assert time.time() - sink.killed_at < 75, log[-4000:]
+  # Every task ends within 30 s of the kill (a worker that TensorFlow keeps waiting on a dead parameter server
+  # ends 10 s after it found the server gone).
+  assert time.time() - sink.killed_at < 30, log[-4000:]
   index = victim.split()[-1]
   must_fail = {'leader ps 0', 'follower ps 0', 'leader worker ' + index, 'follower worker ' + index} - {victim}
   for label in must_fail:
