@@ -452,6 +452,76 @@ def report_end(control, error=None, summary=None):
   return None
 
 
+_WORKER_STEPS = 'efl_worker_steps'
+
+
+def worker_steps():
+  """Each worker's count of its training steps: an int64 vector on the parameter servers, saved in checkpoints.
+
+  Worker 0 of the leader and worker 0 of the follower run the same steps (every step exchanges tensors), so
+  worker 0's count names the party's checkpoints identically on both sides; the global step, which every
+  worker advances asynchronously, would not.
+  """
+  graph = tf.get_default_graph()
+  found = graph.get_collection(_WORKER_STEPS)
+  if found:
+    return found[0]
+  # Created where a train op is built: its initializer must not inherit that op's control dependencies.
+  with tf.name_scope(None), tf.control_dependencies(None):
+    steps = tf.Variable(tf.zeros([flags.get_worker_num()], tf.int64), trainable=False, name=_WORKER_STEPS)
+  graph.add_to_collection(_WORKER_STEPS, steps)
+  return steps
+
+
+def count_step():
+  """The op adding this worker's training step to `worker_steps()`."""
+  return tf.scatter_add(worker_steps(), [flags.get_task_index()], tf.ones([1], tf.int64))
+
+
+class PairCheckpointSaverHook(tf.train.SessionRunHook):
+  """The chief's checkpoints in a cluster, every `save_steps` steps of worker pair 0, named by that count.
+
+  Like `tf.train.CheckpointSaverHook` it saves when the session starts, every `save_steps` steps, and at the
+  end; both parties' chiefs thus hold checkpoints of the same numbers, which is what a restart agrees on. Every
+  worker's reader position is a variable on the parameter servers, so each checkpoint holds them all.
+  """
+
+  def __init__(self, checkpoint_dir, save_steps, scaffold):
+    if not save_steps or save_steps < 1:
+      raise ValueError('a party running as a cluster saves every N steps of worker pair 0, so that both '
+                       'parties save the same steps: give save_checkpoint_steps >= 1, got %r' % (save_steps,))
+    self._path = os.path.join(checkpoint_dir, 'model.ckpt')
+    self._save_steps = int(save_steps)
+    self._scaffold = scaffold
+    self._last = None
+
+  def begin(self):
+    self._count = worker_steps()[0]
+
+  def _save(self, session, count):
+    if count == self._last:
+      return
+    tf.logging.info('saving checkpoint %d (steps of worker pair 0) to %s', count, self._path)
+    self._scaffold.saver.save(session, self._path, global_step=count, write_meta_graph=self._last is None)
+    self._last = count
+
+  def after_create_session(self, session, coord):
+    del coord
+    self._save(session, int(session.run(self._count)))
+
+  def before_run(self, run_context):
+    return tf.train.SessionRunArgs(self._count)
+
+  def after_run(self, run_context, run_values):
+    # The count fetched before this run; the steps of this run show in the next one.
+    count = int(run_values.results)
+    if count >= self._last + self._save_steps:
+      self._save(run_context.session, count)
+
+  def end(self, session):
+    self._save(session, int(session.run(self._count)))
+
+
 class WorkerSessionCreator(tf.train.WorkerSessionCreator):
   """A non-chief worker's session.
 

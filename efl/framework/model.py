@@ -428,7 +428,8 @@ class Model(object):
                        'trainable variable' % (t.name, t.loss))
     with tf.control_dependencies(update_ops + list(t.train_ops) + t.update_guards):
       step = tf.assign_add(self._global_step, 1, name='global_step_increment')
-    t.train_ops = update_ops + list(t.train_ops) + [step]
+      steps = [step, cluster.count_step()] if cluster.enabled() else [step]
+    t.train_ops = update_ops + list(t.train_ops) + steps
 
   def _minimize(self, t, opt, var_list, scope):
     """Returns the op applying `opt` to `var_list` for task `t` (None if nothing to update)."""
@@ -592,6 +593,9 @@ class Model(object):
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
         tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
+      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and cluster.enabled():
+        if flags.is_chief():
+          run_hooks.append(cluster.PairCheckpointSaverHook(checkpoint_dir, save_checkpoint_steps, scaffold))
       elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and flags.is_chief():
         run_hooks.append(tf.train.CheckpointSaverHook(
             checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,

@@ -6,26 +6,26 @@ import os
 import tensorflow.compat.v1 as tf
 
 import efl
+from efl.example import modes
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                        'efl', 'example', 'mnist')
 
 
 class IdsRecorder(tf.train.SessionRunHook):
+  """Appends each batch's ids to the file as one line as soon as the batch ran (a killed task keeps its lines)."""
 
   def __init__(self, ids, path):
-    self._ids, self._path, self._rows = ids, path, []
+    self._ids, self._path, self._batches = ids, path, 0
 
   def before_run(self, run_context):
     return tf.train.SessionRunArgs(self._ids)
 
   def after_run(self, run_context, run_values):
-    self._rows.extend(int(i) for i in run_values.results.ravel())
-    print('consumed batch %d' % (len(self._rows) // max(1, run_values.results.size)), flush=True)
-
-  def end(self, session):
-    with open(self._path, 'w') as f:
-      f.write('\n'.join(str(i) for i in self._rows))
+    with open(self._path, 'a') as f:
+      f.write(' '.join(str(int(i)) for i in run_values.results.ravel()) + '\n')
+    self._batches += 1
+    print('consumed batch %d' % self._batches, flush=True)
 
 
 def main():
@@ -43,6 +43,10 @@ def main():
     return sample
 
   party.input_fn = input_fn
+  save_steps = os.environ.get('EFL_TEST_SAVE_STEPS')
+  if save_steps:
+    run = modes.run
+    modes.run = lambda model, procedure, **kw: run(model, procedure, save_checkpoint_steps=int(save_steps), **kw)
   party.main()
 
 
