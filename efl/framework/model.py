@@ -18,6 +18,7 @@ from efl import flags
 from efl.framework import cluster
 from efl.framework import failure
 from efl.framework import hooks as hooks_lib
+from efl.framework import sync
 from efl.framework.sample import Sample
 from efl.framework.stage import LoopStage, StageManager, _raw_run
 from efl.log import redirect_log
@@ -93,6 +94,7 @@ class Model(object):
   def __init__(self):
     redirect_log()
     self._graph = tf.get_default_graph()
+    self._sync = None  # synchronous training of a cluster's workers (compile's sync_optimizer_config)
     self._training_flag = tf.placeholder_with_default(True, shape=[], name='is_training_flag')
     with cluster.placement():
       self._global_step = tf.train.get_or_create_global_step()
@@ -355,8 +357,11 @@ class Model(object):
       raise ValueError("comm_protocol must be 'grpc' (the only protocol efl speaks), got %r" % (comm_protocol,))
     if self._compiled:
       raise RuntimeError('compile() was already called on this model')
-    if sync_optimizer_config:
-      tf.logging.warning('sync_optimizer_config is ignored: efl trains one worker per party')
+    self._sync = None
+    if sync_optimizer_config is not None and cluster.enabled() and flags.get_worker_num() > 1:
+      self._sync = sync.SyncReplicas(sync_optimizer_config)
+    elif sync_optimizer_config is not None:
+      tf.logging.info('sync_optimizer_config: one worker per party, nothing to synchronise')
     self._opt_config = dict(opt_config or {})
     self._opt_config.setdefault('REDUCE', 'mean')
     self._session_config = session_config
@@ -427,8 +432,10 @@ class Model(object):
       raise ValueError('task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
                        'trainable variable' % (t.name, t.loss))
     with tf.control_dependencies(update_ops + list(t.train_ops) + t.update_guards):
-      step = tf.assign_add(self._global_step, 1, name='global_step_increment')
-      steps = [step, cluster.count_step()] if cluster.enabled() else [step]
+      # Synchronous training advances the global step once per update of all workers, in its own op.
+      steps = [] if self._sync else [tf.assign_add(self._global_step, 1, name='global_step_increment')]
+      if cluster.enabled():
+        steps.append(cluster.count_step())
     t.train_ops = update_ops + list(t.train_ops) + steps
 
   def _minimize(self, t, opt, var_list, scope):
@@ -445,6 +452,10 @@ class Model(object):
     grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
     if not grads_and_vars:
       return None
+    if self._sync is not None:
+      grads_and_vars = sync.detached(grads_and_vars, t.update_guards)
+      with tf.control_dependencies(None):
+        return self._sync.apply(opt, grads_and_vars, self._global_step)
     with tf.control_dependencies(t.update_guards):
       return opt.apply_gradients(grads_and_vars)
 
@@ -584,7 +595,7 @@ class Model(object):
       if scaffold.saver is not None and not tf.get_collection(tf.GraphKeys.SAVERS):
         tf.add_to_collection(tf.GraphKeys.SAVERS, scaffold.saver)  # where a script's own saver hook looks
       dispatcher = hooks_lib.ScopedHookDispatcher(self._hooks)
-      run_hooks = [dispatcher] + user_hooks
+      run_hooks = [dispatcher] + user_hooks + (self._sync.hooks() if self._sync else [])
       if cluster.enabled():
         control = cluster.JobControl()
         control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure,
@@ -659,8 +670,9 @@ class Model(object):
                                              checkpoint_filename_with_path=restore_path)
     if restore_path:
       tf.logging.info('restoring checkpoint %s', restore_path)
+    grace_s = self._stop_grace_s(stop_grace_period_secs)
     with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
-                                               stop_grace_period_secs=stop_grace_period_secs) as sess:
+                                               stop_grace_period_secs=grace_s) as sess:
       self._sess = sess
       try:
         self._stage_manager.load(sess)
@@ -670,6 +682,12 @@ class Model(object):
         raise
       finally:
         self._sess = None
+
+  def _stop_grace_s(self, stop_grace_period_secs):
+    if self._sync is None:
+      return stop_grace_period_secs
+    # The chief's update thread waits for gradients that no longer come once training ends.
+    return min(stop_grace_period_secs, sync.STOP_GRACE_S)
 
   def _on_cluster_failure(self, message):
     """Called from a watchdog thread when another task of this party failed (see cluster.JobControlHook)."""

@@ -47,6 +47,14 @@ def main():
   if save_steps:
     run = modes.run
     modes.run = lambda model, procedure, **kw: run(model, procedure, save_checkpoint_steps=int(save_steps), **kw)
+  if os.environ.get('EFL_TEST_SYNC_SEED'):
+    compile_ = efl.FederalModel.compile
+
+    def compile_synchronously(model, **kw):
+      model._graph.seed = int(os.environ['EFL_TEST_SYNC_SEED'])  # pylint: disable=protected-access
+      return compile_(model, sync_optimizer_config={}, **kw)
+
+    efl.FederalModel.compile = compile_synchronously
   party.main()
 
 

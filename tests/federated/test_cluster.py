@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from efl import flags
@@ -259,3 +260,38 @@ def test_a_restarted_cluster_resumes_every_worker_from_the_checkpoint(tmp_path, 
     kept.extend(x for batch in first[:resume] + second for x in batch)
   assert runs[1][1], 'the killed worker 1 had nothing left to do after the restart'
   assert sorted(kept) == list(range(rows)), 'a sample lost or repeated before the checkpoint'
+
+
+def _variables(ckpt_dir):
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def test_synchronous_training_is_deterministic(tmp_path, mnist_npz):
+  """Slow (~30 s): compile(sync_optimizer_config={}) with a graph seed, twice: the same weights bit for bit,
+  one update of the global step per step of all workers."""
+  rows = 5120
+  _mnist(tmp_path, mnist_npz, rows)
+  weights = []
+  for run in (1, 2):
+    ids_dir = tmp_path / ('ids%d' % run)
+    ids_dir.mkdir()
+    script = [sys.executable, os.path.join(HERE, 'cluster_party.py'), '--ckpt_dir', str(tmp_path / ('ckpt%d' % run))]
+    out = io.StringIO()
+    codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=150,
+                                  env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir), 'EFL_TEST_SYNC_SEED': '7'}),
+                                  out=out)
+    log = out.getvalue()
+    (tmp_path / ('run%d.log' % run)).write_text(log)
+    assert all(c == 0 for c in codes.values()), '%s\n%s' % (codes, log[-4000:])
+    weights.append({role: _variables(str(tmp_path / ('ckpt%d' % run) / role)) for role in ('leader', 'follower')})
+  steps = rows // 256 // 2  # batches per worker: each step of the two workers is one update
+  for role in ('leader', 'follower'):
+    first, second = weights[0][role], weights[1][role]
+    assert int(first['global_step']) == steps, (role, first['global_step'])
+    trained = [n for n in first if n.startswith(('dense', 'fc', role)) or '/kernel' in n]
+    assert trained, sorted(first)
+    assert sorted(first) == sorted(second)
+    for name in first:
+      assert np.array_equal(first[name], second[name]), '%s %s differs between two synchronous runs' % (role, name)
