@@ -1,6 +1,7 @@
 """Each party as a TensorFlow cluster (parameter servers and several workers, worker i paired with the peer's
 worker i): configuration errors, and federated MNIST trained by 2 x (1 ps + 2 workers) as by one pair."""
 import io
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from efl import flags
 from efl import launcher
 from efl.framework import cluster
 from efl.framework import federal_model
-from proc_helpers import ROOT, party_env
+from proc_helpers import ROOT, listening_ports, party_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(ROOT, 'efl', 'example', 'mnist')
@@ -114,12 +115,32 @@ def test_two_clusters_train_mnist_like_one_pair(tmp_path, mnist_npz):
   script = [sys.executable, os.path.join(HERE, 'cluster_party.py')]
   ids_dir = tmp_path / 'ids_cluster'
   ids_dir.mkdir()
-  out = io.StringIO()
+  ports, expected = {}, {}
+
+  def look(procs):
+    for label, p in procs.items():
+      if p.poll() is not None or 'worker' not in label:
+        continue
+      ports[label] = sorted(listening_ports(p.pid))
+      with open('/proc/%d/cmdline' % p.pid) as f:
+        config = json.loads([a for a in f.read().split('\0') if a.startswith('--config=')][0][len('--config='):])
+      i = int(label[-1])
+      expected[label] = sorted(int(a.rsplit(':', 1)[1]) for a in (config['cluster']['worker'][i],
+                                                                   config['local_addrs'][i]))
+
+  out = _OnLine('[L w1]', 'consumed batch 2\n', look)
   codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=150,
-                                env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=out)
+                                env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=out,
+                                started=lambda procs: setattr(out, 'procs', procs))
   log = out.getvalue()
   assert all(c == 0 for c in codes.values()), '%s\n%s' % (codes, log[-4000:])
   assert len(codes) == 6
+  # A running worker listens on its communicator's address (the one its peer reaches) and on its address in
+  # its own party's cluster: nothing else.
+  # (A worker that finished its share has closed its communicator: a subset then.)
+  assert ports['leader worker 1'] == expected['leader worker 1'], (ports, expected)
+  for label in ports:
+    assert set(ports[label]) <= set(expected[label]), (label, ports[label], expected[label])
   # Every training sample once per epoch across the workers, and each follower worker saw its leader's ids.
   leader = {w: _ids(str(ids_dir / ('leader_w%d.txt' % w))) for w in (0, 1)}
   assert sorted(leader[0] + leader[1]) == list(range(rows)), 'a sample skipped or repeated'
@@ -145,26 +166,29 @@ def test_two_clusters_train_mnist_like_one_pair(tmp_path, mnist_npz):
   assert mean >= pair_acc[0] - 0.15, (cluster_acc, pair_acc)
 
 
-class _KillOn(object):
-  """A log sink that kills task `victim` (kill -9) when line `trigger` of it appears; keeps the whole log."""
+class _OnLine(object):
+  """A log sink that calls `action(procs)` once, when line `trigger` of the task printing `prefix` appears."""
 
-  def __init__(self, victim, prefix, trigger):
-    self.victim, self.prefix, self.trigger = victim, prefix, trigger
-    self.procs, self.killed_at, self._buf = None, None, io.StringIO()
+  def __init__(self, prefix, trigger, action):
+    self.prefix, self.trigger, self.action = prefix, trigger, action
+    self.procs, self.done_at, self._buf = None, None, io.StringIO()
 
   def write(self, text):
     self._buf.write(text)
-    if self.killed_at is None and self.procs and text.startswith(self.prefix) and self.trigger in text:
-      self.procs[self.victim].kill()
-      self.killed_at = time.time()
-      # A task that already finished its share may end well; every one still running must fail.
-      self.running = {label for label, p in self.procs.items() if p.poll() is None and label != self.victim}
+    if self.done_at is None and self.procs and text.startswith(self.prefix) and self.trigger in text:
+      self.action(self.procs)
+      self.done_at = time.time()
 
   def flush(self):
     pass
 
   def getvalue(self):
     return self._buf.getvalue()
+
+
+def _KillOn(victim, prefix, trigger):
+  """A log sink that kills task `victim` (kill -9) when line `trigger` of `prefix` appears."""
+  return _OnLine(prefix, trigger, lambda procs: procs[victim].kill())
 
 
 def _kill_one(tmp_path, mnist_npz, victim, prefix):
@@ -182,7 +206,7 @@ def _kill_one(tmp_path, mnist_npz, victim, prefix):
                                 started=started)
   log = sink.getvalue()
   (tmp_path / 'cluster.log').write_text(log)
-  assert sink.killed_at is not None, log[-3000:]
+  assert sink.done_at is not None, log[-3000:]
   return codes, log, sink
 
 
@@ -197,7 +221,7 @@ def test_a_killed_task_stops_both_parties(tmp_path, mnist_npz, victim, prefix, d
   assert '[launcher] stopping' not in log, 'a task had to be stopped:\n' + log[-4000:]
   # Every task ends within 30 s of the kill (a worker that TensorFlow keeps waiting on a dead parameter server
   # ends 10 s after it found the server gone).
-  assert time.time() - sink.killed_at < 30, log[-4000:]
+  assert time.time() - sink.done_at < 30, log[-4000:]
   index = victim.split()[-1]
   must_fail = {'leader ps 0', 'follower ps 0', 'leader worker ' + index, 'follower worker ' + index} - {victim}
   for label in must_fail:
@@ -238,7 +262,7 @@ def test_a_restarted_cluster_resumes_every_worker_from_the_checkpoint(tmp_path, 
     log = sink.getvalue()
     (tmp_path / ('run%d.log' % run)).write_text(log)
     if run == 1:
-      assert sink.killed_at is not None and any(c != 0 for c in codes.values()), log[-3000:]
+      assert sink.done_at is not None and any(c != 0 for c in codes.values()), log[-3000:]
     else:
       assert all(c == 0 for c in codes.values()), '%s\n%s' % (codes, log[-4000:])
       assert re.search(r'restoring checkpoint .*model\.ckpt-(\d+)', log), log[-3000:]
