@@ -317,5 +317,8 @@ def test_synchronous_training_is_deterministic(tmp_path, mnist_npz):
     trained = [n for n in first if n.startswith(('dense', 'fc', role)) or '/kernel' in n]
     assert trained, sorted(first)
     assert sorted(first) == sorted(second)
-    for name in first:
+    # Bookkeeping that the chief's last save catches at a moment of the other worker's progress (its stage
+    # record, its reader position, its step count) is left out; every weight and optimizer slot is compared.
+    progress = ('stage_manager/', 'efl_worker_steps')
+    for name in (n for n in first if not n.startswith(progress) and 'reader_state' not in n):
       assert np.array_equal(first[name], second[name]), '%s %s differs between two synchronous runs' % (role, name)
