@@ -75,14 +75,38 @@ def peer_role(role):
   return 'follower' if check_role(role) == 'leader' else 'leader'
 
 
+def _worker_addr(key):
+  """Entry `--task_index` of the config's list `key` ("local_addrs" or "peer_addrs").
+
+  In a cluster, worker i of a party talks to worker i of the other on its own addresses. None when the config
+  has no such list.
+  """
+  addrs = get_config(key)
+  if addrs is None:
+    return None
+  index = get_task_index()
+  if not isinstance(addrs, list) or not 0 <= index < len(addrs) or not addrs[index]:
+    raise ValueError('-c/--config "%s" must list one "host:port" per worker, with one for --task_index=%d; '
+                     'got %r' % (key, index, addrs))
+  return addrs[index]
+
+
 def get_local_addr(role=None):
-  """`--local_addr`, else the default address of `role` (default: `--federal_role`)."""
-  return _args().local_addr or _DEFAULT_ADDR[check_role(role or get_federal_role())]
+  """This party's address.
+
+  `--local_addr`, else this worker's entry of the config's "local_addrs", else the default address of `role`
+  (default: `--federal_role`).
+  """
+  return _args().local_addr or _worker_addr('local_addrs') or _DEFAULT_ADDR[check_role(role or get_federal_role())]
 
 
 def get_peer_addr(role=None):
-  """`--peer_addr`, else the default address of the peer of `role` (default: `--federal_role`)."""
-  return _args().peer_addr or _DEFAULT_ADDR[peer_role(role or get_federal_role())]
+  """The peer's address.
+
+  `--peer_addr`, else this worker's entry of the config's "peer_addrs", else the default address of the peer
+  of `role` (default: `--federal_role`).
+  """
+  return _args().peer_addr or _worker_addr('peer_addrs') or _DEFAULT_ADDR[peer_role(role or get_federal_role())]
 
 
 def get_config(*keys, default=None):
@@ -155,7 +179,7 @@ def get_config_str():
 
 def local_mode():
   """True when each party is one process (no parameter servers, one worker)."""
-  return get_ps_num() == 0 and get_worker_num() == 1
+  return get_ps_num() == 0 and get_worker_num() == 1 and get_task_name() == 'worker'
 
 
 def dist_mode():

@@ -1,6 +1,7 @@
 """Runs a federated example's two parties on this machine and interleaves their logs.
 
     python -m efl.launcher efl/example/mnist [--leader leader.py] [--follower follower.py] [-- script args]
+    python -m efl.launcher --worker_num 2 --ps_num 1 efl/example/mnist     # each party a cluster
 
 It runs the directory's `generate_data.py` first if the leader's training data is missing, starts the leader
 and the follower on two free localhost ports, each on its half of the CPUs, prefixes every log line with the
@@ -8,6 +9,7 @@ party's role, and exits non-zero if either party fails. A party still running a 
 failed is stopped.
 """
 import argparse
+import json
 import os
 import signal
 import socket
@@ -168,6 +170,86 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
   return {role: p.returncode for role, p in procs.items()}
 
 
+def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
+  """The -c/--config JSON of each party's tasks, {role: JSON}.
+
+  Free ports for each party's parameter servers and
+  workers, and one communicator port per worker (worker i of the leader talks to worker i of the follower).
+  """
+  used = set()
+
+  def port():
+    p = free_port()
+    while p in used:
+      p = free_port()
+    used.add(p)
+    return '%s:%d' % (host, p)
+
+  comm = {role: [port() for _ in range(worker_num)] for role in ('leader', 'follower')}
+  configs = {}
+  for role, peer in (('leader', 'follower'), ('follower', 'leader')):
+    configs[role] = {'cluster': {'ps': [port() for _ in range(ps_num)],
+                                 'worker': [port() for _ in range(worker_num)]},
+                     'local_addrs': comm[role], 'peer_addrs': comm[peer]}
+  return configs
+
+
+def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_s=None, grace_s=30, env=None,
+                 out=None, started=None):
+  """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine.
+
+  Returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
+  stopped. `started`, if given, is called with {label: Popen} once all are started.
+  """
+  out = out or sys.stdout
+  env = shared_machine_env(os.environ if env is None else env)
+  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  env['PYTHONUNBUFFERED'] = '1'
+  configs = cluster_configs(worker_num, ps_num)
+  lock = threading.Lock()
+  procs, pumps = {}, []
+  for role, cmd in (('leader', leader_cmd), ('follower', follower_cmd)):
+    tasks = [('ps', i) for i in range(ps_num)] + [('worker', i) for i in range(worker_num)]
+    for name, index in tasks:
+      argv = list(cmd) + ['--federal_role=%s' % role, '--task_name=%s' % name, '--task_index=%d' % index,
+                          '--ps_num=%d' % ps_num, '--worker_num=%d' % worker_num,
+                          '--config=%s' % json.dumps(configs[role])]
+      p = start_party(argv, role, env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      label = '%s %s %d' % (role, name, index)
+      procs[label] = p
+      prefix = '[%s %s%d]' % (role[0].upper(), 'ps' if name == 'ps' else 'w', index)
+      t = threading.Thread(target=_pump, args=(p.stdout, prefix, out, lock), daemon=True)
+      t.start()
+      pumps.append(t)
+  if started is not None:
+    started(procs)
+  start = time.time()
+  failed_at = None
+  while any(p.poll() is None for p in procs.values()):
+    now = time.time()
+    if failed_at is None and any(p.poll() not in (None, 0) for p in procs.values()):
+      failed_at = now
+    late = failed_at is not None and now - failed_at > grace_s
+    if late or (timeout_s is not None and now - start > timeout_s):
+      for label, p in procs.items():
+        if p.poll() is None:
+          with lock:
+            out.write('[launcher] stopping the %s (%s)\n' % (label, 'a task failed' if late else 'timeout'))
+          p.send_signal(signal.SIGTERM)
+      for p in procs.values():
+        try:
+          p.wait(10)
+        except subprocess.TimeoutExpired:
+          p.kill()
+      break
+    time.sleep(0.2)
+  for p in procs.values():
+    p.wait()
+  for t in pumps:
+    t.join(5)
+  return {label: p.returncode for label, p in procs.items()}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('workdir', help='the example directory, e.g. efl/example/mnist')
@@ -178,6 +260,9 @@ def main(argv=None):
   parser.add_argument('--timeout_s', type=float, default=None)
   parser.add_argument('--restarts', type=int, default=0,
                       help='start a party that exits abnormally again, up to N times, with recovery on in both')
+  parser.add_argument('--worker_num', type=int, default=1,
+                      help='workers per party (with --ps_num >= 1: each party runs as a TensorFlow cluster)')
+  parser.add_argument('--ps_num', type=int, default=0, help='parameter servers per party')
   parser.add_argument('script_args', nargs='*', help='passed to both parties (after --)')
   args = parser.parse_intermixed_args(argv)
   workdir = os.path.abspath(args.workdir)
@@ -190,6 +275,14 @@ def main(argv=None):
     if rc != 0:
       print('[launcher] %s failed with exit code %d' % (args.generate, rc), flush=True)
       return rc
+  if args.worker_num > 1 or args.ps_num > 0:
+    if args.restarts:
+      parser.error('--restarts works with one worker per party only')
+    codes = run_clusters(workdir, [sys.executable, args.leader] + args.script_args,
+                         [sys.executable, args.follower] + args.script_args, args.worker_num, args.ps_num,
+                         timeout_s=args.timeout_s)
+    print('[launcher] exit codes: %s' % ', '.join('%s %s' % kv for kv in codes.items()), flush=True)
+    return 0 if all(c == 0 for c in codes.values()) else 1
   codes = run_parties(workdir, [sys.executable, args.leader] + args.script_args,
                       [sys.executable, args.follower] + args.script_args, timeout_s=args.timeout_s,
                       restarts=args.restarts)

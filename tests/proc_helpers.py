@@ -62,3 +62,24 @@ def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), c
     with open(logs[role], 'rb') as f:
       out[role] = (p.returncode, f.read().decode('utf-8', 'replace'))
   return out
+
+
+def listening_ports(pid):
+  """The TCP ports process `pid` listens on, from its socket inodes and /proc/<pid>/net/tcp{,6}."""
+  inodes = set()
+  fd_dir = '/proc/%d/fd' % pid
+  for fd in os.listdir(fd_dir):
+    try:
+      target = os.readlink(os.path.join(fd_dir, fd))
+    except OSError:
+      continue  # closed meanwhile
+    if target.startswith('socket:['):
+      inodes.add(target[len('socket:['):-1])
+  ports = []
+  for table in ('tcp', 'tcp6'):
+    with open('/proc/%d/net/%s' % (pid, table)) as f:
+      for line in f.readlines()[1:]:
+        fields = line.split()
+        if fields[3] == '0A' and fields[9] in inodes:  # 0A: LISTEN
+          ports.append(int(fields[1].rsplit(':', 1)[1], 16))
+  return ports

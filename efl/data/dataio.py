@@ -334,7 +334,14 @@ class DataIO(object):
       dataset = dataset.prefetch(self._prefetch)
     self._iterator = tf.data.make_initializable_iterator(dataset)
     features, position = self._iterator.get_next(name='next')
-    self._state = tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state')
+    if self._worker_num > 1:
+      # Every worker of a cluster declares the position of each worker, so that the chief's checkpoint holds them
+      # all (on the parameter servers) and each worker resumes its own share.
+      states = [tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state_w%d' % i)
+                for i in range(self._worker_num)]
+      self._state = states[self._worker_idx]
+    else:
+      self._state = tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state')
     record_position = self._state.assign(position, name='record_position')
     outputs = collections.OrderedDict()
     with tf.control_dependencies([record_position]):

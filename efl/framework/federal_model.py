@@ -33,12 +33,12 @@ class CheckpointMismatchError(RuntimeError):
 
 
 def _found_by_both(error):
-  """Whether both parties find `error` themselves (checkpoints, or a step's sample ids, that differ).
+  """Whether both parties find `error` themselves (checkpoints, sample ids or worker counts that differ).
 
-  Each then gives its own account, whether or not the peer's report of it arrives first (on TF 2, which takes longer to
-  raise a failed op's error, it often does).
+  Each then gives its own account, whether or not the peer's report of it arrives first (on TF 2, which takes
+  longer to raise a failed op's error, it often does).
   """
-  if isinstance(error, CheckpointMismatchError):
+  if isinstance(error, (CheckpointMismatchError, ClusterMismatchError)):
     return True
   return (isinstance(error, tf.errors.OpError)
           and compat.op_error_text(error).startswith(SampleIdMismatchError.__name__ + ':'))
@@ -121,6 +121,24 @@ def _row_sums(x):
   if x.shape.ndims is not None:
     return tf.reduce_sum(x, axis=list(range(1, x.shape.ndims)))
   return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+class ClusterMismatchError(ValueError):
+  """The two parties run different numbers of workers, or worker i talks to the peer's worker j != i."""
+
+
+def _check_peer_cluster(role, own, peer):
+  """Worker i of one party pairs with worker i of the other, so both parties need the same --worker_num."""
+  peer_num, peer_index = peer.get('worker_num', 1), peer.get('task_index', 0)
+  if peer_num != own['worker_num']:
+    raise ClusterMismatchError(
+        'the parties run different numbers of workers: this %s has --worker_num=%d, the %s has --worker_num=%d; '
+        'start both parties with the same --worker_num' % (role, own['worker_num'], flags.peer_role(role), peer_num))
+  if peer_index != own['task_index']:
+    raise ClusterMismatchError(
+        'this %s worker %d is connected to the %s\'s worker %d; worker i of a party must talk to worker i of the '
+        'other: check the peer addresses ("peer_addrs" in -c/--config, or --peer_addr)'
+        % (role, own['task_index'], flags.peer_role(role), peer_index))
 
 
 def _checkpoint_path(checkpoint_dir, step):
@@ -408,8 +426,9 @@ class FederalModel(Model):
 
   def _before_session(self, checkpoint_dir):
     own = checkpoint_steps(checkpoint_dir)
-    peer_info = self._communicator.connect(timeout_s=self._connect_timeout_s,
-                                           info={'checkpoint_steps': own}) or {}
+    info = {'checkpoint_steps': own, 'worker_num': flags.get_worker_num(), 'task_index': flags.get_task_index()}
+    peer_info = self._communicator.connect(timeout_s=self._connect_timeout_s, info=info) or {}
+    _check_peer_cluster(self._role, info, peer_info)
     peer = peer_info.get('checkpoint_steps', [])
     if not own and not peer:
       return None
@@ -439,6 +458,14 @@ class FederalModel(Model):
         kind, text, self._role, flags.peer_role(self._role), self._communicator.peer_addr,
         self._failed_step, steps[-1] if steps else None, checkpoint_dir,
         self._communicator.peer_timeout_s), kind)
+
+  def _on_cluster_failure(self, message):
+    # A step blocked on the peer ends at once, and the peer's worker learns why and stops its own party.
+    self._communicator.close(error=message)
+
+  def _outside_failure(self):
+    failure = self._communicator.failure()
+    return failure[1] if failure else None
 
   def _after_session(self, error):
     self._communicator.close(error=None if error is None else _summary(error))

@@ -15,8 +15,10 @@ import tensorflow.compat.v1 as tf
 
 from efl import compat
 from efl import flags
+from efl.framework import cluster
 from efl.framework import failure
 from efl.framework import hooks as hooks_lib
+from efl.framework import sync
 from efl.framework.sample import Sample
 from efl.framework.stage import LoopStage, StageManager, _raw_run
 from efl.log import redirect_log
@@ -70,7 +72,9 @@ def _summary(error):
 def _global_step_of(sess, global_step):
   """The global step in the session's variables, or None if the session cannot tell any more."""
   try:
-    return int(sess._tf_sess().run(global_step))  # pylint: disable=protected-access
+    # Bounded: after a failure in a cluster the variable may live on a parameter server that is gone.
+    options = tf.RunOptions(timeout_in_ms=5000)
+    return int(sess._tf_sess().run(global_step, options=options))  # pylint: disable=protected-access
   except Exception:  # pylint: disable=broad-except
     return None
 
@@ -90,8 +94,10 @@ class Model(object):
   def __init__(self):
     redirect_log()
     self._graph = tf.get_default_graph()
+    self._sync = None  # synchronous training of a cluster's workers (compile's sync_optimizer_config)
     self._training_flag = tf.placeholder_with_default(True, shape=[], name='is_training_flag')
-    self._global_step = tf.train.get_or_create_global_step()
+    with cluster.placement():
+      self._global_step = tf.train.get_or_create_global_step()
     self._tasks = collections.OrderedDict()
     self._hooks = hooks_lib.HookRegistry()
     self._metrics = collections.OrderedDict()  # TaskScope -> OrderedDict(name -> tensor)
@@ -351,14 +357,18 @@ class Model(object):
       raise ValueError("comm_protocol must be 'grpc' (the only protocol efl speaks), got %r" % (comm_protocol,))
     if self._compiled:
       raise RuntimeError('compile() was already called on this model')
-    if sync_optimizer_config:
-      tf.logging.warning('sync_optimizer_config is ignored: efl trains one worker per party')
+    self._sync = None
+    if sync_optimizer_config is not None and cluster.enabled() and flags.get_worker_num() > 1:
+      self._sync = sync.SyncReplicas(sync_optimizer_config)
+    elif sync_optimizer_config is not None:
+      tf.logging.info('sync_optimizer_config: one worker per party, nothing to synchronise')
     self._opt_config = dict(opt_config or {})
     self._opt_config.setdefault('REDUCE', 'mean')
     self._session_config = session_config
     if not self.tasks:
       raise ValueError('nothing to compile: set loss_fn (and input_fn) first')
-    with self._graph.as_default(), tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+    with self._graph.as_default(), cluster.placement(), \
+        tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
       for task in self.tasks:
         self._compile_task(self._tasks[task])
       self._metric_init = tf.variables_initializer(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES),
@@ -422,8 +432,11 @@ class Model(object):
       raise ValueError('task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
                        'trainable variable' % (t.name, t.loss))
     with tf.control_dependencies(update_ops + list(t.train_ops) + t.update_guards):
-      step = tf.assign_add(self._global_step, 1, name='global_step_increment')
-    t.train_ops = update_ops + list(t.train_ops) + [step]
+      # Synchronous training advances the global step once per update of all workers, in its own op.
+      steps = [] if self._sync else [tf.assign_add(self._global_step, 1, name='global_step_increment')]
+      if cluster.enabled():
+        steps.append(cluster.count_step())
+    t.train_ops = update_ops + list(t.train_ops) + steps
 
   def _minimize(self, t, opt, var_list, scope):
     """Returns the op applying `opt` to `var_list` for task `t` (None if nothing to update)."""
@@ -439,6 +452,10 @@ class Model(object):
     grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
     if not grads_and_vars:
       return None
+    if self._sync is not None:
+      grads_and_vars = sync.detached(grads_and_vars, t.update_guards)
+      with tf.control_dependencies(None):
+        return self._sync.apply(opt, grads_and_vars, self._global_step)
     with tf.control_dependencies(t.update_guards):
       return opt.apply_gradients(grads_and_vars)
 
@@ -559,10 +576,18 @@ class Model(object):
       raise ValueError('give save_checkpoint_steps or save_checkpoint_secs, not both')
     if save_checkpoint_steps is None and save_checkpoint_secs is None:
       save_checkpoint_steps, save_checkpoint_secs = self._default_save_schedule()
+    if cluster.enabled() and flags.get_task_name() == 'ps':
+      cluster.run_ps()  # a parameter server serves the workers' variables until the party's job ends
+      return self
     user_hooks = list(hooks or []) + (list(chief_only_hooks or []) if flags.is_chief() else [])
     hooks_lib.HookRegistry().add(user_hooks)  # type check, before anything starts
-    with self._graph.as_default():
-      self._stage_manager = StageManager(project_name)
+    control = None
+    failed = None  # the party's failure, when this worker finished but another task failed
+    with self._graph.as_default(), cluster.placement():
+      if cluster.enabled():
+        self._stage_manager = StageManager(project_name, flags.get_task_index(), flags.get_worker_num())
+      else:
+        self._stage_manager = StageManager(project_name)
       self._make_loggers(log_step, summary_dir or checkpoint_dir)
       if scaffold is None:
         scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
@@ -570,11 +595,19 @@ class Model(object):
       if scaffold.saver is not None and not tf.get_collection(tf.GraphKeys.SAVERS):
         tf.add_to_collection(tf.GraphKeys.SAVERS, scaffold.saver)  # where a script's own saver hook looks
       dispatcher = hooks_lib.ScopedHookDispatcher(self._hooks)
-      run_hooks = [dispatcher] + user_hooks
+      run_hooks = [dispatcher] + user_hooks + (self._sync.hooks() if self._sync else [])
+      if cluster.enabled():
+        control = cluster.JobControl()
+        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure,
+                                              explain=self._outside_failure)
+        run_hooks.insert(0, control_hook)
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
         tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
-      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs):
+      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and cluster.enabled():
+        if flags.is_chief():
+          run_hooks.append(cluster.PairCheckpointSaverHook(checkpoint_dir, save_checkpoint_steps, scaffold))
+      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and flags.is_chief():
         run_hooks.append(tf.train.CheckpointSaverHook(
             checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
             scaffold=scaffold))
@@ -603,6 +636,15 @@ class Model(object):
       finally:
         self._sess = None
         self._after_session(error)
+        if control is not None:
+          control_hook.stop_watch()
+          if error is not None and control_hook.failure and not isinstance(error, cluster.JobStoppedError):
+            # What stopped this worker was another task's failure: that is the story to tell.
+            error = cluster.JobStoppedError('%s stops: %s' % (cluster.task_label(), control_hook.failure))
+          failed = cluster.report_end(control, error, None if error is None else _summary(error))
+          control_hook.disarm()
+    if failed:
+      raise cluster.JobStoppedError('%s finished its share, but the job failed: %s' % (cluster.task_label(), failed))
     return self
 
   def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
@@ -612,13 +654,25 @@ class Model(object):
       # A session again after a recovery: its hooks' begin() may look up (or build) ops, as the first time.
       self._graph._unsafe_unfinalize()  # pylint: disable=protected-access
     restore_path = self._before_session(checkpoint_dir)
-    creator = tf.train.ChiefSessionCreator(
-        scaffold=scaffold, config=self._session_config_or_default(config),
-        checkpoint_filename_with_path=restore_path)
+    config = self._session_config_or_default(config)
+    if cluster.enabled():
+      # The chief initializes or restores the variables on the parameter servers; the other workers wait for it.
+      config = cluster.session_config(config)
+      master = cluster.server(config).target
+      if flags.is_chief():
+        creator = tf.train.ChiefSessionCreator(scaffold=scaffold, master=master, config=config,
+                                               checkpoint_filename_with_path=restore_path)
+      else:
+        restore_path = None
+        creator = cluster.WorkerSessionCreator(scaffold=scaffold, master=master, config=config)
+    else:
+      creator = tf.train.ChiefSessionCreator(scaffold=scaffold, config=config,
+                                             checkpoint_filename_with_path=restore_path)
     if restore_path:
       tf.logging.info('restoring checkpoint %s', restore_path)
+    grace_s = self._stop_grace_s(stop_grace_period_secs)
     with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
-                                               stop_grace_period_secs=stop_grace_period_secs) as sess:
+                                               stop_grace_period_secs=grace_s) as sess:
       self._sess = sess
       try:
         self._stage_manager.load(sess)
@@ -628,6 +682,20 @@ class Model(object):
         raise
       finally:
         self._sess = None
+
+  def _stop_grace_s(self, stop_grace_period_secs):
+    if self._sync is None:
+      return stop_grace_period_secs
+    # The chief's update thread waits for gradients that no longer come once training ends.
+    return min(stop_grace_period_secs, sync.STOP_GRACE_S)
+
+  def _on_cluster_failure(self, message):
+    """Called from a watchdog thread when another task of this party failed (see cluster.JobControlHook)."""
+    del message
+
+  def _outside_failure(self):
+    """Why this party's steps fail from outside it (the peer party), or None (see cluster.JobControlHook)."""
+    return None
 
   def _recover(self, error, checkpoint_dir):
     """Whether fit() should run the procedure again in a new session after `error` (see FederalModel)."""

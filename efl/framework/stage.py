@@ -221,11 +221,16 @@ class ModelBank(Stage):
 class StageManager(object):
   """Runs named stages once per project and records them in a checkpointed variable."""
 
-  def __init__(self, project_name):
+  def __init__(self, project_name, worker_index=0, worker_num=1):
     self._project = project_name
     with tf.variable_scope('stage_manager', reuse=tf.AUTO_REUSE):
-      self._var = tf.get_variable('state', shape=[], dtype=tf.string, initializer=tf.constant_initializer(''),
-                                  trainable=False, collections=[tf.GraphKeys.GLOBAL_VARIABLES])
+      # Each worker of a cluster runs its own stages; every worker declares all their records so that the
+      # chief's checkpoint holds them. Worker 0's is the one-worker record.
+      records = [tf.get_variable('state' if i == 0 else 'state_w%d' % i, shape=[], dtype=tf.string,
+                                 initializer=tf.constant_initializer(''), trainable=False,
+                                 collections=[tf.GraphKeys.GLOBAL_VARIABLES])
+                 for i in range(worker_num)]
+      self._var = records[worker_index]
     self._value = tf.placeholder(tf.string, [], name='stage_manager_state')
     self._assign = tf.assign(self._var, self._value)
     self._state = None

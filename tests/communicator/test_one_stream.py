@@ -9,29 +9,9 @@ import pytest
 
 import efl.communicator as ec
 from comm_helpers import echo_peer_process
+from proc_helpers import listening_ports
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _listening_ports(pid):
-  """The TCP ports process `pid` listens on, from its socket inodes and /proc/<pid>/net/tcp{,6}."""
-  inodes = set()
-  fd_dir = '/proc/%d/fd' % pid
-  for fd in os.listdir(fd_dir):
-    try:
-      target = os.readlink(os.path.join(fd_dir, fd))
-    except OSError:
-      continue  # closed meanwhile
-    if target.startswith('socket:['):
-      inodes.add(target[len('socket:['):-1])
-  ports = []
-  for table in ('tcp', 'tcp6'):
-    with open('/proc/%d/net/%s' % (pid, table)) as f:
-      for line in f.readlines()[1:]:
-        fields = line.split()
-        if fields[3] == '0A' and fields[9] in inodes:  # 0A: LISTEN
-          ports.append(int(fields[1].rsplit(':', 1)[1], 16))
-  return ports
 
 
 @pytest.fixture
@@ -47,8 +27,8 @@ def test_a_party_listens_on_exactly_one_port(echo_peer, transport, monkeypatch):
   comm.connect(timeout_s=60)
   comm.send('x', 0, np.ones(3))
   assert comm.recv('y', 0, timeout_s=30) is not None  # the peer is connected both ways
-  assert _listening_ports(proc.pid) == [peer_port]
-  assert _listening_ports(os.getpid()).count(comm.local_port) == 1
+  assert listening_ports(proc.pid) == [peer_port]
+  assert listening_ports(os.getpid()).count(comm.local_port) == 1
 
 
 def test_killed_peer_is_reported_after_the_frames_it_sent(echo_peer, monkeypatch):

@@ -26,14 +26,16 @@ def input_fn(model, mode):
     dataio = efl.data.FederalDataIO("./follower_train", 1000,
                                     model.communicator,
                                     model.federal_role,
-                                    0, 1, data_mode='local',
+                                    efl.get_task_index(), efl.get_worker_num(),  # this worker's share
+                                    data_mode='local',
                                     num_epochs=10)
   else:
     # Each evaluation of train_and_evaluate reads on; a prediction reads every example once.
     dataio = efl.data.FederalDataIO("./follower_test", 1000,
                                     model.communicator,
                                     model.federal_role,
-                                    0, 1, data_mode='local',
+                                    efl.get_task_index(), efl.get_worker_num(),  # this worker's share
+                                    data_mode='local',
                                     num_epochs=1 if efl.get_mode() == 'predict' else 10)
 
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)

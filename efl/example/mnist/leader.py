@@ -14,7 +14,8 @@ def input_fn(model, mode):
   dataio = efl.data.FederalDataIO("./leader_" + split, 256,
                                   model.communicator,
                                   model.federal_role,
-                                  0, 1, data_mode='local', name='dataio_' + split)
+                                  efl.get_task_index(), efl.get_worker_num(),  # this worker's share
+                                  data_mode='local', name='dataio_' + split)
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   dataio.fixedlen_feature('feature', 14*28, dtype=tf.float32)
   dataio.fixedlen_feature('label', 1, dtype=tf.float32)
