@@ -1,7 +1,7 @@
 """The transport between the leader and the follower: `Communicator`, its errors, and the TF `ops`."""
 import importlib
 
-from efl.communicator.errors import (AddressInUseError, ClosedError, CommunicatorError, ConnectionLostError,
+from efl.transport.errors import (AddressInUseError, ClosedError, CommunicatorError, ConnectionLostError,
                                      HandshakeError, MessageTooLargeError, PeerClosedError, PeerFailedError,
                                      PeerUnreachableError, RecvTimeoutError, StepMismatchError,
                                      TLSHandshakeError, UnknownNameError)

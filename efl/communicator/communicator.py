@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 
 from efl import native
-from efl.communicator import errors
+from efl.transport import errors
 from efl.communicator import serde
 from efl.communicator import settings
 from efl.communicator.proto import communicator_pb2 as pb

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from efl.communicator import wire
+from efl.transport import wire
 
 # The native kernels' dtypes (one table with the C++ side), and strings, which the Python ops carry.
 _NATIVE_DTYPES = tuple(tf.as_dtype(name) for name, _ in wire.NATIVE_DTYPES)

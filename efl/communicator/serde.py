@@ -10,7 +10,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from efl import protowire
-from efl.communicator.errors import CommunicatorError
+from efl.transport.errors import CommunicatorError
 from efl.communicator.proto import communicator_pb2 as pb
 from efl.protowire import varint
 

@@ -30,7 +30,7 @@ class PeerError(RuntimeError):
 
 def communicator_cause(error):
   """(kind, text) of the communicator error behind `error` (itself, or inside a TF op's message), or None."""
-  from efl.communicator import errors  # pylint: disable=g-import-not-at-top
+  from efl.transport import errors  # pylint: disable=g-import-not-at-top
   if isinstance(error, errors.CommunicatorError) and type(error).__name__ in _KINDS:
     return type(error).__name__, str(error)
   text = compat.op_error_text(error) if isinstance(error, tf.errors.OpError) else None

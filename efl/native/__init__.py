@@ -16,15 +16,15 @@ import ctypes
 import os
 
 from efl import compat
-from efl.communicator import errors
-from efl.communicator import wire
+from efl.transport import errors
+from efl.transport import wire
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = os.path.join(_HERE, '_transport.so')
 # Kernels are built against one TensorFlow; a checkout holds those of each stack it has set up.
 OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 
-# The C API's result codes (one table for both languages, efl/communicator/wire.py).
+# The C API's result codes (one table for both languages, efl/transport/wire.py).
 _ERRORS = {entry.code: getattr(errors, entry.error_class) for entry in wire.RESULT_CODES}
 # Result codes of efl_nt_peer_state, by efl error class name.
 _PEER_STATES = {wire.code(name): _ERRORS[wire.code(name)].__name__

@@ -22,13 +22,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # (source, library) in build order.
 TARGETS = [(os.path.join(HERE, 'transport.cc'), native.LIBRARY),
            (os.path.join(HERE, 'ops.cc'), native.OPS_LIBRARY)]
-# The tables both languages share (efl/communicator/wire.py and the protocol's Frame), for the C++ sources.
+# The tables both languages share (efl/transport/wire.py and the protocol's Frame), for the C++ sources.
 WIRE_HEADER = os.path.join(HERE, '_wire.h')
 
 
 def wire_header_text():
   """What `_wire.h` must hold now."""
-  from efl.communicator import wire  # pylint: disable=import-outside-toplevel
+  from efl.transport import wire  # pylint: disable=import-outside-toplevel
   from efl.communicator.proto import communicator_pb2  # pylint: disable=import-outside-toplevel
   return wire.c_header(communicator_pb2.Frame.DESCRIPTOR)
 

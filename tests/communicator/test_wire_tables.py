@@ -1,4 +1,4 @@
-"""The transport's shared tables (efl/communicator/wire.py, the protocol's Frame) reach both languages."""
+"""The transport's shared tables (efl/transport/wire.py, the protocol's Frame) reach both languages."""
 import os
 
 import pytest
@@ -6,9 +6,9 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import op_def_registry
 
 from efl import native
-from efl.communicator import errors
+from efl.transport import errors
 from efl.communicator import ops
-from efl.communicator import wire
+from efl.transport import wire
 from efl.communicator.proto import communicator_pb2
 from efl.native import build
 
