@@ -604,13 +604,13 @@ class Model(object):
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
         tf.logging.info('fit: a CheckpointSaverHook of the script saves the checkpoints; efl adds none')
-      elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and cluster.enabled():
-        if flags.is_chief():
-          run_hooks.append(cluster.PairCheckpointSaverHook(checkpoint_dir, save_checkpoint_steps, scaffold))
       elif checkpoint_dir and (save_checkpoint_steps or save_checkpoint_secs) and flags.is_chief():
-        run_hooks.append(tf.train.CheckpointSaverHook(
-            checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
-            scaffold=scaffold))
+        if cluster.enabled():
+          run_hooks.append(cluster.PairCheckpointSaverHook(checkpoint_dir, save_checkpoint_steps, scaffold))
+        else:
+          run_hooks.append(tf.train.CheckpointSaverHook(
+              checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
+              scaffold=scaffold))
       if (save_summaries_steps or save_summaries_secs) and (summary_dir or checkpoint_dir):
         run_hooks.append(tf.train.SummarySaverHook(
             save_steps=save_summaries_steps, save_secs=save_summaries_secs,
