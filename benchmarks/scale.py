@@ -192,61 +192,88 @@ def _relay(spec):
   loop.run_forever()
 
 
+def _process_cpu_s(pid):
+  """User + system CPU seconds of process `pid` so far (None once it has ended)."""
+  try:
+    with open('/proc/%d/stat' % pid) as f:
+      fields = f.read().rsplit(')', 1)[1].split()
+  except (IOError, OSError):
+    return None
+  return (int(fields[11]) + int(fields[12])) / float(os.sysconf('SC_CLK_TCK'))
+
+
 class _Relay(object):
   """The relay process for the peer-facing addresses `targets`: `ports[i]` forwards to `targets[i]`."""
 
   def __init__(self, targets, delay_ms, avoid):
     spec = json.dumps({'targets': targets, 'delay_ms': delay_ms, 'avoid': sorted(avoid)})
-    self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--relay', spec],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    line = self._proc.stdout.readline().decode()
+    self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--relay', spec],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    line = self.proc.stdout.readline().decode()
     if not line.startswith('PORTS '):
-      self._proc.kill()
+      self.proc.kill()
       raise RuntimeError('the relay did not start: %r' % line)
     self.ports = json.loads(line[6:])
 
-  def cpu_s(self):
-    with open('/proc/%d/stat' % self._proc.pid) as f:
-      fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
   def close(self):
-    self._proc.stdin.close()
+    self.proc.stdin.close()
     try:
-      self._proc.wait(10)
+      self.proc.wait(10)
     except subprocess.TimeoutExpired:
-      self._proc.kill()
-      self._proc.wait()
+      self.proc.kill()
+      self.proc.wait()
 
 
 # The benchmark.
 
 class _CpuSampler(object):
-  """Samples the machine's busy and total CPU time (/proc/stat) every 0.2 s, for the CPU use in a window."""
+  """Samples every 0.2 s the machine's busy and total CPU time (/proc/stat) and the CPU time of the processes
+  it watches, grouped (e.g. 'L workers'), for the CPU use in a window."""
 
   def __init__(self):
     self.samples = []
+    self._groups = {}  # group -> [pid]
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
     self._thread.start()
+
+  def watch(self, group, pid):
+    self._groups = dict(self._groups, **{group: self._groups.get(group, []) + [pid]})
 
   def _run(self):
     while not self._stop.is_set():
       with open('/proc/stat') as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
-      self.samples.append((time.time(), sum(cpu) - cpu[3] - cpu[4], sum(cpu)))
+      groups = {g: [_process_cpu_s(p) for p in pids] for g, pids in self._groups.items()}
+      self.samples.append((time.time(), sum(cpu) - cpu[3] - cpu[4], sum(cpu), groups))
       self._stop.wait(0.2)
 
   def stop(self):
     self._stop.set()
     self._thread.join()
 
+  def _inside(self, start, end):
+    inside = [s for s in self.samples if start <= s[0] <= end]
+    return inside if len(inside) >= 2 and inside[-1][0] > inside[0][0] else None
+
   def busy(self, start, end):
     """The fraction of the machine's CPU time that was busy between `start` and `end` (None if unsampled)."""
-    inside = [s for s in self.samples if start <= s[0] <= end]
-    if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+    inside = self._inside(start, end)
+    if not inside:
       return None
     return (inside[-1][1] - inside[0][1]) / float(inside[-1][2] - inside[0][2])
+
+  def cores(self, start, end):
+    """{group: cores it kept busy on average between `start` and `end`}, of the processes alive throughout."""
+    inside = self._inside(start, end)
+    if not inside:
+      return {}
+    first, last = inside[0][3], inside[-1][3]
+    used = {}
+    for group, after in last.items():
+      before = first.get(group, [])
+      used[group] = sum(b - a for a, b in zip(before, after) if a is not None and b is not None)
+    return {g: u / (inside[-1][0] - inside[0][0]) for g, u in used.items()}
 
 
 def _generate(data_dir, mnist_npz):
@@ -302,14 +329,23 @@ def measure(data_dir, workers, link, args):
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2', EFL_SCALE_EPOCHS=str(epochs))
   out = io.StringIO()
   sampler = _CpuSampler()
+  if relay:
+    sampler.watch('relay', relay.proc.pid)
+
+  def started(procs):
+    for label, p in procs.items():
+      role, name, _ = label.split()
+      sampler.watch('%s %s' % (role[0].upper(), 'ps' if name == 'ps' else 'workers'), p.pid)
+
   cmd = [sys.executable, os.path.abspath(__file__), '--party']
   begin = time.time()
   try:
     codes = launcher.run_clusters(data_dir, cmd, cmd, worker_num=workers, ps_num=1, timeout_s=args.timeout_s,
-                                  env=env, out=out, configs=configs)
+                                  env=env, out=out, configs=configs,
+                                  started=started)
   finally:
     sampler.stop()
-    relay_cpu = relay.cpu_s() if relay else None
+    relay_cpu = _process_cpu_s(relay.proc.pid) if relay else None
     if relay:
       relay.close()
   wall = time.time() - begin
@@ -329,6 +365,7 @@ def measure(data_dir, workers, link, args):
   firsts = [r['times'][0] for r in steps.values()]
   return {'rate': samples / (end - start), 'window_s': end - start,
           'steps': min(len(r['times']) for r in steps.values()), 'cpu_busy': sampler.busy(start, end),
+          'cores': sampler.cores(start, end),
           'relay_cpu_s': relay_cpu, 'wall_s': wall, 'stagger_s': max(firsts) - min(firsts),
           'train_done_sum': sum(float(d[0]) for d in done), 'losses': [d[1] for d in done]}
 
@@ -340,7 +377,9 @@ def _describe(workers, link, r):
   line += ', first steps %.1f s apart, run %.0f s, sum of train-done samples/s %.0f, final losses %s' % (
       r['stagger_s'], r['wall_s'], r['train_done_sum'], ' '.join(r['losses']))
   if r['relay_cpu_s'] is not None:
-    line += ', relay CPU %.1f s' % r['relay_cpu_s']
+    line += ', relay CPU %.1f s in all' % r['relay_cpu_s']
+  if r['cores']:
+    line += '; cores busy in the window: ' + ', '.join('%s %.2f' % kv for kv in sorted(r['cores'].items()))
   return line
 
 
