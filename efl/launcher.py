@@ -195,17 +195,19 @@ def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
 
 
 def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_s=None, grace_s=30, env=None,
-                 out=None, started=None):
+                 out=None, started=None, configs=None):
   """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine.
 
   Returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
-  stopped. `started`, if given, is called with {label: Popen} once all are started.
+  stopped. `started`, if given, is called with {label: Popen} once all are started. `configs`, if given, is
+  each party's -c/--config as `cluster_configs(worker_num, ps_num)` returns it (e.g. with "peer_addrs" pointing
+  at a relay); by default that call's.
   """
   out = out or sys.stdout
   env = shared_machine_env(os.environ if env is None else env)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   env['PYTHONUNBUFFERED'] = '1'
-  configs = cluster_configs(worker_num, ps_num)
+  configs = configs or cluster_configs(worker_num, ps_num)
   lock = threading.Lock()
   procs, pumps = {}, []
   for role, cmd in (('leader', leader_cmd), ('follower', follower_cmd)):
