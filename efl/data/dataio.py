@@ -30,7 +30,7 @@ import tensorflow.compat.v1 as tf
 from efl import compat
 from efl.data import files as files_lib
 from efl.data import schema as schema_lib
-from efl.data.federal_dataset import INDEX_BITS, MAX_BLOCK, block_records, plain_tf
+from efl.data.federal_dataset import INDEX_BITS, MAX_BLOCK, block_batches, plain_tf, rebatch
 
 _log = tf.get_logger()
 
@@ -308,9 +308,8 @@ class DataIO(object):
     blocks = tf.data.Dataset.from_generator(
         self._generate_blocks, _BLOCK_TYPES, _BLOCK_SHAPES,
         args=(self._start_block, self._start_index, self._generation_input))
-    dataset = blocks.flat_map(plain_tf(lambda block, path, compression, start: block_records(
-        path, start, compression, block)))
-    dataset = dataset.batch(self._batch_size, drop_remainder=self._drop_remainder)
+    dataset = rebatch(blocks.flat_map(plain_tf(lambda block, path, compression, start: block_batches(
+        path, start, compression, block, self._batch_size))), self._batch_size, self._drop_remainder)
 
     spec = schema_lib.parse_spec(self._features)
     full_paths = tf.constant(self._paths)
@@ -343,16 +342,12 @@ class DataIO(object):
     else:
       self._state = tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state')
     record_position = self._state.assign(position, name='record_position')
-    outputs = collections.OrderedDict()
+    # One IdentityN after the position is recorded passes every feature on (one kernel, not one per feature).
+    flat = tf.nest.flatten([features[name] for name in self._features], expand_composites=True)
     with tf.control_dependencies([record_position]):
-      for name in self._features:
-        value = features[name]
-        if isinstance(value, tf.SparseTensor):
-          outputs[name] = tf.SparseTensor(tf.identity(value.indices), tf.identity(value.values),
-                                          tf.identity(value.dense_shape))
-        else:
-          outputs[name] = tf.identity(value, name=name)
-    return outputs
+      flat = tf.identity_n(flat, name='batch')
+    values = tf.nest.pack_sequence_as([features[name] for name in self._features], flat, expand_composites=True)
+    return collections.OrderedDict(zip(self._features, values))
 
   def _generate_blocks(self, start_block, start_index, generation):
     """Yields `(block, file, compression, start)` for the blocks from `start_block` on."""

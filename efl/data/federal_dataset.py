@@ -53,6 +53,57 @@ def block_records(path, start, compression, block):
   return tf.data.Dataset.zip((codes, records))
 
 
+def block_batches(path, start, compression, block, batch_size):
+  """The records of one block from record `start` on, in batches of at most `batch_size`, with their codes.
+
+  The batched form of `block_records`: pairing codes with records batch by batch instead of record by record
+  saves one dataset layer per record, which is most of what positions cost. `rebatch` makes the batches of
+  consecutive blocks exactly `batch_size` long.
+
+  Returns:
+      A dataset of `(codes, records)`, two vectors of one length (at most `batch_size`, at least 1).
+  """
+  first = block * (1 << INDEX_BITS) + start
+
+  def with_codes(i, records):
+    return first + i * batch_size + tf.range(tf.size(records, out_type=tf.int64)), records
+
+  return _single_file_records(path, compression).skip(start).batch(batch_size).enumerate().map(
+      plain_tf(with_codes))
+
+
+def rebatch(dataset, batch_size, drop_remainder):
+  """Regroups the `(codes, records)` batches of `dataset` into batches of exactly `batch_size`, in order.
+
+  Each input batch is at most `batch_size` long; the last output batch is shorter unless `drop_remainder`.
+  """
+  if hasattr(tf.data.Dataset, 'rebatch'):  # TF >= 2.8: in C++, with one copy
+    return dataset.rebatch(batch_size, drop_remainder=drop_remainder)
+  batch_size = tf.constant(batch_size, tf.int64)
+  # A marker after the last batch flushes what is left.
+  flush = tf.data.Dataset.from_tensors((True, tf.zeros([0], tf.int64), tf.zeros([0], tf.string)))
+  marked = dataset.map(plain_tf(lambda c, r: (False, c, r))).concatenate(flush)
+
+  def step(left, element):
+    last, codes, records = element
+    codes = tf.concat([left[0], codes], 0)
+    records = tf.concat([left[1], records], 0)
+    size = tf.size(codes, out_type=tf.int64)
+    # Left over plus one batch is under two batches: at most one full batch leaves per element.
+    take = batch_size * tf.cast(size >= batch_size, tf.int64)
+    if not drop_remainder:  # at the marker, size < batch_size: all of it
+      take += tf.cast(last, tf.int64) * (size - take)
+    return (codes[take:], records[take:]), (codes[:take], records[:take])
+
+  initial = (tf.zeros([0], tf.int64), tf.zeros([0], tf.string))
+  out = marked.apply(tf.data.experimental.scan(initial, plain_tf(step)))
+  out = out.filter(plain_tf(lambda c, r: tf.size(c) > 0))
+  if drop_remainder:
+    size = tf.get_static_value(batch_size)
+    out = out.map(plain_tf(lambda c, r: (tf.ensure_shape(c, [size]), tf.ensure_shape(r, [size]))))
+  return out
+
+
 class FederalDataset(dataset_ops.DatasetV1Adapter):
   """A dataset of the serialized records of `filenames`, read in order, the first one from `sample_index` on.
 

@@ -73,6 +73,19 @@ def test_epochs_and_drop_remainder(tmp_path):
     assert _ids(read_all(features, [io.get_hook()])) == [[0, 1, 2, 3]]
 
 
+@pytest.mark.parametrize('drop_remainder', [False, True])
+def test_batches_span_uneven_files(tmp_path, drop_remainder):
+  # Files of 5, 1, 7 and 2 records: batches of 4 take records from up to three files.
+  sizes, first = [5, 1, 7, 2], 0
+  for f, size in enumerate(sizes):
+    write_records(str(tmp_path / ('data_%d.tfrd' % f)), [example(i) for i in range(first, first + size)])
+    first += size
+  io = _reader(tmp_path, 4, drop_remainder=drop_remainder)
+  features = io.read()
+  expected = [list(range(i, min(i + 4, 15))) for i in range(0, 15, 4)]
+  assert _ids(read_all(features, [io.get_hook()])) == (expected[:-1] if drop_remainder else expected)
+
+
 def test_endless_epochs(tmp_path):
   write_dataset(tmp_path, 1, 3)
   io = _reader(tmp_path, 2, num_epochs=None)
