@@ -12,6 +12,9 @@ with `opt_config['REDUCE']`: `'mean'` (default), `'sum'` or a callable taking
 the `[k]` objectives of a microbatch of k examples and returning a scalar.
 
 Per-microbatch gradients are computed, in this order of preference:
+0. with a query that clips records by their norm, layer by layer from one
+   backward pass, never forming per-example gradients of dense layers
+   (`efl.privacy.per_layer`; dense, bias and convolution weights only);
 1. `tf.vectorized_map` over a copy of the forward pass run on each microbatch
    (`efl.privacy.per_example`); about the cost of two plain steps;
 2. a `tf.while_loop` over the same copy, when the copy cannot be vectorised;
@@ -34,9 +37,10 @@ from efl.privacy import conv_filter_grad
 from efl.privacy import dp_query as dp_query_lib
 from efl.privacy import gaussian_query
 from efl.privacy import per_example
+from efl.privacy import per_layer
 
 _REDUCE_NAMES = ('mean', 'sum')
-_METHODS = ('auto', 'vectorized', 'loop', 'slices')
+_METHODS = ('auto', 'layers', 'vectorized', 'loop', 'slices')
 
 
 def _log_once(optimizer, key, msg, *args):
@@ -112,6 +116,17 @@ def _densify(grad, like):
   return grad
 
 
+def _sums_scaled_records(query):
+  """Whether `query`'s sample state is the plain sum of records scaled by `record_scales`."""
+  base = dp_query_lib.SumAggregationDPQuery
+  own = ('initial_sample_state', 'accumulate_preprocessed_record',
+         'accumulate_preprocessed_records', 'merge_sample_states')
+  return (isinstance(query, base) and
+          type(query).record_scales is not dp_query_lib.DPQuery.record_scales
+          and all(getattr(type(query), name) is getattr(base, name)
+                  for name in own))
+
+
 def make_optimizer_class(cls):
   """Returns a DP version of the `tf.train.Optimizer` subclass `cls`.
 
@@ -154,7 +169,9 @@ def make_optimizer_class(cls):
     def per_microbatch_method(self):
       """How per-microbatch gradients of variables are computed.
 
-      `'auto'` (default): `'vectorized'`, else `'loop'`, else `'slices'`.
+      `'auto'` (default): `'layers'`, else `'vectorized'`, else `'loop'`,
+      else `'slices'`. `'layers'`: sums of clipped per-microbatch gradients
+      from one backward pass (dense, bias and convolution weights only).
       `'vectorized'`: `tf.vectorized_map` over a copy of the forward pass.
       `'loop'`: a loop over the same copy. `'slices'`: a loop
       differentiating each microbatch's slice of the batch loss (always
@@ -292,9 +309,13 @@ def make_optimizer_class(cls):
 
       state, deps = None, ()
       if forward is not None:
-        state, deps = self._dp_state_from_copies(
-            forward, loss, grad_loss, record_of, template, num_microbatches,
-            params)
+        state = self._dp_state_by_layers(forward, loss, grad_loss, used,
+                                         reduce, template, num_microbatches,
+                                         params)
+        if state is None:
+          state, deps = self._dp_state_from_copies(
+              forward, loss, grad_loss, record_of, template, num_microbatches,
+              params)
       elif self._dp_method != 'auto':
         if self._dp_method != 'slices':
           raise ValueError('per_microbatch_method={!r} needs a copy of the '
@@ -318,6 +339,42 @@ def make_optimizer_class(cls):
                               params)
       noised = iter(self._dp_noised_mean(state, num_microbatches, deps))
       return [next(noised) if c else None for c in connected]
+
+    def _dp_state_by_layers(self, forward, loss, grad_loss, used, reduce,
+                            template, num_microbatches, params):
+      """The sample state from per-layer sums, or None where impossible."""
+      query = self._dp_sum_query
+      method = self._dp_method
+      if method not in ('auto', 'layers'):
+        return None
+      why = None
+      if not _sums_scaled_records(query):
+        why = ('the query {} does not sum records scaled by their norm'
+               .format(type(query).__name__))
+      elif self._unroll_microbatches:
+        why = 'unroll_microbatches=True asks for a loop'
+      else:
+        sources = per_example.gradient_sources(used)
+        region, _ = per_example.PerExampleForward.dependency(loss, sources)
+        layers, why = per_layer.plan(region, sources, forward.batch_inputs,
+                                     loss)
+      if why:
+        if method == 'layers':
+          raise ValueError("per_microbatch_method='layers' is impossible "
+                           'here: {}.'.format(why))
+        _log_once(self, 'layers', 'DP gradients: not layer by layer (%s)',
+                  why)
+        return None
+      objective = tf.reduce_sum(_reduce_rows(
+          _split(example_objectives(loss, grad_loss), num_microbatches),
+          reduce))
+      sums = per_layer.scaled_sums(
+          layers, objective, tf.shape(loss)[0], num_microbatches,
+          lambda norms: query.record_scales(params, norms))
+      _log_once(self, 'engine', 'DP gradients: clipped per-example '
+                'gradients summed layer by layer')
+      return query.merge_sample_states(query.initial_sample_state(template),
+                                       sums)
 
     def _dp_state_from_copies(self, forward, loss, grad_loss, record_of,
                               template, num_microbatches, params):

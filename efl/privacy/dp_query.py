@@ -59,6 +59,23 @@ class DPQuery(metaclass=abc.ABCMeta):
     del params
     return record
 
+  def record_scales(self, params, record_norms):
+    """The factors `preprocess_record` scales records by, from their global L2 norms; None if it does not.
+
+    A query whose preprocessing only scales each record by a function of its norm says so here, and a
+    `SumAggregationDPQuery` that does lets the optimizers sum scaled per-example gradients without forming
+    them one by one (`efl.privacy.per_layer`). Default: None.
+
+    Args:
+      params: the sample params from `derive_sample_params`.
+      record_norms: `[n]` float32, the global L2 norm of each of n records.
+
+    Returns:
+      `[n]` factors, or None.
+    """
+    del params, record_norms
+    return None
+
   @abc.abstractmethod
   def accumulate_preprocessed_record(self, sample_state, preprocessed_record):
     """Returns the sample state with one preprocessed record added."""

@@ -73,9 +73,13 @@ class GaussianSumQuery(dp_query.SumAggregationDPQuery):
     # Written out rather than tf.clip_by_global_norm: its L2Loss op has no
     # tf.vectorized_map converter in TF 1.15.
     norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in flat]))
-    scale = tf.minimum(1.0, params / tf.maximum(norm, 1e-30))
+    scale = self.record_scales(params, norm)
     clipped = [t * tf.cast(scale, t.dtype) for t in flat]
     return tf.nest.pack_sequence_as(record, clipped)
+
+  def record_scales(self, params, record_norms):
+    """Implements `efl.privacy.DPQuery.record_scales`: clipping to the norm `params`."""
+    return tf.minimum(1.0, params / tf.maximum(record_norms, 1e-30))
 
   def get_noised_result(self, sample_state, global_state):
     """Implements `efl.privacy.DPQuery.get_noised_result`."""
@@ -122,6 +126,11 @@ class MultiplicativeGaussianSumQuery(dp_query.SumAggregationDPQuery):
   def initial_global_state(self):
     """Implements `efl.privacy.DPQuery.initial_global_state`."""
     return self._GlobalState(self._noise_multiplier)
+
+  def record_scales(self, params, record_norms):
+    """Implements `efl.privacy.DPQuery.record_scales`: records are summed unscaled."""
+    del params
+    return tf.ones_like(record_norms)
 
   def get_noised_result(self, sample_state, global_state):
     """Implements `efl.privacy.DPQuery.get_noised_result`."""

@@ -9,7 +9,7 @@ from absl.testing import parameterized
 from efl.privacy import dp_optimizer
 from efl.privacy import gaussian_query
 
-METHODS = ('vectorized', 'loop', 'slices')
+METHODS = ('layers', 'vectorized', 'loop', 'slices')
 D, OUT = 3, 2  # input and output width of the test layer
 
 
@@ -149,6 +149,10 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       query = _RecordingQuery(0.3, 0.0)
       opt = dp_optimizer.DPGradientDescentOptimizer(query, None, False, 0.1)
       opt.per_microbatch_method = method
+      if method == 'layers':  # the query's own sum is not the plain sum
+        with self.assertRaisesRegex(ValueError, '_RecordingQuery does not'):
+          opt.compute_gradients(loss, var_list)
+        return
       grads = [g for g, _ in opt.compute_gradients(loss, var_list)]
       max_norm, _ = self._run([query.max_norm, grads], feeds)
     self.assertLessEqual(max_norm, 0.3 * (1 + 1e-5))
@@ -250,7 +254,8 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     want = _hand_gradients(x, y, w, b, None, None)
     self.assertAllClose(got[0], want[0], rtol=1e-5)
 
-  def test_seed_cnn_with_sparse_softmax_is_vectorized(self):
+  @parameterized.parameters(None, 2)
+  def test_seed_cnn_with_sparse_softmax_is_vectorized(self, m):
     rng = np.random.RandomState(2)
     img = rng.rand(4, 784).astype(np.float32)
     labels = rng.randint(0, 10, [4]).astype(np.int32)
@@ -271,7 +276,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
                                                             logits=logits)
       results = []
       for method in METHODS:
-        opt = _gaussian(0.05, 0.0, None, method)
+        opt = _gaussian(0.05, 0.0, m, method)
         results.append([g for g, _ in opt.compute_gradients(loss)])
       got = self._run(results, {xp: img, lp: labels})
     for other in got[1:]:
@@ -331,6 +336,26 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     norms = np.sqrt(np.sum(rows ** 2, axis=(1, 2)))
     want = rows * np.minimum(1.0, 0.5 / norms)[:, None, None] / 2
     self.assertAllClose(back, want.reshape([6, 5]), rtol=1e-5, atol=1e-6)
+
+  def test_layers_refuse_rows_that_are_not_examples(self):
+    # Each example's 6 hidden values folded into 3 rows of 2 before a dense
+    # layer:
+    # the layer's rows are not examples, so per-layer sums would be wrong.
+    # 'layers' must refuse and 'auto' must use the copy instead.
+    rng = np.random.RandomState(5)
+    x = rng.randn(4, 6).astype(np.float32)
+    with tf.Graph().as_default():
+      xp = tf.placeholder(tf.float32, [None, 6])
+      h = tf.layers.dense(tf.reshape(tf.layers.dense(xp, 6), [-1, 2]), 1)
+      loss = tf.reduce_sum(tf.square(tf.reshape(h, [-1, 3])), axis=1)
+      with self.assertRaisesRegex(ValueError, 'impossible here: cannot tell'):
+        _gaussian(0.1, 0.0, None, 'layers').compute_gradients(loss)
+      results = [[g for g, _ in _gaussian(0.1, 0.0, None, method)
+                  .compute_gradients(loss)]
+                 for method in ('auto', 'vectorized')]
+      got = self._run(results, {xp: x})
+    for a, b in zip(*got):
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-7)
 
   def test_static_batch_baked_into_the_model_falls_back(self):
     # A reshape to the static batch size (what TF 1.15's tf.layers.flatten
