@@ -20,6 +20,7 @@ import collections
 
 import tensorflow.compat.v1 as tf
 
+from efl import compat
 from efl.privacy import conv_filter_grad
 
 # Ops that pass a variable's value on unchanged, between the variable and the layer op reading it.
@@ -187,10 +188,24 @@ def _microbatch_grads(layer, g, num_microbatches):
     rank = g.shape.ndims
     per_example = g if rank == 2 else tf.reduce_sum(g, axis=list(range(1, rank - 1)))
     return None, tf.reduce_sum(_by_microbatch(per_example, num_microbatches), 1)
+  kh, kw, channels, filters = op.inputs[1].shape.as_list()
+  strides, padding, dilations = list(op.get_attr('strides')), _attr(op, 'padding'), list(op.get_attr('dilations'))
+  if channels == 1 and dilations == [1, 1, 1, 1] and compat.TF_MAJOR >= 2:
+    # One input channel: the examples as the channels of one image make each example's filter gradient a
+    # depthwise filter gradient. TF 2's kernel for it is several times faster than patches and a matmul;
+    # TF 1.15's is several times slower (the seed's CNN: DP step 7 ms against 12, and 85 ms against 22).
+    x = op.inputs[0]
+    batch = tf.shape(x)[0]
+    images = tf.expand_dims(tf.transpose(x[..., 0], [1, 2, 0]), 0)  # [1, h, w, B]
+    grads = tf.expand_dims(tf.transpose(g, [1, 2, 0, 3]), 0)  # [1, h', w', B, f]
+    grads = tf.reshape(grads, tf.concat([tf.shape(grads)[:3], [-1]], 0))  # [1, h', w', B * f]
+    per_example = tf.nn.depthwise_conv2d_native_backprop_filter(
+        images, tf.stack([kh, kw, batch, filters]), grads, strides, padding)  # [kh, kw, B, f]
+    per_example = tf.transpose(per_example, [2, 0, 1, 3])[:, :, :, None, :]
+    return None, tf.reduce_sum(_by_microbatch(per_example, num_microbatches), 1)
   grads = conv_filter_grad._batched_filter_grad(  # pylint: disable=protected-access
-      _by_microbatch(op.inputs[0], num_microbatches), op.inputs[1].shape.as_list(),
-      _by_microbatch(g, num_microbatches), list(op.get_attr('strides')), _attr(op, 'padding'),
-      list(op.get_attr('dilations')))
+      _by_microbatch(op.inputs[0], num_microbatches), [kh, kw, channels, filters],
+      _by_microbatch(g, num_microbatches), strides, padding, dilations)
   return None, grads
 
 
