@@ -65,6 +65,7 @@ test: setup
 LINT_PATHS := efl tests benchmarks setup.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 demo: setup
 	$(PY) -m efl.launcher efl/example/mnist

@@ -6,6 +6,7 @@ TensorFlow 1.15 (`pip install tensorflow==1.15.5` on Python 3.7) or TensorFlow 2
 tensorflow==2.21.0 tf-keras==2.21.0` on Python 3.10 to 3.13), which the user installs first. The Python version
 tells the two stacks apart (TensorFlow 1.15 has no wheels past 3.7), so the dependencies below are split by it.
 """
+
 import importlib.util
 import os
 
@@ -43,42 +44,42 @@ def _read(name):
 
 
 setup(
-    name='efl',
-    version='0.1.0',
-    description='Vertical (split) federated learning on TensorFlow graph mode (1.15, and 2.x through compat.v1)',
-    long_description=_read('README.md'),
-    long_description_content_type='text/markdown',
-    packages=find_packages(include=['efl', 'efl.*']),
-    # The native transport's C++ sources: `python -m efl.native.build` compiles them where the package lies.
-    # The libraries it builds (_*.so) are specific to one machine and never packaged.
-    package_data={'efl.native': ['*.cc']},
-    cmdclass={'build_py': BuildPyWithProto},
-    # Tested on Python 3.7 with TensorFlow 1.15 (no wheels for later Pythons) and on Python 3.11 with TensorFlow
-    # 2.21 (wheels for 3.10 to 3.13).
-    python_requires='>=3.7,!=3.8.*,!=3.9.*',
-    # Ranges that each TensorFlow accepts; requirements.txt (TF 1) and requirements-tf2.txt (TF 2) pin the tested
-    # versions. TensorFlow itself is left to the user (see the module docstring), and so is tf-keras on TensorFlow
-    # 2, which depends on one TensorFlow release.
-    install_requires=[
-        # TensorFlow 1.15, on Python 3.7.
-        'numpy>=1.16,<1.19; python_version < "3.8"',  # TensorFlow 1.15.5 needs numpy<1.19
-        # The generated code needs >=3.19 (protoc of grpcio-tools 1.48); TF 1.15 fails on 4.
-        'protobuf>=3.19,<4; python_version < "3.8"',
-        'grpcio>=1.48,<2; python_version < "3.8"',
-        # efl.privacy's DP accountant, dp-accounting, is not declared for TensorFlow 1.15: its metadata pins
-        # numpy~=1.21, which TensorFlow 1.15 cannot use. Install it with `pip install --no-deps
-        # dp-accounting==0.3.0`; at run time it imports only numpy, scipy and attrs.
-        # TensorFlow 2.21, on Python 3.10 and later.
-        'numpy>=1.26,<3; python_version >= "3.10"',
-        # The generated code of grpcio-tools 1.85 checks for protobuf>=7.35.1 and grpcio>=1.85.1 at import.
-        'protobuf>=7.35.1,<8; python_version >= "3.10"',
-        'grpcio>=1.85.1,<2; python_version >= "3.10"',
-        'dp-accounting>=0.4,<1; python_version >= "3.10"',
-        # Both.
-        'phe>=1.4,<2',
-        'gmpy2>=2.1,<3',  # efl.privacy imports the Paillier cipher, which computes with gmpy2
-        'scipy>=1.4,<2',
-        'attrs>=21.4',
-    ],
-    extras_require={'test': ['pytest>=7,<8']},
+  name='efl',
+  version='0.1.0',
+  description='Vertical (split) federated learning on TensorFlow graph mode (1.15, and 2.x through compat.v1)',
+  long_description=_read('README.md'),
+  long_description_content_type='text/markdown',
+  packages=find_packages(include=['efl', 'efl.*']),
+  # The native transport's C++ sources: `python -m efl.native.build` compiles them where the package lies.
+  # The libraries it builds (_*.so) are specific to one machine and never packaged.
+  package_data={'efl.native': ['*.cc']},
+  cmdclass={'build_py': BuildPyWithProto},
+  # Tested on Python 3.7 with TensorFlow 1.15 (no wheels for later Pythons) and on Python 3.11 with TensorFlow
+  # 2.21 (wheels for 3.10 to 3.13).
+  python_requires='>=3.7,!=3.8.*,!=3.9.*',
+  # Ranges that each TensorFlow accepts; requirements.txt (TF 1) and requirements-tf2.txt (TF 2) pin the tested
+  # versions. TensorFlow itself is left to the user (see the module docstring), and so is tf-keras on TensorFlow
+  # 2, which depends on one TensorFlow release.
+  install_requires=[
+    # TensorFlow 1.15, on Python 3.7.
+    'numpy>=1.16,<1.19; python_version < "3.8"',  # TensorFlow 1.15.5 needs numpy<1.19
+    # The generated code needs >=3.19 (protoc of grpcio-tools 1.48); TF 1.15 fails on 4.
+    'protobuf>=3.19,<4; python_version < "3.8"',
+    'grpcio>=1.48,<2; python_version < "3.8"',
+    # efl.privacy's DP accountant, dp-accounting, is not declared for TensorFlow 1.15: its metadata pins
+    # numpy~=1.21, which TensorFlow 1.15 cannot use. Install it with `pip install --no-deps
+    # dp-accounting==0.3.0`; at run time it imports only numpy, scipy and attrs.
+    # TensorFlow 2.21, on Python 3.10 and later.
+    'numpy>=1.26,<3; python_version >= "3.10"',
+    # The generated code of grpcio-tools 1.85 checks for protobuf>=7.35.1 and grpcio>=1.85.1 at import.
+    'protobuf>=7.35.1,<8; python_version >= "3.10"',
+    'grpcio>=1.85.1,<2; python_version >= "3.10"',
+    'dp-accounting>=0.4,<1; python_version >= "3.10"',
+    # Both.
+    'phe>=1.4,<2',
+    'gmpy2>=2.1,<3',  # efl.privacy imports the Paillier cipher, which computes with gmpy2
+    'scipy>=1.4,<2',
+    'attrs>=21.4',
+  ],
+  extras_require={'test': ['pytest>=7,<8']},
 )

@@ -17,6 +17,7 @@ Prints the medians, `BENCH comm_round_trip_ms_<shape>` (the communicator on the 
 
     python benchmarks/comm_latency.py [--rounds 2000] [--pairs 3] [--shape 256,128] [--dtype float32]
 """
+
 import argparse
 import os
 import queue
@@ -87,6 +88,7 @@ class _OpsEnd(object):
   def __init__(self, role, peer_port, local_port, dtype, shape):
     import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     self._comm = Communicator(role, '127.0.0.1:%d' % peer_port, '127.0.0.1:%d' % local_port)
     self._graph = tf.Graph()
     with self._graph.as_default():
@@ -128,8 +130,10 @@ class _GrpcioEnd(_SendRecvEnd):
       self._peer_done.set()
       return b''
 
-    handler = grpc.method_handlers_generic_handler('bench.Echo', {'Stream': grpc.stream_unary_rpc_method_handler(
-        on_stream, request_deserializer=None, response_serializer=None)})
+    handler = grpc.method_handlers_generic_handler(
+      'bench.Echo',
+      {'Stream': grpc.stream_unary_rpc_method_handler(on_stream, request_deserializer=None, response_serializer=None)},
+    )
     self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
     self._server.add_generic_rpc_handlers((handler,))
     self._server.add_insecure_port('127.0.0.1:%d' % local_port)
@@ -174,9 +178,26 @@ def _round_trips_ms(args, transport, shape, native_mode):
   follower, returns the leader's mean round trip in ms."""
   os.environ['EFL_NATIVE_TRANSPORT'] = native_mode  # Read by the communicators of both processes.
   lp, fp = _free_port(), _free_port()
-  child = subprocess.Popen([sys.executable, __file__, '--role', 'follower', '--transport', transport,
-                            '--rounds', str(args.rounds), '--shape', args.shape, '--dtype', args.dtype,
-                            '--peer_port', str(lp), '--local_port', str(fp)])
+  child = subprocess.Popen(
+    [
+      sys.executable,
+      __file__,
+      '--role',
+      'follower',
+      '--transport',
+      transport,
+      '--rounds',
+      str(args.rounds),
+      '--shape',
+      args.shape,
+      '--dtype',
+      args.dtype,
+      '--peer_port',
+      str(lp),
+      '--local_port',
+      str(fp),
+    ]
+  )
   try:
     end = _open(transport, 'leader', fp, lp, args.dtype, shape)
     data = np.random.rand(*shape).astype(args.dtype)
@@ -230,9 +251,18 @@ def main():
   nbytes = int(np.prod(shape)) * np.dtype(args.dtype).itemsize
   tag = 'x'.join(str(d) for d in shape)
   for (transport, mode), runs in sorted(times.items()):
-    print('%s%s, shape %s %s (%d bytes), %d round trips per run: %s ms' % (
-        transport, '' if transport == 'grpcio' else ' on the %s transport' % mode, list(shape), args.dtype,
-        nbytes, args.rounds, ', '.join('%.3f' % t for t in runs)))
+    print(
+      '%s%s, shape %s %s (%d bytes), %d round trips per run: %s ms'
+      % (
+        transport,
+        '' if transport == 'grpcio' else ' on the %s transport' % mode,
+        list(shape),
+        args.dtype,
+        nbytes,
+        args.rounds,
+        ', '.join('%.3f' % t for t in runs),
+      )
+    )
   median = {v: statistics.median(runs) for v, runs in times.items()}
   efl, bare = median[('efl', default)], median[('grpcio', 'python')]
   print('BENCH comm_round_trip_ms_%s %.3f' % (tag, efl))

@@ -7,6 +7,7 @@ user would (a fresh process, all cores) and prints input rows per second of its 
 
 Output line: `BENCH criteo_gen_rows_per_s <value>`.
 """
+
 import argparse
 import os
 import shutil
@@ -35,8 +36,19 @@ def main():
     source = os.path.join(work, 'train.txt')
     synthetic.write_synthetic_criteo(source, args.rows, seed=0)
     megabytes = os.path.getsize(source) / float(1 << 20)
-    cmd = [sys.executable, GENERATOR, '--input', source, '--output_dir', os.path.join(work, 'out'),
-           '--rows_per_file', str(args.rows_per_file), '--chunk_mb', str(args.chunk_mb), '--quiet']
+    cmd = [
+      sys.executable,
+      GENERATOR,
+      '--input',
+      source,
+      '--output_dir',
+      os.path.join(work, 'out'),
+      '--rows_per_file',
+      str(args.rows_per_file),
+      '--chunk_mb',
+      str(args.chunk_mb),
+      '--quiet',
+    ]
     if args.workers:
       cmd += ['--workers', str(args.workers)]
     start = time.time()
@@ -46,8 +58,9 @@ def main():
       sys.stderr.write(proc.stderr.decode('utf-8', 'replace'))
       return proc.returncode
     print(proc.stdout.decode('utf-8', 'replace').strip())
-    print('input: %d rows, %.1f MiB; wall time %.2f s (%.1f MiB/s)'
-          % (args.rows, megabytes, elapsed, megabytes / elapsed))
+    print(
+      'input: %d rows, %.1f MiB; wall time %.2f s (%.1f MiB/s)' % (args.rows, megabytes, elapsed, megabytes / elapsed)
+    )
     print('BENCH criteo_gen_rows_per_s %.0f' % (args.rows / elapsed))
   finally:
     shutil.rmtree(work, ignore_errors=True)

@@ -67,8 +67,11 @@ def _bytes_feature(value):
 
 def serialize(sample_id, dense, label, tokens):
   """A serialized tf.train.Example, encoded directly (reference encoder for one record)."""
-  entries = [_entry('sample_id', _int64_feature([sample_id])), _entry('dense', _float_feature(dense)),
-             _entry('label', _int64_feature([label]))]
+  entries = [
+    _entry('sample_id', _int64_feature([sample_id])),
+    _entry('dense', _float_feature(dense)),
+    _entry('label', _int64_feature([label])),
+  ]
   entries += [_entry('feature%d' % k, _bytes_feature(token)) for k, token in enumerate(tokens)]
   return _field(1, b''.join(entries))
 
@@ -86,7 +89,7 @@ def _fixed_part(dense, labels, tokens):
     parts.append((_entry('feature%d' % k, _bytes_feature(b'0' * 8)), tokens[:, k, :]))
   rows = []
   for template, values in parts:
-    head = np.frombuffer(template[:len(template) - values.shape[1]], np.uint8)
+    head = np.frombuffer(template[: len(template) - values.shape[1]], np.uint8)
     rows.append(np.broadcast_to(head, (count, len(head))))
     rows.append(values)
   return np.ascontiguousarray(np.concatenate(rows, axis=1))
@@ -111,8 +114,11 @@ def write_data(directory, num_records, num_files):
 
 
 def feature_spec():
-  spec = {'sample_id': tf.io.FixedLenFeature([1], tf.int64), 'dense': tf.io.FixedLenFeature([10], tf.float32),
-          'label': tf.io.FixedLenFeature([1], tf.int64)}
+  spec = {
+    'sample_id': tf.io.FixedLenFeature([1], tf.int64),
+    'dense': tf.io.FixedLenFeature([10], tf.float32),
+    'label': tf.io.FixedLenFeature([1], tf.int64),
+  }
   for k in range(NUM_BYTES_FEATURES):
     spec['feature%d' % k] = tf.io.FixedLenFeature([1], tf.string)
   return spec
@@ -171,9 +177,11 @@ def main(argv=None):
     total = write_data(directory, args.records, args.files)
     print('wrote %d records in %d files in %.1f s' % (total, args.files, time.time() - start))
     best = {'raw': 0.0, 'raw_prefetch': 0.0, 'dataio': 0.0}
-    runners = {'raw': lambda: run_raw(directory, args.batch),
-               'raw_prefetch': lambda: run_raw(directory, args.batch, prefetch=1),
-               'dataio': lambda: run_dataio(directory, args.batch)}
+    runners = {
+      'raw': lambda: run_raw(directory, args.batch),
+      'raw_prefetch': lambda: run_raw(directory, args.batch, prefetch=1),
+      'dataio': lambda: run_dataio(directory, args.batch),
+    }
     for repeat in range(args.repeats):
       for name, runner in runners.items():
         count, rate = runner()

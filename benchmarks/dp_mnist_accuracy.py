@@ -13,6 +13,7 @@ MNIST comes from EFL_MNIST_NPZ (a Keras-layout mnist.npz) or else from
 `tf.keras.datasets.mnist.load_data()`. Output lines:
 `BENCH dp_mnist_accuracy <test accuracy>`, `BENCH dp_mnist_epsilon <eps>`.
 """
+
 import argparse
 import os
 import sys
@@ -35,16 +36,16 @@ from efl.privacy import dp_optimizer  # pylint: disable=wrong-import-position
 def load_mnist():
   _mnist_offline.use_local_mnist()
   (x_train, y_train), (x_test, y_test) = tf.keras.datasets.mnist.load_data()
+
   def prep(x, y):
-    return (x.reshape([-1, 784]).astype(np.float32) / 255.0,
-            y.astype(np.int32))
+    return (x.reshape([-1, 784]).astype(np.float32) / 255.0, y.astype(np.int32))
+
   return prep(x_train, y_train), prep(x_test, y_test)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--budget_s', type=float, default=900.0,
-                      help='training time budget in seconds')
+  parser.add_argument('--budget_s', type=float, default=900.0, help='training time budget in seconds')
   parser.add_argument('--max_epochs', type=float, default=20.0)
   parser.add_argument('--noise_multiplier', type=float, default=1.3)
   parser.add_argument('--l2_norm_clip', type=float, default=1.5)
@@ -65,13 +66,13 @@ def main():
     iterator = tf.data.make_initializable_iterator(data)
     images, labels = iterator.get_next()
     with tf.variable_scope('cnn'):
-      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=labels, logits=seed_cnn(images))
+      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=seed_cnn(images))
     opt = dp_optimizer.DPGradientDescentGaussianOptimizer(
-        l2_norm_clip=args.l2_norm_clip,
-        noise_multiplier=args.noise_multiplier,
-        num_microbatches=args.microbatches,
-        learning_rate=args.learning_rate)
+      l2_norm_clip=args.l2_norm_clip,
+      noise_multiplier=args.noise_multiplier,
+      num_microbatches=args.microbatches,
+      learning_rate=args.learning_rate,
+    )
     train_op = opt.minimize(loss)
     test_x = tf.placeholder(tf.float32, [None, 784])
     with tf.variable_scope('cnn', reuse=True):
@@ -88,20 +89,18 @@ def main():
         sess.run(train_op)
         steps += 1
         if steps % steps_per_epoch == 0:
-          print('epoch %d done after %.0f s' % (steps // steps_per_epoch,
-                                                time.time() - start))
+          print('epoch %d done after %.0f s' % (steps // steps_per_epoch, time.time() - start))
           sys.stdout.flush()
       elapsed = time.time() - start
       correct = 0
       for i in range(0, len(x_test), 1000):
-        correct += np.sum(sess.run(predictions, {test_x: x_test[i:i + 1000]})
-                          == y_test[i:i + 1000])
+        correct += np.sum(sess.run(predictions, {test_x: x_test[i : i + 1000]}) == y_test[i : i + 1000])
   accuracy = correct / float(len(x_test))
-  epsilon = analysis.epsilon_after_steps(n, args.batch, args.noise_multiplier,
-                                         steps, args.delta)
-  print('trained %d steps (%.2f epochs) in %.0f s; sigma %g, clip %g, lr %g'
-        % (steps, steps / float(steps_per_epoch), elapsed,
-           args.noise_multiplier, args.l2_norm_clip, args.learning_rate))
+  epsilon = analysis.epsilon_after_steps(n, args.batch, args.noise_multiplier, steps, args.delta)
+  print(
+    'trained %d steps (%.2f epochs) in %.0f s; sigma %g, clip %g, lr %g'
+    % (steps, steps / float(steps_per_epoch), elapsed, args.noise_multiplier, args.l2_norm_clip, args.learning_rate)
+  )
   print('BENCH dp_mnist_accuracy %.4f' % accuracy)
   print('BENCH dp_mnist_epsilon %.3f' % epsilon)
 

@@ -13,6 +13,7 @@ repeat also runs the Python transport (`EFL_NATIVE_TRANSPORT=off`), and the benc
 
     .venv/bin/python benchmarks/federated.py [--repeats 5]
 """
+
 import argparse
 import json
 import os
@@ -50,8 +51,10 @@ def _party(role, batch):
   def input_fn(model, mode):
     ds = tf.data.Dataset.from_tensor_slices({'feature': half, 'label': y, 'sample_id': ids})
     feats = tf.data.make_one_shot_iterator(ds.repeat().batch(batch).prefetch(2)).get_next()
-    cols = {'label': [tf.feature_column.numeric_column('label', 1)],
-            'emb': [tf.feature_column.numeric_column('feature', half.shape[1])]}
+    cols = {
+      'label': [tf.feature_column.numeric_column('label', 1)],
+      'emb': [tf.feature_column.numeric_column('feature', half.shape[1])],
+    }
     if role == 'single':
       return efl.Sample(feats, cols)
     return efl.FederalSample(feats, cols, model.federal_role, model.communicator, sample_id_name='sample_id')
@@ -79,7 +82,7 @@ def _party(role, batch):
   model.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.001)))
   model.compile()
   model.add_hooks([Timer()])
-  model.fit(efl.procedure_fn.train(steps), log_step=10 ** 9)
+  model.fit(efl.procedure_fn.train(steps), log_step=10**9)
   rate = (len(times) - warm) * batch / (times[-1] - times[warm - 1])
   print('RESULT ' + json.dumps({'role': role, 'samples_per_s': rate}), flush=True)
 
@@ -101,6 +104,7 @@ def _run(cmd_args, role=None, transport=None):
   """Starts one benchmark process; a federated party (`role`) shares the machine as `python -m efl.launcher`
   runs two parties: half the cores each, for its threads and TF's intra-op pool."""
   from efl import launcher  # pylint: disable=g-import-not-at-top
+
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
   if transport:
     env['EFL_NATIVE_TRANSPORT'] = transport
@@ -118,10 +122,34 @@ def measure_single(batch):
 
 def measure_federated(batch, transport=None):
   lp, fp = _free_port(), _free_port()
-  procs = [_run(['--party', 'leader', '--batch', str(batch), '--federal_role=leader',
-                 '--local_addr=127.0.0.1:%d' % lp, '--peer_addr=127.0.0.1:%d' % fp], 'leader', transport),
-           _run(['--party', 'follower', '--batch', str(batch), '--federal_role=follower',
-                 '--local_addr=127.0.0.1:%d' % fp, '--peer_addr=127.0.0.1:%d' % lp], 'follower', transport)]
+  procs = [
+    _run(
+      [
+        '--party',
+        'leader',
+        '--batch',
+        str(batch),
+        '--federal_role=leader',
+        '--local_addr=127.0.0.1:%d' % lp,
+        '--peer_addr=127.0.0.1:%d' % fp,
+      ],
+      'leader',
+      transport,
+    ),
+    _run(
+      [
+        '--party',
+        'follower',
+        '--batch',
+        str(batch),
+        '--federal_role=follower',
+        '--local_addr=127.0.0.1:%d' % fp,
+        '--peer_addr=127.0.0.1:%d' % lp,
+      ],
+      'follower',
+      transport,
+    ),
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   return _rate(outs[0])  # the leader's rate; the follower runs in lockstep
 
@@ -137,6 +165,7 @@ def main():
     return
   sys.path.insert(0, ROOT)
   from efl import native  # pylint: disable=g-import-not-at-top
+
   has_native, why = native.available()
   if not has_native:
     print('native transport not available (%s): the federated figures are of the Python transport' % why)
@@ -147,7 +176,11 @@ def main():
       fed = measure_federated(batch)
       ratios.append(fed / single)
       line = 'batch %d: one process %.0f samples/s, federated %.0f samples/s, ratio %.3f' % (
-          batch, single, fed, fed / single)
+        batch,
+        single,
+        fed,
+        fed / single,
+      )
       if has_native:
         python = measure_federated(batch, 'off')
         python_ratios.append(python / single)

@@ -7,6 +7,7 @@ The per-element `phe` step is estimated from a timed sample of elements (a full 
 output says so. Usage:
     python benchmarks/paillier.py [--bits 1024 2048] [--batch 256] [--dim 128] [--steps 2] [--naive_sample 48]
 """
+
 import argparse
 import os
 import socket
@@ -26,23 +27,23 @@ from efl.privacy.paillier.protocol import ActiveParty, PassiveParty  # noqa: E40
 
 def _free_port():
   with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
+    s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
 
 
 def _load():
-  return "%.2f %.2f %.2f" % os.getloadavg()
+  return '%.2f %.2f %.2f' % os.getloadavg()
 
 
 def _cpu_s(ciphers):
   """CPU seconds used so far by this process and by the worker processes of `ciphers`."""
   total = time.process_time()
-  ticks = os.sysconf("SC_CLK_TCK")
+  ticks = os.sysconf('SC_CLK_TCK')
   for cipher in ciphers:
-    for pid in list(getattr(cipher._pool, "_processes", None) or {}):  # pylint: disable=protected-access
+    for pid in list(getattr(cipher._pool, '_processes', None) or {}):  # pylint: disable=protected-access
       try:
-        with open("/proc/%d/stat" % pid) as f:
-          fields = f.read().rsplit(")", 1)[1].split()
+        with open('/proc/%d/stat' % pid) as f:
+          fields = f.read().rsplit(')', 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / float(ticks)
       except (IOError, OSError, IndexError, ValueError):
         pass
@@ -52,8 +53,8 @@ def _cpu_s(ciphers):
 def efl_step(pub, priv, batch, dim, steps, precomputed):
   """Returns [(wall seconds, CPU seconds of both parties)] for each step (forward + backward)."""
   lp, fp = _free_port(), _free_port()
-  leader = Communicator("leader", "127.0.0.1:%d" % fp, "127.0.0.1:%d" % lp)
-  follower = Communicator("follower", "127.0.0.1:%d" % lp, "127.0.0.1:%d" % fp)
+  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
+  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
   active = ActiveParty(follower, dim, pub, priv, 0.01)
   passive = PassiveParty(leader, dim, dim, pub, 0.01)
   t = threading.Thread(target=leader.connect)
@@ -114,13 +115,13 @@ def naive_step_estimate(pub, priv, batch, dim, sample):
   xs = rng.randn(sample)
   start = time.time()
   for v in xs:
-    cx = pub.encrypt(float(v))                      # A: Enc(x)
+    cx = pub.encrypt(float(v))  # A: Enc(x)
     cz = cx * 1.25 + pub.encrypt(float(rng.rand()))  # P: w*[x] + Enc(u)
-    priv.decrypt(cz)                                 # A: decrypt
+    priv.decrypt(cz)  # A: decrypt
     cfn = pub.encrypt(0.3)
-    cd = cfn * float(v) + pub.encrypt(0.7)           # P: [fn]*dy + Enc(dy*w_a + mask)
-    priv.decrypt(cd)                                 # A: decrypt dx
-    _ = cx * float(v) + cz                           # P: [x]*dy into the column sum
+    cd = cfn * float(v) + pub.encrypt(0.7)  # P: [fn]*dy + Enc(dy*w_a + mask)
+    priv.decrypt(cd)  # A: decrypt dx
+    _ = cx * float(v) + cz  # P: [x]*dy into the column sum
   per_element = (time.time() - start) / sample
   # The per-column work (one encryption of fn, the column sum's mask and its decryption) is counted once
   # per element above already, an over-count of (batch-1)/batch of it; leave it as a small upper bound.
@@ -135,38 +136,50 @@ def _retry(measure, attempts=3):
     except CommunicatorError as e:
       if attempt == attempts - 1:
         raise
-      print("retrying the measurement after a transport failure: %s" % e)
+      print('retrying the measurement after a transport failure: %s' % e)
   return None
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--bits", type=int, nargs="+", default=[1024, 2048])
-  parser.add_argument("--batch", type=int, default=256)
-  parser.add_argument("--dim", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=2)
-  parser.add_argument("--naive_sample", type=int, default=48)
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--bits', type=int, nargs='+', default=[1024, 2048])
+  parser.add_argument('--batch', type=int, default=256)
+  parser.add_argument('--dim', type=int, default=128)
+  parser.add_argument('--steps', type=int, default=2)
+  parser.add_argument('--naive_sample', type=int, default=48)
   args = parser.parse_args()
-  tmp = tempfile.mkdtemp(prefix="paillier_bench_")
-  print("cores %d, load before %s" % (os.cpu_count(), _load()))
+  tmp = tempfile.mkdtemp(prefix='paillier_bench_')
+  print('cores %d, load before %s' % (os.cpu_count(), _load()))
   for bits in args.bits:
-    pub, priv = generate_paillier_key(os.path.join(tmp, "pk%d.json" % bits), os.path.join(tmp, "sk%d.json" % bits),
-                                      bits)
+    pub, priv = generate_paillier_key(
+      os.path.join(tmp, 'pk%d.json' % bits), os.path.join(tmp, 'sk%d.json' % bits), bits
+    )
     cold = _retry(lambda: efl_step(pub, priv, args.batch, args.dim, args.steps, precomputed=False))
     warm = _retry(lambda: efl_step(pub, priv, args.batch, args.dim, 1, precomputed=True))
     best = min(t for t, _ in cold)
-    print("efl %d-bit, batch %d x dim %d: steps %s s wall (CPU of both parties: %s s) without precomputed "
-          "randomness; %.2f s wall (CPU %.2f s) with the obfuscator stock filled between steps; load %s"
-          % (bits, args.batch, args.dim, ", ".join("%.2f" % t for t, _ in cold),
-             ", ".join("%.2f" % c for _, c in cold), warm[0][0], warm[0][1], _load()))
-    print("BENCH paillier_step_s_%d %.3f" % (bits, best))
+    print(
+      'efl %d-bit, batch %d x dim %d: steps %s s wall (CPU of both parties: %s s) without precomputed '
+      'randomness; %.2f s wall (CPU %.2f s) with the obfuscator stock filled between steps; load %s'
+      % (
+        bits,
+        args.batch,
+        args.dim,
+        ', '.join('%.2f' % t for t, _ in cold),
+        ', '.join('%.2f' % c for _, c in cold),
+        warm[0][0],
+        warm[0][1],
+        _load(),
+      )
+    )
+    print('BENCH paillier_step_s_%d %.3f' % (bits, best))
     if bits == 1024 or bits == args.bits[0]:
       naive = naive_step_estimate(pub, priv, args.batch, args.dim, args.naive_sample)
-      print("naive per-element phe %d-bit: %.1f s estimated from a timed sample of %d elements "
-            "(extrapolated to %d elements, one core)" % (bits, naive, args.naive_sample,
-                                                         args.batch * args.dim))
-      print("BENCH paillier_speedup_%d %.1f" % (bits, naive / best))
+      print(
+        'naive per-element phe %d-bit: %.1f s estimated from a timed sample of %d elements '
+        '(extrapolated to %d elements, one core)' % (bits, naive, args.naive_sample, args.batch * args.dim)
+      )
+      print('BENCH paillier_speedup_%d %.1f' % (bits, naive / best))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

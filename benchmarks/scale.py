@@ -32,6 +32,7 @@ Prints, medians of `--repeats` runs (configurations alternate within a repeat):
 
 `--links` takes `loopback` and `delay<ms>` (e.g. `delay0`: the relay without delay, to see its own cost).
 """
+
 import argparse
 import asyncio
 import collections
@@ -58,6 +59,7 @@ CHUNK = 1 << 16
 
 
 # The party: the example's leader.py or follower.py, recording its training steps.
+
 
 def _party():
   """Runs the example's script of this --federal_role; prints `STEPS {json}` with its step end times."""
@@ -107,6 +109,7 @@ def _party():
 
 
 # The relay: a TCP forwarder that delays every chunk in each direction.
+
 
 async def _pipe(reader, writer, other, delay_s):
   """Copies `reader` to `writer`, each chunk released `delay_s` after it was read; closes both ends at the end."""
@@ -158,8 +161,9 @@ async def _relay_connection(client_reader, client_writer, target, delay_s):
   for w in (client_writer, writer):
     w.get_extra_info('socket').setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
   try:
-    await asyncio.gather(_pipe(client_reader, writer, client_writer, delay_s),
-                         _pipe(reader, client_writer, writer, delay_s))
+    await asyncio.gather(
+      _pipe(client_reader, writer, client_writer, delay_s), _pipe(reader, client_writer, writer, delay_s)
+    )
   finally:
     client_writer.close()
     writer.close()
@@ -175,8 +179,9 @@ def _relay(spec):
   ports = []
   for target in spec['targets']:
     while True:  # not a port the launcher gave a task a moment ago
-      server = loop.run_until_complete(asyncio.start_server(
-          lambda r, w, t=target: _relay_connection(r, w, t, delay_s), '127.0.0.1', 0))
+      server = loop.run_until_complete(
+        asyncio.start_server(lambda r, w, t=target: _relay_connection(r, w, t, delay_s), '127.0.0.1', 0)
+      )
       port = server.sockets[0].getsockname()[1]
       if port not in spec['avoid']:
         break
@@ -207,8 +212,9 @@ class _Relay(object):
 
   def __init__(self, targets, delay_ms, avoid):
     spec = json.dumps({'targets': targets, 'delay_ms': delay_ms, 'avoid': sorted(avoid)})
-    self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--relay', spec],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    self.proc = subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), '--relay', spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     line = self.proc.stdout.readline().decode()
     if not line.startswith('PORTS '):
       self.proc.kill()
@@ -225,6 +231,7 @@ class _Relay(object):
 
 
 # The benchmark.
+
 
 class _CpuSampler(object):
   """Samples every 0.2 s the machine's busy and total CPU time (/proc/stat) and the CPU time of the processes
@@ -277,11 +284,26 @@ class _CpuSampler(object):
 
 
 def _generate(data_dir, mnist_npz):
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--output_dir', data_dir, '--train_rows', str(TRAIN_ROWS), '--test_rows', '256',
-                        '--num_files', str(NUM_FILES)],
-                       env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      data_dir,
+      '--train_rows',
+      str(TRAIN_ROWS),
+      '--test_rows',
+      '256',
+      '--num_files',
+      str(NUM_FILES),
+    ],
+    env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=300,
+  )
   if gen.returncode != 0:
     raise RuntimeError('generate_data.py failed:\n' + gen.stdout.decode('utf-8', 'replace')[-3000:])
 
@@ -314,12 +336,16 @@ def _delay_ms(link):
 def measure(data_dir, workers, link, args):
   """One run of both clusters with `workers` pairs over `link`; returns a dict of its figures."""
   from efl import launcher  # pylint: disable=g-import-not-at-top
+
   configs = launcher.cluster_configs(workers, 1)
   relay, delay_ms = None, _delay_ms(link)
   if delay_ms is not None:
     # Each party dials the relay port that forwards to the peer worker's communicator address.
-    avoid = set(int(a.rsplit(':', 1)[1]) for c in configs.values()
-                for a in c['cluster']['ps'] + c['cluster']['worker'] + c['local_addrs'])
+    avoid = set(
+      int(a.rsplit(':', 1)[1])
+      for c in configs.values()
+      for a in c['cluster']['ps'] + c['cluster']['worker'] + c['local_addrs']
+    )
     relay = _Relay(configs['leader']['local_addrs'] + configs['follower']['local_addrs'], delay_ms, avoid)
     relayed = ['127.0.0.1:%d' % p for p in relay.ports]
     configs['follower']['peer_addrs'] = relayed[:workers]
@@ -340,9 +366,18 @@ def measure(data_dir, workers, link, args):
   cmd = [sys.executable, os.path.abspath(__file__), '--party']
   begin = time.time()
   try:
-    codes = launcher.run_clusters(data_dir, cmd, cmd, worker_num=workers, ps_num=1, timeout_s=args.timeout_s,
-                                  env=env, out=out, configs=configs,
-                                  started=started)
+    codes = launcher.run_clusters(
+      data_dir,
+      cmd,
+      cmd,
+      worker_num=workers,
+      ps_num=1,
+      timeout_s=args.timeout_s,
+      env=env,
+      out=out,
+      configs=configs,
+      started=started,
+    )
   finally:
     sampler.stop()
     relay_cpu = _process_cpu_s(relay.proc.pid) if relay else None
@@ -359,23 +394,41 @@ def measure(data_dir, workers, link, args):
     raise RuntimeError('the run of %d pairs over %s failed: %s\n%s' % (workers, link, codes, log[-4000:]))
   start, end, samples = _window(steps)
   if end - start < 1.0:
-    raise RuntimeError('%d pairs over %s: the workers trained together for only %.2f s; raise '
-                       '--loopback_samples or --delay_samples' % (workers, link, end - start))
+    raise RuntimeError(
+      '%d pairs over %s: the workers trained together for only %.2f s; raise '
+      '--loopback_samples or --delay_samples' % (workers, link, end - start)
+    )
   done = re.findall(r'^\[L w\d+\] .*train done: \[train\] .*samples/s=([\d.]+) loss=(\S+)', log, re.M)
   firsts = [r['times'][0] for r in steps.values()]
-  return {'rate': samples / (end - start), 'window_s': end - start,
-          'steps': min(len(r['times']) for r in steps.values()), 'cpu_busy': sampler.busy(start, end),
-          'cores': sampler.cores(start, end),
-          'relay_cpu_s': relay_cpu, 'wall_s': wall, 'stagger_s': max(firsts) - min(firsts),
-          'train_done_sum': sum(float(d[0]) for d in done), 'losses': [d[1] for d in done]}
+  return {
+    'rate': samples / (end - start),
+    'window_s': end - start,
+    'steps': min(len(r['times']) for r in steps.values()),
+    'cpu_busy': sampler.busy(start, end),
+    'cores': sampler.cores(start, end),
+    'relay_cpu_s': relay_cpu,
+    'wall_s': wall,
+    'stagger_s': max(firsts) - min(firsts),
+    'train_done_sum': sum(float(d[0]) for d in done),
+    'losses': [d[1] for d in done],
+  }
 
 
 def _describe(workers, link, r):
   line = '%d pair(s), %s: %.0f samples/s over %.1f s (all pairs training; %d steps per worker), machine CPU %s' % (
-      workers, link, r['rate'], r['window_s'], r['steps'],
-      '%.0f%% busy' % (100 * r['cpu_busy']) if r['cpu_busy'] is not None else 'unsampled')
+    workers,
+    link,
+    r['rate'],
+    r['window_s'],
+    r['steps'],
+    '%.0f%% busy' % (100 * r['cpu_busy']) if r['cpu_busy'] is not None else 'unsampled',
+  )
   line += ', first steps %.1f s apart, run %.0f s, sum of train-done samples/s %.0f, final losses %s' % (
-      r['stagger_s'], r['wall_s'], r['train_done_sum'], ' '.join(r['losses']))
+    r['stagger_s'],
+    r['wall_s'],
+    r['train_done_sum'],
+    ' '.join(r['losses']),
+  )
   if r['relay_cpu_s'] is not None:
     line += ', relay CPU %.1f s in all' % r['relay_cpu_s']
   if r['cores']:
@@ -391,14 +444,19 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--workers', default='1,2,4', help='worker pairs to compare (the first is the baseline)')
-  parser.add_argument('--links', default='loopback,delay10',
-                      help='loopback, delay<ms> (through the relay, <ms> in each direction)')
-  parser.add_argument('--loopback_samples', type=int, default=300000,
-                      help='samples each worker trains on loopback (and through a relay of under 1 ms)')
+  parser.add_argument(
+    '--links', default='loopback,delay10', help='loopback, delay<ms> (through the relay, <ms> in each direction)'
+  )
+  parser.add_argument(
+    '--loopback_samples',
+    type=int,
+    default=300000,
+    help='samples each worker trains on loopback (and through a relay of under 1 ms)',
+  )
   parser.add_argument('--delay_samples', type=int, default=60000, help='samples each worker trains through the relay')
   parser.add_argument('--timeout_s', type=float, default=300)
   parser.add_argument('--mnist_npz', default=None)
-  parser.add_argument('--verbose', action='store_true', help='print the tasks\' logs')
+  parser.add_argument('--verbose', action='store_true', help="print the tasks' logs")
   parser.add_argument('--party', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--relay', default=None, help=argparse.SUPPRESS)
   args, _ = parser.parse_known_args()

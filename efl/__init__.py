@@ -8,6 +8,7 @@ Subpackages with heavy dependencies (data, privacy, communicator) load on first 
 efl runs on TensorFlow 1.15 and, in graph mode, on TensorFlow 2 (scripts then import `tensorflow.compat.v1 as
 tf`): importing efl turns TensorFlow 2's v2 behaviour off.
 """
+
 import importlib
 import os
 
@@ -26,6 +27,7 @@ if compat.TF2:
   # efl builds graphs and runs them in sessions (MonitoredSession, Saver, py_func gradients), as in TF 1.
   import tensorflow.compat.v1 as _tf  # pylint: disable=g-import-not-at-top
   from tensorflow.python.util import deprecation as _deprecation  # pylint: disable=g-import-not-at-top
+
   # Its notice that reference variables are deprecated would open every party's log.
   with _deprecation.silence():
     _tf.disable_v2_behavior()
@@ -34,10 +36,28 @@ from efl import flags  # noqa: E402  pylint: disable=wrong-import-position
 from efl import hooks
 from efl import metrics
 from efl import stage
-from efl.flags import (dist_mode, get_app_id, get_ckpt_dir, get_cluster, get_config, get_config_str,
-                       get_export_dir, get_federal_role, get_local_addr, get_mode, get_output, get_peer_addr,
-                       get_ps_num, get_server_num, get_task_index, get_task_name, get_worker_num, get_zk_addr,
-                       is_chief, local_mode)
+from efl.flags import (
+  dist_mode,
+  get_app_id,
+  get_ckpt_dir,
+  get_cluster,
+  get_config,
+  get_config_str,
+  get_export_dir,
+  get_federal_role,
+  get_local_addr,
+  get_mode,
+  get_output,
+  get_peer_addr,
+  get_ps_num,
+  get_server_num,
+  get_task_index,
+  get_task_name,
+  get_worker_num,
+  get_zk_addr,
+  is_chief,
+  local_mode,
+)
 from efl.framework import optimizer_fn
 from efl.framework import procedure_fn
 from efl.framework import stage_combiner
@@ -52,15 +72,26 @@ from efl.log import redirect_log
 from efl.mode import MODE, current_task_scope, task_scope
 from efl.utils.column_util import make_parse_example_spec
 
-_LAZY_MODULES = {'data': 'efl.data', 'privacy': 'efl.privacy', 'communicator': 'efl.communicator',
-                 'dataio': 'efl.dataio'}
-_LAZY_NAMES = {
-    'FederalModel': ('efl.framework.federal_model', 'FederalModel'),
-    'Communicator': ('efl.communicator', 'Communicator'),
+_LAZY_MODULES = {
+  'data': 'efl.data',
+  'privacy': 'efl.privacy',
+  'communicator': 'efl.communicator',
+  'dataio': 'efl.dataio',
 }
-_DP_NAMES = ('DPGradientDescentGaussianOptimizer', 'DPAdamGaussianOptimizer', 'DPAdagradGaussianOptimizer',
-             'DPGradientDescentOptimizer', 'DPAdamOptimizer', 'DPAdagradOptimizer',
-             'make_optimizer_class', 'make_gaussian_optimizer_class')
+_LAZY_NAMES = {
+  'FederalModel': ('efl.framework.federal_model', 'FederalModel'),
+  'Communicator': ('efl.communicator', 'Communicator'),
+}
+_DP_NAMES = (
+  'DPGradientDescentGaussianOptimizer',
+  'DPAdamGaussianOptimizer',
+  'DPAdagradGaussianOptimizer',
+  'DPGradientDescentOptimizer',
+  'DPAdamOptimizer',
+  'DPAdagradOptimizer',
+  'make_optimizer_class',
+  'make_gaussian_optimizer_class',
+)
 
 
 def __getattr__(name):

@@ -3,6 +3,7 @@
 Importing efl puts TensorFlow 2 in graph mode (`efl/__init__.py`); the rest of efl uses `tensorflow.compat.v1`,
 which is the same API on both. What still differs is decided here.
 """
+
 import re
 
 import tensorflow as _tf
@@ -14,7 +15,7 @@ TF2 = TF_MAJOR >= 2
 # TF 2's sessions put this first in an op's error message, then where each node it names was defined (blocks
 # from "Detected at node ..." to "Node: '<name>'"), then the op's own message, which TF 1.15 puts first.
 _GRAPH_ERROR_HEADER = 'Graph execution error:'
-_NODE_BLOCK_END = re.compile(r"^Node: .*(\n|$)", re.M)
+_NODE_BLOCK_END = re.compile(r'^Node: .*(\n|$)', re.M)
 
 
 def op_error_text(error):
@@ -22,12 +23,12 @@ def op_error_text(error):
   text = getattr(error, 'message', None) or ''
   if not text.startswith(_GRAPH_ERROR_HEADER):
     return text
-  rest = text[len(_GRAPH_ERROR_HEADER):].lstrip('\n')
+  rest = text[len(_GRAPH_ERROR_HEADER) :].lstrip('\n')
   while rest.startswith('Detected at node '):
     end = _NODE_BLOCK_END.search(rest)
     if end is None:
       break
-    rest = rest[end.end():]
+    rest = rest[end.end() :]
   return rest
 
 
@@ -43,6 +44,7 @@ def dense_features(columns, name):
   one stack restores on the other.
   """
   import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
   cls = getattr(tf.keras.layers, 'DenseFeatures', None)
   if cls is None:
     # tf.keras is Keras 3 (TF_USE_LEGACY_KERAS was off when tf.keras was first used), which has no feature
@@ -50,8 +52,9 @@ def dense_features(columns, name):
     try:
       from tf_keras.api._v1 import keras as tf_keras_v1  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError('efl on TensorFlow %s needs the package tf-keras (Keras 2) for its feature columns: pip '
-                        'install tf-keras~=%s (%s)' % (_tf.__version__, '.'.join(_tf.__version__.split('.')[:2]),
-                                                       e)) from e
+      raise ImportError(
+        'efl on TensorFlow %s needs the package tf-keras (Keras 2) for its feature columns: pip '
+        'install tf-keras~=%s (%s)' % (_tf.__version__, '.'.join(_tf.__version__.split('.')[:2]), e)
+      ) from e
     cls = tf_keras_v1.layers.DenseFeatures
   return cls(list(columns), name=name)

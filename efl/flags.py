@@ -3,6 +3,7 @@
 Scripts run as `python leader.py --federal_role=leader`; flags the script does not know about are ignored
 (`parse_known_args`), so users can add their own. Parsing is lazy so that importing efl never touches argv.
 """
+
 import argparse
 import json
 import os
@@ -62,8 +63,10 @@ def _args():
 def check_role(role):
   """Returns `role` if it is 'leader' or 'follower', else raises a ValueError that says how to fix it."""
   if role not in ROLES:
-    raise ValueError("federal role must be 'leader' or 'follower', got %r; run the script with "
-                     "--federal_role=leader or --federal_role=follower" % (role,))
+    raise ValueError(
+      "federal role must be 'leader' or 'follower', got %r; run the script with "
+      '--federal_role=leader or --federal_role=follower' % (role,)
+    )
   return role
 
 
@@ -86,8 +89,10 @@ def _worker_addr(key):
     return None
   index = get_task_index()
   if not isinstance(addrs, list) or not 0 <= index < len(addrs) or not addrs[index]:
-    raise ValueError('-c/--config "%s" must list one "host:port" per worker, with one for --task_index=%d; '
-                     'got %r' % (key, index, addrs))
+    raise ValueError(
+      '-c/--config "%s" must list one "host:port" per worker, with one for --task_index=%d; '
+      'got %r' % (key, index, addrs)
+    )
   return addrs[index]
 
 
@@ -201,11 +206,14 @@ def get_cluster():
     try:
       cluster = json.loads(os.environ['TF_CONFIG']).get('cluster')
     except (ValueError, AttributeError) as e:
-      raise ValueError('TF_CONFIG must be a JSON object with a "cluster" key; could not read %r: %s'
-                       % (os.environ['TF_CONFIG'], e))
+      raise ValueError(
+        'TF_CONFIG must be a JSON object with a "cluster" key; could not read %r: %s' % (os.environ['TF_CONFIG'], e)
+      )
   if not cluster:
-    raise ValueError('no cluster is configured: pass -c \'{"cluster": {"worker": ["host:port", ...], '
-                     '"ps": [...]}}\' or set TF_CONFIG (one process per party needs none)')
+    raise ValueError(
+      'no cluster is configured: pass -c \'{"cluster": {"worker": ["host:port", ...], '
+      '"ps": [...]}}\' or set TF_CONFIG (one process per party needs none)'
+    )
   if not isinstance(cluster, dict):
     raise ValueError('the cluster must map job names to lists of addresses, got %r' % (cluster,))
   return cluster

@@ -8,6 +8,7 @@ and the follower on two free localhost ports, each on its half of the CPUs, pref
 party's role, and exits non-zero if either party fails. A party still running a grace period after its peer
 failed is stopped.
 """
+
 import argparse
 import json
 import os
@@ -27,8 +28,7 @@ def free_port():
 
 
 def party_args(role, own_port, peer_port):
-  return ['--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
-          '--peer_addr=127.0.0.1:%d' % peer_port]
+  return ['--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port, '--peer_addr=127.0.0.1:%d' % peer_port]
 
 
 def shared_machine_env(env):
@@ -125,8 +125,9 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
 
   def launch(role):
     cmd, own, peer = commands[role]
-    p = start_party(list(cmd) + party_args(role, own, peer), role, env, cwd=workdir, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT)
+    p = start_party(
+      list(cmd) + party_args(role, own, peer), role, env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     procs[role] = p
     t = threading.Thread(target=_pump, args=(p.stdout, '[%-8s]' % role, out, lock), daemon=True)
     t.start()
@@ -145,8 +146,10 @@ def run_parties(workdir, leader_cmd, follower_cmd, timeout_s=None, grace_s=60, e
       if p.poll() not in (None, 0) and other.poll() is None and restarted < restarts:
         restarted += 1
         with lock:
-          out.write('[launcher] the %s exited with code %d; starting it again (restart %d of %d)\n'
-                    % (role, p.returncode, restarted, restarts))
+          out.write(
+            '[launcher] the %s exited with code %d; starting it again (restart %d of %d)\n'
+            % (role, p.returncode, restarted, restarts)
+          )
         launch(role)
     if failed_at is None and any(p.poll() not in (None, 0) for p in procs.values()):
       failed_at = now
@@ -188,14 +191,27 @@ def cluster_configs(worker_num, ps_num, host='127.0.0.1'):
   comm = {role: [port() for _ in range(worker_num)] for role in ('leader', 'follower')}
   configs = {}
   for role, peer in (('leader', 'follower'), ('follower', 'leader')):
-    configs[role] = {'cluster': {'ps': [port() for _ in range(ps_num)],
-                                 'worker': [port() for _ in range(worker_num)]},
-                     'local_addrs': comm[role], 'peer_addrs': comm[peer]}
+    configs[role] = {
+      'cluster': {'ps': [port() for _ in range(ps_num)], 'worker': [port() for _ in range(worker_num)]},
+      'local_addrs': comm[role],
+      'peer_addrs': comm[peer],
+    }
   return configs
 
 
-def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_s=None, grace_s=30, env=None,
-                 out=None, started=None, configs=None):
+def run_clusters(
+  workdir,
+  leader_cmd,
+  follower_cmd,
+  worker_num,
+  ps_num,
+  timeout_s=None,
+  grace_s=30,
+  env=None,
+  out=None,
+  started=None,
+  configs=None,
+):
   """Starts both parties as clusters of `ps_num` parameter servers and `worker_num` workers on this machine.
 
   Returns {'leader ps 0': exit code, ...}. When a task fails, the others still running `grace_s` later are
@@ -213,9 +229,14 @@ def run_clusters(workdir, leader_cmd, follower_cmd, worker_num, ps_num, timeout_
   for role, cmd in (('leader', leader_cmd), ('follower', follower_cmd)):
     tasks = [('ps', i) for i in range(ps_num)] + [('worker', i) for i in range(worker_num)]
     for name, index in tasks:
-      argv = list(cmd) + ['--federal_role=%s' % role, '--task_name=%s' % name, '--task_index=%d' % index,
-                          '--ps_num=%d' % ps_num, '--worker_num=%d' % worker_num,
-                          '--config=%s' % json.dumps(configs[role])]
+      argv = list(cmd) + [
+        '--federal_role=%s' % role,
+        '--task_name=%s' % name,
+        '--task_index=%d' % index,
+        '--ps_num=%d' % ps_num,
+        '--worker_num=%d' % worker_num,
+        '--config=%s' % json.dumps(configs[role]),
+      ]
       p = start_party(argv, role, env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
       label = '%s %s %d' % (role, name, index)
       procs[label] = p
@@ -257,13 +278,22 @@ def main(argv=None):
   parser.add_argument('workdir', help='the example directory, e.g. efl/example/mnist')
   parser.add_argument('--leader', default='leader.py')
   parser.add_argument('--follower', default='follower.py')
-  parser.add_argument('--generate', default='generate_data.py',
-                      help='run this script first if leader_train/ is missing ("" to skip)')
+  parser.add_argument(
+    '--generate', default='generate_data.py', help='run this script first if leader_train/ is missing ("" to skip)'
+  )
   parser.add_argument('--timeout_s', type=float, default=None)
-  parser.add_argument('--restarts', type=int, default=0,
-                      help='start a party that exits abnormally again, up to N times, with recovery on in both')
-  parser.add_argument('--worker_num', type=int, default=1,
-                      help='workers per party (with --ps_num >= 1: each party runs as a TensorFlow cluster)')
+  parser.add_argument(
+    '--restarts',
+    type=int,
+    default=0,
+    help='start a party that exits abnormally again, up to N times, with recovery on in both',
+  )
+  parser.add_argument(
+    '--worker_num',
+    type=int,
+    default=1,
+    help='workers per party (with --ps_num >= 1: each party runs as a TensorFlow cluster)',
+  )
   parser.add_argument('--ps_num', type=int, default=0, help='parameter servers per party')
   parser.add_argument('script_args', nargs='*', help='passed to both parties (after --)')
   args = parser.parse_intermixed_args(argv)
@@ -280,14 +310,23 @@ def main(argv=None):
   if args.worker_num > 1 or args.ps_num > 0:
     if args.restarts:
       parser.error('--restarts works with one worker per party only')
-    codes = run_clusters(workdir, [sys.executable, args.leader] + args.script_args,
-                         [sys.executable, args.follower] + args.script_args, args.worker_num, args.ps_num,
-                         timeout_s=args.timeout_s)
+    codes = run_clusters(
+      workdir,
+      [sys.executable, args.leader] + args.script_args,
+      [sys.executable, args.follower] + args.script_args,
+      args.worker_num,
+      args.ps_num,
+      timeout_s=args.timeout_s,
+    )
     print('[launcher] exit codes: %s' % ', '.join('%s %s' % kv for kv in codes.items()), flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
-  codes = run_parties(workdir, [sys.executable, args.leader] + args.script_args,
-                      [sys.executable, args.follower] + args.script_args, timeout_s=args.timeout_s,
-                      restarts=args.restarts)
+  codes = run_parties(
+    workdir,
+    [sys.executable, args.leader] + args.script_args,
+    [sys.executable, args.follower] + args.script_args,
+    timeout_s=args.timeout_s,
+    restarts=args.restarts,
+  )
   print('[launcher] exit codes: leader %s, follower %s' % (codes['leader'], codes['follower']), flush=True)
   return 0 if all(c == 0 for c in codes.values()) else 1
 

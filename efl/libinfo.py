@@ -1,4 +1,5 @@
 """Versions: `efl_version()` and `tf_version()`."""
+
 EFL_VERSION = '0.1.0'
 
 
@@ -8,4 +9,5 @@ def efl_version():
 
 def tf_version():
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
   return tf.__version__

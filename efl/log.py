@@ -1,4 +1,5 @@
 """Logging setup: one format, INFO to stdout, warnings and errors to stderr."""
+
 import logging
 import sys
 import warnings
@@ -10,7 +11,6 @@ _configured = False
 
 
 class _MaxLevel(logging.Filter):
-
   def __init__(self, level):
     super(_MaxLevel, self).__init__()
     self._level = level
@@ -57,6 +57,7 @@ def redirect_log():
   # TF 1.15 prints a deprecation notice for most tf.layers / compat.v1 calls the seed's scripts use: noise.
   try:
     from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top
+
     deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
   except ImportError:
     pass

@@ -1,16 +1,34 @@
 """Streaming metrics: `auc` and `gauc` (AUC averaged over groups, e.g. per user)."""
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 
-def auc(labels, predictions, weights=None, num_thresholds=200, metrics_collections=None,
-        updates_collections=None, curve='ROC', name=None, summation_method='trapezoidal'):
+def auc(
+  labels,
+  predictions,
+  weights=None,
+  num_thresholds=200,
+  metrics_collections=None,
+  updates_collections=None,
+  curve='ROC',
+  name=None,
+  summation_method='trapezoidal',
+):
   """Streaming AUC, as `tf.metrics.auc`: returns `(auc, update_op)`; labels are cast to bool."""
   labels = tf.cast(tf.reshape(labels, [-1]), tf.bool)
   predictions = tf.reshape(tf.cast(predictions, tf.float32), [-1])
-  return tf.metrics.auc(labels, predictions, weights=weights, num_thresholds=num_thresholds,
-                        metrics_collections=metrics_collections, updates_collections=updates_collections,
-                        curve=curve, name=name, summation_method=summation_method)
+  return tf.metrics.auc(
+    labels,
+    predictions,
+    weights=weights,
+    num_thresholds=num_thresholds,
+    metrics_collections=metrics_collections,
+    updates_collections=updates_collections,
+    curve=curve,
+    name=name,
+    summation_method=summation_method,
+  )
 
 
 def _exact_auc(labels, scores):
@@ -23,7 +41,7 @@ def _exact_auc(labels, scores):
     j = i
     while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
       j += 1
-    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+    ranks[order[i : j + 1]] = (i + j) / 2.0 + 1
     i = j + 1
   pos = labels > 0.5
   n_pos, n_neg = pos.sum(), (~pos).sum()
@@ -63,16 +81,24 @@ def gauc(labels, predictions, indicators, metrics_collections=None, updates_coll
     store = {}
     for key, tensor in (('labels', labels), ('predictions', predictions), ('groups', groups)):
       store[key] = tf.get_variable(
-          key, initializer=tf.zeros([0], dtype=tensor.dtype), validate_shape=False, trainable=False,
-          collections=[tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.METRIC_VARIABLES])
-    updates = [tf.assign(store[k], tf.concat([store[k], t], 0), validate_shape=False)
-               for k, t in (('labels', labels), ('predictions', predictions), ('groups', groups))]
+        key,
+        initializer=tf.zeros([0], dtype=tensor.dtype),
+        validate_shape=False,
+        trainable=False,
+        collections=[tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.METRIC_VARIABLES],
+      )
+    updates = [
+      tf.assign(store[k], tf.concat([store[k], t], 0), validate_shape=False)
+      for k, t in (('labels', labels), ('predictions', predictions), ('groups', groups))
+    ]
 
     def value_of(tensors):
       return tf.py_func(gauc_value, tensors, tf.float64, stateful=True)
 
-    value = tf.cast(value_of([store['labels'].read_value(), store['predictions'].read_value(),
-                              store['groups'].read_value()]), tf.float32)
+    value = tf.cast(
+      value_of([store['labels'].read_value(), store['predictions'].read_value(), store['groups'].read_value()]),
+      tf.float32,
+    )
     value.set_shape([])
     update_op = tf.cast(value_of(updates), tf.float32)
     update_op.set_shape([])

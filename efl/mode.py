@@ -3,6 +3,7 @@
 A *scope* is a `(mode, task)` pair. The framework builds and runs each part of the graph under one scope, and
 hooks, metrics and train/eval ops are registered per scope.
 """
+
 import contextlib
 import enum
 import threading
@@ -67,8 +68,7 @@ def scope_task(task):
 def task_scope(mode=None, task=None):
   """Enters a `(mode, task)` scope. A None field is inherited from the enclosing scope."""
   outer = current_task_scope()
-  scope = TaskScope(outer.mode if mode is None else mode,
-                    outer.task if task is None else task)
+  scope = TaskScope(outer.mode if mode is None else mode, outer.task if task is None else task)
   if not isinstance(scope.mode, MODE):
     raise ValueError('mode must be efl.MODE.TRAIN or efl.MODE.EVAL, got %r' % (mode,))
   stack = getattr(_state, 'stack', None)

@@ -1,4 +1,5 @@
 """Protobuf wire-format primitives shared by the modules that write or read messages without building protos."""
+
 import operator
 
 _ONE_BYTE = [bytes([v]) for v in range(0x80)]
@@ -24,8 +25,8 @@ def varint(value):
     raise ValueError('A varint holds an int64 or a uint64. Found %r.' % (value,))
   value &= (1 << 64) - 1
   out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
     value >>= 7
   out.append(value)
   return bytes(out)
@@ -41,7 +42,7 @@ def read_varint(buf, pos, end):
   while pos < end and shift < 70:
     byte = buf[pos]
     pos += 1
-    value |= (byte & 0x7f) << shift
+    value |= (byte & 0x7F) << shift
     if byte < 0x80:
       return value, pos
     shift += 7
@@ -73,7 +74,6 @@ def fields(buf, start, end):
     else:
       raise ValueError('unsupported wire type %d of field %d at byte %d' % (wire, number, key_start))
     if stop > end:
-      raise ValueError('field %d at byte %d runs past the end of its message (byte %d)' % (number, key_start,
-                                                                                          end))
+      raise ValueError('field %d at byte %d runs past the end of its message (byte %d)' % (number, key_start, end))
     yield number, wire, key_start, pos, stop
     pos = stop

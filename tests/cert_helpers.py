@@ -1,4 +1,5 @@
 """Test certificates made with the openssl command-line tool: a CA and leaf certificates signed by it."""
+
 import os
 import shutil
 import subprocess
@@ -19,8 +20,21 @@ def openssl(*args):
 
 def make_ca(directory, name):
   key, cert = os.path.join(directory, name + '.key'), os.path.join(directory, name + '.crt')
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
-           '-subj', '/CN=efl test ' + name)
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=efl test ' + name,
+  )
   return key, cert
 
 
@@ -30,6 +44,21 @@ def make_leaf(directory, name, ca_key, ca_cert):
   with open(ext, 'w') as f:
     f.write(_LEAF_EXTENSIONS)
   openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost')
-  openssl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial', '-out', cert,
-           '-days', '2', '-extfile', ext)
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca_cert,
+    '-CAkey',
+    ca_key,
+    '-CAcreateserial',
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+  )
   return key, cert

@@ -1,4 +1,5 @@
 """Test configuration: makes tests/ importable (proc_helpers) and provides the real-MNIST fixture."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Helpers for tests that run real processes: free ports, starting parties, running a pair."""
+
 import os
 import socket
 import subprocess
@@ -30,25 +31,42 @@ def party_env(extra=None):
 
 def start_party(script, role, own_port, peer_port, args=(), cwd=None, env=None, log_path=None):
   """Starts `script` as a real process in `role`, listening on own_port, talking to peer_port."""
-  cmd = [sys.executable, script, '--federal_role=%s' % role, '--local_addr=127.0.0.1:%d' % own_port,
-         '--peer_addr=127.0.0.1:%d' % peer_port] + list(args)
+  cmd = [
+    sys.executable,
+    script,
+    '--federal_role=%s' % role,
+    '--local_addr=127.0.0.1:%d' % own_port,
+    '--peer_addr=127.0.0.1:%d' % peer_port,
+  ] + list(args)
   out = open(log_path, 'wb') if log_path else subprocess.PIPE
   # Two parties share this machine, as the launcher runs them.
   return launcher.start_party(cmd, role, party_env(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
-def run_pair(script_leader, script_follower, args_leader=(), args_follower=(), cwd=None, timeout=240,
-             env=None, tmp_path=None, env_leader=None, env_follower=None):
+def run_pair(
+  script_leader,
+  script_follower,
+  args_leader=(),
+  args_follower=(),
+  cwd=None,
+  timeout=240,
+  env=None,
+  tmp_path=None,
+  env_leader=None,
+  env_follower=None,
+):
   """Runs both parties to completion; returns {role: (returncode, log text)}."""
   lp, fp = free_port(), free_port()
   logs = {}
   procs = {}
   for role, script, own, peer, args, own_env in (
-      ('leader', script_leader, lp, fp, args_leader, env_leader),
-      ('follower', script_follower, fp, lp, args_follower, env_follower)):
+    ('leader', script_leader, lp, fp, args_leader, env_leader),
+    ('follower', script_follower, fp, lp, args_follower, env_follower),
+  ):
     logs[role] = os.path.join(str(tmp_path or cwd), '%s.log' % role)
-    procs[role] = start_party(script, role, own, peer, args, cwd=cwd, env=dict(env or {}, **(own_env or {})),
-                              log_path=logs[role])
+    procs[role] = start_party(
+      script, role, own, peer, args, cwd=cwd, env=dict(env or {}, **(own_env or {})), log_path=logs[role]
+    )
   out = {}
   try:
     for role, p in procs.items():
@@ -74,7 +92,7 @@ def listening_ports(pid):
     except OSError:
       continue  # closed meanwhile
     if target.startswith('socket:['):
-      inodes.add(target[len('socket:['):-1])
+      inodes.add(target[len('socket:[') : -1])
   ports = []
   for table in ('tcp', 'tcp6'):
     with open('/proc/%d/net/%s' % (pid, table)) as f:

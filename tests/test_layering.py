@@ -1,4 +1,5 @@
 """The transport's shared layer (efl.transport) and the native transport import no communicator: no cycle."""
+
 import ast
 import glob
 import os
@@ -6,8 +7,9 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOWER = sorted(glob.glob(os.path.join(ROOT, 'efl', 'transport', '*.py')) +
-               glob.glob(os.path.join(ROOT, 'efl', 'native', '*.py')))
+LOWER = sorted(
+  glob.glob(os.path.join(ROOT, 'efl', 'transport', '*.py')) + glob.glob(os.path.join(ROOT, 'efl', 'native', '*.py'))
+)
 
 
 def _imported(path):
@@ -26,10 +28,15 @@ def _imported(path):
 @pytest.mark.parametrize('path', LOWER, ids=lambda p: os.path.relpath(p, ROOT))
 def test_lower_layer_imports_no_communicator(path):
   # efl.communicator.proto is the protocol's generated code (no logic), which the native build reads.
-  above = sorted(n for n in _imported(path) if n.startswith(('efl.communicator', 'efl.framework'))
-                 and not n.startswith('efl.communicator.proto'))
+  above = sorted(
+    n
+    for n in _imported(path)
+    if n.startswith(('efl.communicator', 'efl.framework')) and not n.startswith('efl.communicator.proto')
+  )
   assert not above, '%s imports %s: the transport layer must not depend on the layers above it' % (
-      os.path.relpath(path, ROOT), above)
+    os.path.relpath(path, ROOT),
+    above,
+  )
 
 
 def test_the_check_sees_imports():

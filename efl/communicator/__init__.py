@@ -1,15 +1,31 @@
 """The transport between the leader and the follower: `Communicator`, its errors, and the TF `ops`."""
+
 import importlib
 
-from efl.transport.errors import (AddressInUseError, ClosedError, CommunicatorError, ConnectionLostError,
-                                     HandshakeError, MessageTooLargeError, PeerClosedError, PeerFailedError,
-                                     PeerUnreachableError, RecvTimeoutError, StepMismatchError,
-                                     TLSHandshakeError, UnknownNameError)
+from efl.transport.errors import (
+  AddressInUseError,
+  ClosedError,
+  CommunicatorError,
+  ConnectionLostError,
+  HandshakeError,
+  MessageTooLargeError,
+  PeerClosedError,
+  PeerFailedError,
+  PeerUnreachableError,
+  RecvTimeoutError,
+  StepMismatchError,
+  TLSHandshakeError,
+  UnknownNameError,
+)
 
 # Loaded on first use: `communicator` needs the generated gRPC modules, and `python -m
 # efl.communicator.build_proto`, which generates them, imports this package first. `ops` imports TensorFlow.
-_LAZY = {'Communicator': 'efl.communicator.communicator', 'PROTOCOL_VERSION': 'efl.communicator.communicator',
-         'ROLES': 'efl.communicator.communicator', 'ops': None}
+_LAZY = {
+  'Communicator': 'efl.communicator.communicator',
+  'PROTOCOL_VERSION': 'efl.communicator.communicator',
+  'ROLES': 'efl.communicator.communicator',
+  'ops': None,
+}
 
 
 def __getattr__(name):

@@ -2,6 +2,7 @@
 
 `python -m efl.communicator.build_proto` (`protos/efl/*.proto` -> `efl/communicator/proto/`); `make proto` runs it.
 """
+
 import importlib.util
 import os
 import sys

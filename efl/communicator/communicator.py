@@ -14,6 +14,7 @@ Two transports serve this same protocol on the party's one address, so either ca
 party's only server and client. Its stream carries every frame, BYE and ERROR included, in order; it hands each
 Hello to `_on_hello` here, so the handshake's rules are the same on both.
 """
+
 import atexit
 import collections
 import json
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 import weakref
+
 # Imported here, before atexit.register below, so that close() at exit runs before this module joins the
 # server's threads.
 from concurrent.futures import ThreadPoolExecutor
@@ -83,12 +85,18 @@ def _keepalive_options(keepalive, server):
   # Pings every keepalive.time_ms; a peer that does not answer within keepalive.timeout_ms more is dead
   # (settings.keepalive, EFL_PEER_TIMEOUT_S). The server must accept the client's pings. (gRPC also bounds the
   # wait for a ping's ack by ping_timeout.)
-  options = [('grpc.keepalive_time_ms', keepalive.time_ms), ('grpc.keepalive_timeout_ms', keepalive.timeout_ms),
-             ('grpc.http2.ping_timeout_ms', keepalive.timeout_ms), ('grpc.keepalive_permit_without_calls', 1),
-             ('grpc.http2.max_pings_without_data', 0)]
+  options = [
+    ('grpc.keepalive_time_ms', keepalive.time_ms),
+    ('grpc.keepalive_timeout_ms', keepalive.timeout_ms),
+    ('grpc.http2.ping_timeout_ms', keepalive.timeout_ms),
+    ('grpc.keepalive_permit_without_calls', 1),
+    ('grpc.http2.max_pings_without_data', 0),
+  ]
   if server:
-    options += [('grpc.http2.min_ping_interval_without_data_ms', min(5000, keepalive.time_ms)),
-                ('grpc.http2.max_ping_strikes', 0)]
+    options += [
+      ('grpc.http2.min_ping_interval_without_data_ms', min(5000, keepalive.time_ms)),
+      ('grpc.http2.max_ping_strikes', 0),
+    ]
   return options
 
 
@@ -109,18 +117,25 @@ def _handlers(comm):
   The stream's messages reach `comm` as the bytes received: `serde.parse_frames` reads them without copying
   the tensors inside.
   """
+
   # pylint: disable=protected-access
   def stream(batches, context):
     comm._on_stream(batches, context)
     return pb.StreamEnd()
 
-  return grpc.method_handlers_generic_handler(_SERVICE, {
-      'Hello': grpc.unary_unary_rpc_method_handler(lambda request, context: comm._on_hello(request),
-                                                   request_deserializer=pb.Greeting.FromString,
-                                                   response_serializer=pb.Greeting.SerializeToString),
-      'Stream': grpc.stream_unary_rpc_method_handler(stream, request_deserializer=_as_is,
-                                                     response_serializer=pb.StreamEnd.SerializeToString),
-  })
+  return grpc.method_handlers_generic_handler(
+    _SERVICE,
+    {
+      'Hello': grpc.unary_unary_rpc_method_handler(
+        lambda request, context: comm._on_hello(request),
+        request_deserializer=pb.Greeting.FromString,
+        response_serializer=pb.Greeting.SerializeToString,
+      ),
+      'Stream': grpc.stream_unary_rpc_method_handler(
+        stream, request_deserializer=_as_is, response_serializer=pb.StreamEnd.SerializeToString
+      ),
+    },
+  )
 
 
 class Communicator(object):
@@ -144,9 +159,19 @@ class Communicator(object):
     ValueError: for a role other than 'leader'/'follower', or an inconsistent TLS setting.
   """
 
-  def __init__(self, federal_role, peer_addr, local_addr, client_thread_num=None, server_thread_num=None,
-               scanning_interval_milliseconds=None, default_timeout_milliseconds=None, worker_index=0,
-               worker_num=1, app_id=None):
+  def __init__(
+    self,
+    federal_role,
+    peer_addr,
+    local_addr,
+    client_thread_num=None,
+    server_thread_num=None,
+    scanning_interval_milliseconds=None,
+    default_timeout_milliseconds=None,
+    worker_index=0,
+    worker_num=1,
+    app_id=None,
+  ):
     if isinstance(peer_addr, int) and isinstance(local_addr, int):
       # EFLS order: (role, worker_index, worker_num, peer_addr, local_addr, client_thread_num, ...).
       worker_index, worker_num = peer_addr, local_addr
@@ -154,14 +179,14 @@ class Communicator(object):
       client_thread_num, server_thread_num = scanning_interval_milliseconds, default_timeout_milliseconds
       scanning_interval_milliseconds = default_timeout_milliseconds = None
     if federal_role not in ROLES:
-      raise ValueError('federal_role must be one of %s, got %r' % (', '.join(repr(r) for r in ROLES),
-                                                                   federal_role))
+      raise ValueError('federal_role must be one of %s, got %r' % (', '.join(repr(r) for r in ROLES), federal_role))
     for arg, value in (('peer_addr', peer_addr), ('local_addr', local_addr)):
       if not isinstance(value, str) or ':' not in value:
         raise ValueError("%s must be a 'host:port' string, got %r" % (arg, value))
     if worker_num not in (None, 1) or worker_index not in (None, 0):
-      _log.warning('efl runs one worker per party; worker_index=%s, worker_num=%s are ignored',
-                   worker_index, worker_num)
+      _log.warning(
+        'efl runs one worker per party; worker_index=%s, worker_num=%s are ignored', worker_index, worker_num
+      )
     self._role = federal_role
     self._app_id = app_id or ''
     self._refusals_logged = set()  # kinds of refused Hello already logged (a flood is logged once)
@@ -225,20 +250,31 @@ class Communicator(object):
     if settings.recovery_timeout_s() is not None:
       # reset() reconnects in place, which the native endpoint (fixed in the graph's kernels) cannot.
       if mode == 'on':
-        raise errors.CommunicatorError('EFL_RECOVERY_TIMEOUT_S needs the Python transport, but '
-                                       'EFL_NATIVE_TRANSPORT=on; set it to auto or off on both parties')
+        raise errors.CommunicatorError(
+          'EFL_RECOVERY_TIMEOUT_S needs the Python transport, but '
+          'EFL_NATIVE_TRANSPORT=on; set it to auto or off on both parties'
+        )
       _log.info('recovery is on (EFL_RECOVERY_TIMEOUT_S): the Python transport carries the data')
       return None
     ok, why = native.available()
     if not ok:
       if mode == 'on':
-        raise errors.CommunicatorError('EFL_NATIVE_TRANSPORT=on, but %s; set EFL_NATIVE_TRANSPORT=auto or off '
-                                       'on both parties' % why)
+        raise errors.CommunicatorError(
+          'EFL_NATIVE_TRANSPORT=on, but %s; set EFL_NATIVE_TRANSPORT=auto or off on both parties' % why
+        )
       _log.debug('native transport off: %s', why)
       return None
-    return native.Endpoint(self._role, self._peer_role, self._peer_addr, self._client_send_limit,
-                           settings.message_size_variable('CLIENT', 'SEND'), self._server_recv_limit,
-                           self._scan_s, self._tls, self._keepalive)
+    return native.Endpoint(
+      self._role,
+      self._peer_role,
+      self._peer_addr,
+      self._client_send_limit,
+      settings.message_size_variable('CLIENT', 'SEND'),
+      self._server_recv_limit,
+      self._scan_s,
+      self._tls,
+      self._keepalive,
+    )
 
   # ----------------------------------------------------------------------------------------- properties
 
@@ -310,8 +346,9 @@ class Communicator(object):
     with self._cond:
       if self._state != _CREATED:
         raise errors.CommunicatorError(
-            '%s(%r) after connect(): the peer checked the names at connect(); declare every name '
-            'while the graph is built, before connect()' % (what, name))
+          '%s(%r) after connect(): the peer checked the names at connect(); declare every name '
+          'while the graph is built, before connect()' % (what, name)
+        )
       if name not in names:
         names.append(name)
 
@@ -339,13 +376,19 @@ class Communicator(object):
     info_json = json.dumps(info if info is not None else {}, sort_keys=True)
     with self._cond:
       if self._state != _CREATED:
-        raise errors.CommunicatorError('connect() may be called once; this communicator is %s'
-                                       % self._state)
+        raise errors.CommunicatorError('connect() may be called once; this communicator is %s' % self._state)
       self._state = _CONNECTING
       self._info_json = info_json
-    _log.info('%s connecting: local %s, peer %s, TLS %s, %s transport; receives %s; sends %s', self._role,
-              self._local_addr, self._peer_addr, self._tls_summary(),
-              'native' if self._native is not None else 'Python', self._recv_names, self._send_names)
+    _log.info(
+      '%s connecting: local %s, peer %s, TLS %s, %s transport; receives %s; sends %s',
+      self._role,
+      self._local_addr,
+      self._peer_addr,
+      self._tls_summary(),
+      'native' if self._native is not None else 'Python',
+      self._recv_names,
+      self._send_names,
+    )
     _OPEN.add(self)
     try:
       self._start_server()
@@ -364,8 +407,9 @@ class Communicator(object):
     if self._native is None:
       # Frames are serialized by send(); the stream writes the bytes as they are.
       method = '/%s/Stream' % _SERVICE
-      stream = self._channel.stream_unary(method, request_serializer=_as_is,
-                                          response_deserializer=pb.StreamEnd.FromString)
+      stream = self._channel.stream_unary(
+        method, request_serializer=_as_is, response_deserializer=pb.StreamEnd.FromString
+      )
       self._stream_call = stream.future(self._outgoing_batches())
       epoch = self._epoch
       self._stream_call.add_done_callback(lambda call: self._on_stream_call_done(call, epoch))
@@ -392,24 +436,32 @@ class Communicator(object):
         self._local_port = self._native.listen(self._local_addr)
       except errors.AddressInUseError as e:
         raise errors.AddressInUseError(
-            'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
-            'another --local_addr' % (self._local_addr, e))
-      self._hello_thread = threading.Thread(target=self._native.serve_hellos, args=(self._answer_hello,),
-                                            name='efl-comm-hello', daemon=True)
+          'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
+          'another --local_addr' % (self._local_addr, e)
+        )
+      self._hello_thread = threading.Thread(
+        target=self._native.serve_hellos, args=(self._answer_hello,), name='efl-comm-hello', daemon=True
+      )
       self._hello_thread.start()
       return
-    options = [('grpc.so_reuseport', 0),
-               ('grpc.max_send_message_length', self._server_send_limit),
-               ('grpc.max_receive_message_length', self._server_recv_limit)] + _keepalive_options(self._keepalive, True)
-    server = grpc.server(ThreadPoolExecutor(max_workers=self._server_threads,
-                                                    thread_name_prefix='efl-comm-server'),
-                         options=options, maximum_concurrent_rpcs=None)
+    options = [
+      ('grpc.so_reuseport', 0),
+      ('grpc.max_send_message_length', self._server_send_limit),
+      ('grpc.max_receive_message_length', self._server_recv_limit),
+    ] + _keepalive_options(self._keepalive, True)
+    server = grpc.server(
+      ThreadPoolExecutor(max_workers=self._server_threads, thread_name_prefix='efl-comm-server'),
+      options=options,
+      maximum_concurrent_rpcs=None,
+    )
     server.add_generic_rpc_handlers((_handlers(self),))
     try:
       if self._tls.my_cert:
-        creds = grpc.ssl_server_credentials([(self._tls.my_key, self._tls.my_cert)],
-                                            root_certificates=self._tls.peer_ca,
-                                            require_client_auth=bool(self._tls.peer_ca))
+        creds = grpc.ssl_server_credentials(
+          [(self._tls.my_key, self._tls.my_cert)],
+          root_certificates=self._tls.peer_ca,
+          require_client_auth=bool(self._tls.peer_ca),
+        )
         port = server.add_secure_port(self._local_addr, creds)
       else:
         port = server.add_insecure_port(self._local_addr)
@@ -419,33 +471,45 @@ class Communicator(object):
       cause = None
     if not port:
       raise errors.AddressInUseError(
-          'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
-          'another --local_addr' % (self._local_addr, cause or 'bind failed'))
+        'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
+        'another --local_addr' % (self._local_addr, cause or 'bind failed')
+      )
     server.start()
     self._server = server
     self._local_port = port
 
   def _open_channel(self):
-    options = [('grpc.max_send_message_length', self._client_send_limit),
-               ('grpc.max_receive_message_length', self._client_recv_limit),
-               # Retry a refused connection quickly while the peer starts.
-               ('grpc.initial_reconnect_backoff_ms', 100), ('grpc.min_reconnect_backoff_ms', 100),
-               ('grpc.max_reconnect_backoff_ms', 1000)] + _keepalive_options(self._keepalive, False)
+    options = [
+      ('grpc.max_send_message_length', self._client_send_limit),
+      ('grpc.max_receive_message_length', self._client_recv_limit),
+      # Retry a refused connection quickly while the peer starts.
+      ('grpc.initial_reconnect_backoff_ms', 100),
+      ('grpc.min_reconnect_backoff_ms', 100),
+      ('grpc.max_reconnect_backoff_ms', 1000),
+    ] + _keepalive_options(self._keepalive, False)
     if self._tls.peer_ca:
       if self._tls.target_name_override:
         options.append(('grpc.ssl_target_name_override', self._tls.target_name_override))
-      creds = grpc.ssl_channel_credentials(root_certificates=self._tls.peer_ca,
-                                           private_key=self._tls.my_key,
-                                           certificate_chain=self._tls.my_cert)
+      creds = grpc.ssl_channel_credentials(
+        root_certificates=self._tls.peer_ca, private_key=self._tls.my_key, certificate_chain=self._tls.my_cert
+      )
       self._channel = grpc.secure_channel(self._peer_addr, creds, options=options)
     else:
       self._channel = grpc.insecure_channel(self._peer_addr, options=options)
     self._stub = pb_grpc.PeerServiceStub(self._channel)
 
   def _my_greeting(self, error=''):
-    return pb.Greeting(role=self._role, protocol_version=PROTOCOL_VERSION, recv_names=self._recv_names,
-                       send_names=self._send_names, info=self._info_json, instance_id=self._instance_id,
-                       max_receive_message_size=self._server_recv_limit, error=error, app_id=self._app_id)
+    return pb.Greeting(
+      role=self._role,
+      protocol_version=PROTOCOL_VERSION,
+      recv_names=self._recv_names,
+      send_names=self._send_names,
+      info=self._info_json,
+      instance_id=self._instance_id,
+      max_receive_message_size=self._server_recv_limit,
+      error=error,
+      app_id=self._app_id,
+    )
 
   def _handshake(self, deadline, timeout_s):
     """Calls the peer's Hello until it answers, then waits for the peer's own Hello."""
@@ -470,16 +534,21 @@ class Communicator(object):
           # if it arrived, names the real problem.
           self._check_peer_hello_if_any()
           raise errors.HandshakeError(
-              'the server at peer_addr %s answered Hello with %s: %s; is it an efl party of the same '
-              'version?' % (self._peer_addr, code.name, details))
+            'the server at peer_addr %s answered Hello with %s: %s; is it an efl party of the same '
+            'version?' % (self._peer_addr, code.name, details)
+          )
         last_error = '%s: %s' % (code.name, details)
         _log.debug('Hello to the %s at %s failed: %s', self._peer_role, self._peer_addr, last_error)
         now = time.time()
         # A TLS server that rejects the client's certificate just closes the connection.
         rejected = self._tls.peer_ca is not None and 'socket closed' in details.lower()
         if rejected or _TLS_ERROR.search(details):
-          tls_error = details + (' (the server closed the connection during the TLS handshake, so it probably '
-                                 'rejected the certificate of this party)' if rejected else '')
+          tls_error = details + (
+            ' (the server closed the connection during the TLS handshake, so it probably '
+            'rejected the certificate of this party)'
+            if rejected
+            else ''
+          )
           tls_failing_since = tls_failing_since or now
           if now - tls_failing_since >= _TLS_GRACE_S:
             raise errors.TLSHandshakeError(self._tls_message(tls_error))
@@ -488,8 +557,9 @@ class Communicator(object):
         if now >= deadline:
           if tls_error is not None:
             # The peer may have given up on the same handshake and gone away since.
-            raise errors.TLSHandshakeError('%s; then the %s stopped answering (%s)'
-                                           % (self._tls_message(tls_error), self._peer_role, last_error))
+            raise errors.TLSHandshakeError(
+              '%s; then the %s stopped answering (%s)' % (self._tls_message(tls_error), self._peer_role, last_error)
+            )
           raise errors.PeerUnreachableError(self._unreachable_message(timeout_s, last_error))
         if now >= next_log:
           _log.info('waiting for the %s at %s (%ds)', self._peer_role, self._peer_addr, now - start)
@@ -497,8 +567,9 @@ class Communicator(object):
         time.sleep(min(backoff, max(0.0, deadline - now)))
         backoff = min(1.0, backoff * 2)
     if reply.error:
-      raise errors.HandshakeError('the %s at %s refused this %s: %s' % (self._peer_role, self._peer_addr,
-                                                                        self._role, reply.error))
+      raise errors.HandshakeError(
+        'the %s at %s refused this %s: %s' % (self._peer_role, self._peer_addr, self._role, reply.error)
+      )
     self._check_peer(reply)
     with self._cond:
       while self._peer_hello is None:
@@ -507,53 +578,70 @@ class Communicator(object):
         remaining = deadline - time.time()
         if remaining <= 0:
           raise errors.PeerUnreachableError(
-              "the %s at %s answered, but it did not call this %s's server at %s within %g s; "
-              "check the %s's --peer_addr (it must reach %s)"
-              % (self._peer_role, self._peer_addr, self._role, self._local_addr, timeout_s,
-                 self._peer_role, self._local_addr))
+            "the %s at %s answered, but it did not call this %s's server at %s within %g s; "
+            "check the %s's --peer_addr (it must reach %s)"
+            % (
+              self._peer_role,
+              self._peer_addr,
+              self._role,
+              self._local_addr,
+              timeout_s,
+              self._peer_role,
+              self._local_addr,
+            )
+          )
         self._cond.wait(min(remaining, 1.0))
     self._check_peer_hello_if_any()
     with self._cond:
       peer = self._peer_hello
     if peer.instance_id != reply.instance_id:
       raise errors.HandshakeError(
-          'the server at %s and the party that called this %s are different processes; is another %s '
-          'running with --peer_addr pointing at %s?' % (self._peer_addr, self._role, self._peer_role,
-                                                         self._local_addr))
+        'the server at %s and the party that called this %s are different processes; is another %s '
+        'running with --peer_addr pointing at %s?' % (self._peer_addr, self._role, self._peer_role, self._local_addr)
+      )
     self._peer_recv_names = frozenset(peer.recv_names)
     if peer.max_receive_message_size and peer.max_receive_message_size < self._send_limit:
       self._send_limit = peer.max_receive_message_size
-      self._send_limit_variable = '%s (on the %s)' % (settings.message_size_variable('SERVER', 'RECEIVE'),
-                                                      self._peer_role)
+      self._send_limit_variable = '%s (on the %s)' % (
+        settings.message_size_variable('SERVER', 'RECEIVE'),
+        self._peer_role,
+      )
     try:
       return json.loads(peer.info) if peer.info else {}
     except ValueError as e:
-      raise errors.HandshakeError('the %s sent an info that is not JSON (%s): %r' % (self._peer_role, e,
-                                                                                       peer.info[:200]))
+      raise errors.HandshakeError(
+        'the %s sent an info that is not JSON (%s): %r' % (self._peer_role, e, peer.info[:200])
+      )
 
   def _tls_message(self, details):
-    return ("TLS handshake with the %s at %s failed (%s); check %s on both parties: each party's certificate "
-            'must be signed by the CA the other names in EFL_PEER_CERTS_FILENAME, and the certificate\'s host '
-            'name must match peer_addr or EFL_SSL_TARGET_NAME_OVERRIDE' % (self._peer_role, self._peer_addr,
-                                                                           details, settings.TLS_VARIABLES))
+    return (
+      "TLS handshake with the %s at %s failed (%s); check %s on both parties: each party's certificate "
+      "must be signed by the CA the other names in EFL_PEER_CERTS_FILENAME, and the certificate's host "
+      'name must match peer_addr or EFL_SSL_TARGET_NAME_OVERRIDE'
+      % (self._peer_role, self._peer_addr, details, settings.TLS_VARIABLES)
+    )
 
   def _unreachable_message(self, timeout_s, last_error):
-    hint = ('start the %s, or check --peer_addr on this party and --local_addr on the %s'
-            % (self._peer_role, self._peer_role))
+    hint = 'start the %s, or check --peer_addr on this party and --local_addr on the %s' % (
+      self._peer_role,
+      self._peer_role,
+    )
     if self._tls.peer_ca or self._tls.my_cert:
-      hint += '; TLS is on here, so also check that the %s uses TLS (%s)' % (self._peer_role,
-                                                                           settings.TLS_VARIABLES)
+      hint += '; TLS is on here, so also check that the %s uses TLS (%s)' % (self._peer_role, settings.TLS_VARIABLES)
     else:
       hint += '; if the %s uses TLS, set EFL_PEER_CERTS_FILENAME here too' % self._peer_role
-    return ('the %s at peer_addr %s did not answer within %g s (last error: %s): %s; raise the timeout '
-            'with EFL_CONNECT_TIMEOUT_S' % (self._peer_role, self._peer_addr, timeout_s, last_error, hint))
+    return (
+      'the %s at peer_addr %s did not answer within %g s (last error: %s): %s; raise the timeout '
+      'with EFL_CONNECT_TIMEOUT_S' % (self._peer_role, self._peer_addr, timeout_s, last_error, hint)
+    )
 
   def _check_peer_hello_if_any(self):
     with self._cond:
       peer, failure = self._peer_hello, self._peer_failure
     if failure is not None:
-      raise errors.PeerFailedError('the %s at %s failed before the parties connected: %s'
-                                   % (self._peer_role, self._peer_addr, failure))
+      raise errors.PeerFailedError(
+        'the %s at %s failed before the parties connected: %s' % (self._peer_role, self._peer_addr, failure)
+      )
     if peer is not None:
       self._check_peer(peer)
 
@@ -561,14 +649,19 @@ class Communicator(object):
     """Raises HandshakeError listing every way the peer's Greeting does not fit this party."""
     problems = []
     if peer.app_id != self._app_id:
-      problems.append('this %s runs job %r but the %s runs job %r (give both parties the same --app_id)'
-                      % (self._role, self._app_id, peer.role or 'peer', peer.app_id))
+      problems.append(
+        'this %s runs job %r but the %s runs job %r (give both parties the same --app_id)'
+        % (self._role, self._app_id, peer.role or 'peer', peer.app_id)
+      )
     if peer.protocol_version != PROTOCOL_VERSION:
-      problems.append('protocol version %d here, %d at the %s (run the same efl version on both parties)'
-                      % (PROTOCOL_VERSION, peer.protocol_version, peer.role or 'peer'))
+      problems.append(
+        'protocol version %d here, %d at the %s (run the same efl version on both parties)'
+        % (PROTOCOL_VERSION, peer.protocol_version, peer.role or 'peer')
+      )
     if peer.role == self._role:
-      problems.append('both parties are %ss; one must be the leader and the other the follower '
-                      '(check --federal_role)' % self._role)
+      problems.append(
+        'both parties are %ss; one must be the leader and the other the follower (check --federal_role)' % self._role
+      )
     elif peer.role not in ROLES:
       problems.append("the peer's role is %r, expected %r" % (peer.role, self._peer_role))
     # Checked for both directions and worded by role, so both parties report the same problems.
@@ -580,16 +673,17 @@ class Communicator(object):
     for role, names, other, other_names in sides:
       unreceived = [n for n in names['send'] if n not in set(other_names['recv'])]
       if unreceived:
-        problems.append('the %s sends %s, which the %s does not receive (add the recv there)'
-                        % (role, unreceived, other))
+        problems.append(
+          'the %s sends %s, which the %s does not receive (add the recv there)' % (role, unreceived, other)
+        )
     for role, names, other, other_names in sides:
       unsent = [n for n in names['recv'] if n not in set(other_names['send'])]
       if unsent:
-        problems.append('the %s receives %s, which the %s does not send (add the send there)'
-                        % (role, unsent, other))
+        problems.append('the %s receives %s, which the %s does not send (add the send there)' % (role, unsent, other))
     if problems:
-      raise errors.HandshakeError('the %s at %s does not fit this %s: %s' % (
-          self._peer_role, self._peer_addr, self._role, '; '.join(problems)))
+      raise errors.HandshakeError(
+        'the %s at %s does not fit this %s: %s' % (self._peer_role, self._peer_addr, self._role, '; '.join(problems))
+      )
 
   def _answer_hello(self, data):
     """The native server's Hello: the serialized reply to a serialized Greeting, or None to refuse it."""
@@ -619,14 +713,20 @@ class Communicator(object):
         self._cond.notify_all()
         return self._my_greeting()
       known = self._peer_hello
-    reason = ('a new %s (from another process) called Hello while this %s is paired with the %s '
-              'that connected first; the first one may have restarted' % (request.role or 'caller', self._role,
-                                                                           known.role))
+    reason = (
+      'a new %s (from another process) called Hello while this %s is paired with the %s '
+      'that connected first; the first one may have restarted' % (request.role or 'caller', self._role, known.role)
+    )
     kind = (request.role, request.protocol_version, request.app_id)
     if kind not in self._refusals_logged:  # a flood of them is logged once
       self._refusals_logged.add(kind)
-      _log.warning('refused: %s (role %r, protocol version %d, job %r)', reason, request.role,
-                   request.protocol_version, request.app_id)
+      _log.warning(
+        'refused: %s (role %r, protocol version %d, job %r)',
+        reason,
+        request.role,
+        request.protocol_version,
+        request.app_id,
+      )
     return self._my_greeting(error=reason)
 
   # --------------------------------------------------------------------------------------------- streams
@@ -663,8 +763,11 @@ class Communicator(object):
     error = None if call.cancelled() else call.exception()
     if error is not None:
       detail = '%s: %s' % (error.code().name, error.details()) if isinstance(error, grpc.Call) else error
-      self._mark_lost('the stream to the %s at %s failed (%s): the %s process died or the network '
-                      'failed' % (self._peer_role, self._peer_addr, detail, self._peer_role), epoch)
+      self._mark_lost(
+        'the stream to the %s at %s failed (%s): the %s process died or the network '
+        'failed' % (self._peer_role, self._peer_addr, detail, self._peer_role),
+        epoch,
+      )
     with self._cond:  # after _mark_lost: failure() may wait for this stream's account
       self._stream_done.set()
       self._cond.notify_all()
@@ -673,9 +776,10 @@ class Communicator(object):
     epoch = self._epoch
     with self._cond:
       if self._incoming or self._peer_hello is None:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                      'this %s already has a stream from its %s, or no Hello was exchanged'
-                      % (self._role, self._peer_role))
+        context.abort(
+          grpc.StatusCode.FAILED_PRECONDITION,
+          'this %s already has a stream from its %s, or no Hello was exchanged' % (self._role, self._peer_role),
+        )
       self._incoming = True
     # A native client waits for the server's metadata before it writes.
     context.send_initial_metadata(())
@@ -685,8 +789,7 @@ class Communicator(object):
         frame = message.header
         if frame.kind == serde.DATA:
           if _log.isEnabledFor(logging.DEBUG):
-            _log.debug('received %r step %d (%s %s)', frame.name, frame.step, frame.dtype,
-                       list(frame.shape))
+            _log.debug('received %r step %d (%s %s)', frame.name, frame.step, frame.dtype, list(frame.shape))
           with self._cond:
             self._mailbox[frame.name].append(message)
             if frame.sync and (self._peer_sync_step is None or frame.step >= self._peer_sync_step):
@@ -711,8 +814,12 @@ class Communicator(object):
       _log.warning('the stream from the %s broke: %r', self._peer_role, e)
     if self._peer_end is None:
       how = 'ended' if ended_cleanly else 'broke'
-      reason = ('the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network '
-                'failed' % (self._peer_role, self._peer_addr, how, self._peer_role))
+      reason = 'the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network failed' % (
+        self._peer_role,
+        self._peer_addr,
+        how,
+        self._peer_role,
+      )
       # The outgoing stream's failure says more (a closed socket, or a ping that got no answer): it usually
       # comes at the same moment, so give it a short head start.
       timer = threading.Timer(_LOSS_DETAIL_GRACE_S, self._mark_lost, [reason, epoch])
@@ -771,13 +878,13 @@ class Communicator(object):
       kind, text = self._peer_end
       if kind == 'ERROR':
         raise errors.PeerFailedError('the %s failed: %s' % (self._peer_role, text))
-      raise errors.PeerClosedError('the %s closed its communicator (it finished) and sends nothing more'
-                                   % self._peer_role)
+      raise errors.PeerClosedError(
+        'the %s closed its communicator (it finished) and sends nothing more' % self._peer_role
+      )
     if self._lost is not None:
       raise errors.ConnectionLostError(self._lost)
     if self._state != _CONNECTED:
-      raise errors.ClosedError("this %s's communicator is not connected; call connect() first"
-                               % self._role)
+      raise errors.ClosedError("this %s's communicator is not connected; call connect() first" % self._role)
 
   # -------------------------------------------------------------------------------------- send and recv
 
@@ -800,20 +907,23 @@ class Communicator(object):
       self._raise_if_broken()
     if name not in self._peer_recv_names:
       raise errors.UnknownNameError(
-          "cannot send %r: the %s does not receive it (its names: %s); add a recv of %r to the %s's model"
-          % (name, self._peer_role, sorted(self._peer_recv_names), name, self._peer_role))
+        "cannot send %r: the %s does not receive it (its names: %s); add a recv of %r to the %s's model"
+        % (name, self._peer_role, sorted(self._peer_recv_names), name, self._peer_role)
+      )
     if name not in self._send_names:
-      raise errors.UnknownNameError('cannot send %r: it was not declared with register_send before '
-                                    'connect() (sent names: %s)' % (name, self._send_names))
+      raise errors.UnknownNameError(
+        'cannot send %r: it was not declared with register_send before '
+        'connect() (sent names: %s)' % (name, self._send_names)
+      )
     array = np.asarray(array)
     record = serde.encode_record(name, step, array, sync, self._phase)
     if len(record) > self._send_limit:
       raise errors.MessageTooLargeError(
-          'message %r at step %d is %d bytes, over the limit of %d bytes; raise %s (at most 2147483647) '
-          'or send smaller tensors' % (name, step, len(record), self._send_limit, self._send_limit_variable))
+        'message %r at step %d is %d bytes, over the limit of %d bytes; raise %s (at most 2147483647) '
+        'or send smaller tensors' % (name, step, len(record), self._send_limit, self._send_limit_variable)
+      )
     if _log.isEnabledFor(logging.DEBUG):
-      _log.debug('send %r step %d (%s %s, %d bytes)', name, step, array.dtype, list(array.shape),
-                 len(record))
+      _log.debug('send %r step %d (%s %s, %d bytes)', name, step, array.dtype, list(array.shape), len(record))
     if self._native is not None:
       self._native.send(record, name, step)
     else:
@@ -845,8 +955,10 @@ class Communicator(object):
       ClosedError: this side is not connected or closed.
     """
     if name not in self._recv_names:
-      raise errors.UnknownNameError('cannot recv %r: it was not declared with register_recv before '
-                                    'connect() (received names: %s)' % (name, self._recv_names))
+      raise errors.UnknownNameError(
+        'cannot recv %r: it was not declared with register_recv before '
+        'connect() (received names: %s)' % (name, self._recv_names)
+      )
     if timeout_s is None:
       timeout_s = self.recv_timeout_s
     if self._state == _CREATED:
@@ -863,26 +975,35 @@ class Communicator(object):
         self._raise_if_broken()
         if sync and self._peer_sync_step is not None and self._peer_sync_step > step:
           raise errors.StepMismatchError(
-              'the %s finished step %d without sending %r: it already sent messages of step %d; '
-              'the parties disagree on which runs send %r' % (self._peer_role, step, name,
-                                                             self._peer_sync_step, name))
+            'the %s finished step %d without sending %r: it already sent messages of step %d; '
+            'the parties disagree on which runs send %r' % (self._peer_role, step, name, self._peer_sync_step, name)
+          )
         if sync and self._peer_sync_step == step:
           self._check_phase(name, step, self._peer_sync_phase)
         remaining = deadline - time.time()
         if remaining <= 0:
           raise errors.RecvTimeoutError(
-              'deadline exceeded: recv of %r at step %d waited %.1f s for the %s at %s; raise '
-              'default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow'
-              % (name, step, timeout_s, self._peer_role, self._peer_addr, self._peer_role))
+            'deadline exceeded: recv of %r at step %d waited %.1f s for the %s at %s; raise '
+            'default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow'
+            % (name, step, timeout_s, self._peer_role, self._peer_addr, self._peer_role)
+          )
         self._cond.wait(min(remaining, self._scan_s))
       head = fifo[0].header
       if sync and head.step == step:
         self._check_phase(name, step, head.phase)
       if head.step != step or head.sync != sync:
         raise errors.StepMismatchError(
-            "recv of %r expects step %d (%s) but the %s's next %r message has step %d (%s)"
-            % (name, step, 'sync' if sync else 'unsynced', self._peer_role, name, head.step,
-               'sync' if head.sync else 'unsynced'))
+          "recv of %r expects step %d (%s) but the %s's next %r message has step %d (%s)"
+          % (
+            name,
+            step,
+            'sync' if sync else 'unsynced',
+            self._peer_role,
+            name,
+            head.step,
+            'sync' if head.sync else 'unsynced',
+          )
+        )
       message = fifo.popleft()
     if _log.isEnabledFor(logging.DEBUG):
       _log.debug('recv %r step %d', name, step)
@@ -902,10 +1023,10 @@ class Communicator(object):
     # Caller holds the lock. Both parties run the same procedure, so at one step they run the same phase.
     if peer_phase and self._phase and peer_phase != self._phase:
       raise errors.StepMismatchError(
-          'at step %d the %s runs a %r step but this %s runs a %r step (waiting for %r): the parties\' '
-          'procedures diverged; give both the same procedure arguments (e.g. train_step, eval_step, '
-          'max_iter) and the same amount of data' % (step, self._peer_role, peer_phase, self._role,
-                                                      self._phase, name))
+        "at step %d the %s runs a %r step but this %s runs a %r step (waiting for %r): the parties' "
+        'procedures diverged; give both the same procedure arguments (e.g. train_step, eval_step, '
+        'max_iter) and the same amount of data' % (step, self._peer_role, peer_phase, self._role, self._phase, name)
+      )
 
   # ---------------------------------------------------------------------------------------------- close
 
@@ -926,16 +1047,16 @@ class Communicator(object):
       never_connected = self._state == _CREATED
       self._state = _CLOSING
       if error is not None:
-        self._close_error = ('%s: %s' % (type(error).__name__, error) if isinstance(error, BaseException)
-                             else str(error))[:_MAX_ERROR_TEXT]
+        self._close_error = (
+          '%s: %s' % (type(error).__name__, error) if isinstance(error, BaseException) else str(error)
+        )[:_MAX_ERROR_TEXT]
       self._cond.notify_all()
     timeout_s = settings.close_timeout_s()
     deadline = time.time() + timeout_s
     if self._native is not None:
       # BYE or ERROR follows the last data frame on the one stream.
       if not self._native.finish(self._close_error, timeout_s) and was_connected:
-        _log.warning('close: the last frames to the %s were not delivered within %.0f s',
-                     self._peer_role, timeout_s)
+        _log.warning('close: the last frames to the %s were not delivered within %.0f s', self._peer_role, timeout_s)
       if was_connected and not self._native.wait_end(max(0.0, deadline - time.time())):
         _log.warning('close: the %s did not close within %.0f s; stopping anyway', self._peer_role, timeout_s)
       if never_connected and self._close_error is not None:
@@ -947,14 +1068,12 @@ class Communicator(object):
         self._outbox.put(serde.to_record(serde.control(serde.ERROR, self._close_error)))
       self._outbox.put(_END_OF_STREAM)
       if not self._stream_done.wait(timeout_s):
-        _log.warning('close: the last frames to the %s were not delivered within %.0f s',
-                     self._peer_role, timeout_s)
+        _log.warning('close: the last frames to the %s were not delivered within %.0f s', self._peer_role, timeout_s)
       with self._cond:
         while self._peer_end is None and self._lost is None:
           remaining = deadline - time.time()
           if remaining <= 0:
-            _log.warning('close: the %s did not close within %.0f s; stopping anyway',
-                         self._peer_role, timeout_s)
+            _log.warning('close: the %s did not close within %.0f s; stopping anyway', self._peer_role, timeout_s)
             break
           self._cond.wait(min(remaining, 0.5))
     else:
@@ -986,8 +1105,9 @@ class Communicator(object):
     """
     if self._native is not None:
       raise errors.CommunicatorError(
-          'recovery needs the Python transport (the native endpoint cannot reconnect in place): set '
-          'EFL_NATIVE_TRANSPORT=off on both parties')
+        'recovery needs the Python transport (the native endpoint cannot reconnect in place): set '
+        'EFL_NATIVE_TRANSPORT=off on both parties'
+      )
     with self._cond:
       if self._state in (_CLOSING, _CLOSED) and self._close_error is None and self._lost is None:
         raise errors.ClosedError("this %s's communicator was closed; it cannot reconnect" % self._role)
@@ -1052,5 +1172,10 @@ class Communicator(object):
     return False
 
   def __repr__(self):
-    return 'Communicator(%s, peer %s, local %s, %s, step %d)' % (self._role, self._peer_addr,
-                                                               self._local_addr, self._state, self._step)
+    return 'Communicator(%s, peer %s, local %s, %s, step %d)' % (
+      self._role,
+      self._peer_addr,
+      self._local_addr,
+      self._state,
+      self._step,
+    )

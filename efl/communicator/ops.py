@@ -12,6 +12,7 @@ A waiting `recv` op holds a thread of the session's inter-op pool. If all thread
 run that the peer needs first can never run, and both parties stall. Sessions that run these ops therefore need
 more inter-op threads than TF's default (the number of cores): build their config with `session_config()`.
 """
+
 import itertools
 import threading
 
@@ -28,8 +29,7 @@ SUPPORTED_DTYPES = _NATIVE_DTYPES + (tf.string,)
 def _check_dtype(dtype, what):
   dtype = tf.as_dtype(dtype)
   if dtype not in SUPPORTED_DTYPES:
-    raise TypeError('%s supports dtypes %s, got %s' % (what, ', '.join(d.name for d in SUPPORTED_DTYPES),
-                                                       dtype.name))
+    raise TypeError('%s supports dtypes %s, got %s' % (what, ', '.join(d.name for d in SUPPORTED_DTYPES), dtype.name))
   return dtype
 
 
@@ -56,8 +56,7 @@ def session_config(config=None, comm=None, min_threads=None):
   if comm is None:
     needed = 16 if min_threads is None else min_threads
   else:
-    needed = max(2 if min_threads is None else min_threads,
-                 len(comm.recv_names) + len(comm.send_names) + 1)
+    needed = max(2 if min_threads is None else min_threads, len(comm.recv_names) + len(comm.send_names) + 1)
   out.inter_op_parallelism_threads = max(out.inter_op_parallelism_threads, needed)
   # The global pool keeps the size the process's first session gave it; a session-owned pool gets this one.
   out.use_per_session_threads = True
@@ -92,8 +91,9 @@ def send(comm, name, tensor, sync=True):
   _check_dtype(tensor.dtype, 'efl send(%r)' % name)
   comm.register_send(name)
   if _native(comm, tensor.dtype):
-    return comm.native.ops.efl_native_send(tensor, endpoint=comm.native.handle, message_name=name, sync=sync,
-                                           name=_op_name('send', name))
+    return comm.native.ops.efl_native_send(
+      tensor, endpoint=comm.native.handle, message_name=name, sync=sync, name=_op_name('send', name)
+    )
   sequence = None if sync else _Sequence()
 
   def _send(value):
@@ -119,8 +119,14 @@ def recv(comm, name, dtype, shape=None, sync=True):
   dtype = _check_dtype(dtype, 'efl recv(%r)' % name)
   comm.register_recv(name)
   if _native(comm, dtype):
-    out = comm.native.ops.efl_native_recv(T=dtype, endpoint=comm.native.handle, message_name=name, sync=sync,
-                                          timeout_s=comm.recv_timeout_s, name=_op_name('recv', name))
+    out = comm.native.ops.efl_native_recv(
+      T=dtype,
+      endpoint=comm.native.handle,
+      message_name=name,
+      sync=sync,
+      timeout_s=comm.recv_timeout_s,
+      name=_op_name('recv', name),
+    )
     return out if shape is None else tf.reshape(out, shape)
   sequence = None if sync else _Sequence()
   expected = np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype)
@@ -129,8 +135,10 @@ def recv(comm, name, dtype, shape=None, sync=True):
     step = comm.step if sync else sequence.next()
     value = comm.recv(name, step, sync=sync)
     if value.dtype != expected:
-      raise TypeError('recv(%r) at step %d expects %s but the peer sent %s; use the same dtype on both '
-                      'sides' % (name, step, dtype.name, 'string' if value.dtype == object else value.dtype))
+      raise TypeError(
+        'recv(%r) at step %d expects %s but the peer sent %s; use the same dtype on both '
+        'sides' % (name, step, dtype.name, 'string' if value.dtype == object else value.dtype)
+      )
     return value
 
   out = tf.py_func(_recv, [], dtype, stateful=True, name=_op_name('recv', name))

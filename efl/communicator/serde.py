@@ -4,6 +4,7 @@ Numeric and bool arrays travel as their little-endian bytes in C order. Arrays o
 numpy object arrays of `bytes`) travel as the int64 lengths of the elements followed by the concatenated
 elements; `str` elements are encoded as UTF-8 and come back as `bytes`. Nothing is pickled.
 """
+
 import collections
 
 import numpy as np
@@ -15,9 +16,25 @@ from efl.communicator.proto import communicator_pb2 as pb
 from efl.protowire import varint
 
 STRING = 'string'
-_NUMERIC = frozenset(np.dtype(t).name for t in (
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.float16, np.float32, np.float64, np.complex64, np.complex128))
+_NUMERIC = frozenset(
+  np.dtype(t).name
+  for t in (
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
+    np.complex128,
+  )
+)
 _LENGTH = np.dtype('<i8')
 
 # Field 1 (`Frames.frames`), wire type 2 (length-delimited).
@@ -55,8 +72,10 @@ def wire_dtype(dtype):
   elif dtype.name in _NUMERIC:
     name = dtype.name
   else:
-    raise TypeError('cannot send arrays of dtype %s; supported: bool, (u)int8-64, float16/32/64, '
-                    'complex64/128 and byte strings' % dtype)
+    raise TypeError(
+      'cannot send arrays of dtype %s; supported: bool, (u)int8-64, float16/32/64, '
+      'complex64/128 and byte strings' % dtype
+    )
   _WIRE_NAMES[dtype] = name
   return name
 
@@ -69,8 +88,7 @@ def _encode_strings(array):
     elif isinstance(item, str):
       items.append(item.encode('utf-8'))
     else:
-      raise TypeError('a string array may only hold bytes or str; element %d is a %s'
-                      % (i, type(item).__name__))
+      raise TypeError('a string array may only hold bytes or str; element %d is a %s' % (i, type(item).__name__))
   lengths = np.fromiter((len(b) for b in items), dtype=_LENGTH, count=len(items))
   return lengths.tobytes() + b''.join(items)
 
@@ -83,8 +101,9 @@ def _decode_strings(raw, shape, name):
   lengths = np.frombuffer(raw, dtype=_LENGTH, count=count)
   ends = head + np.cumsum(lengths)
   if count and int(ends[-1]) != len(raw):
-    raise CommunicatorError('corrupt string frame %r: lengths sum to %d bytes, frame has %d'
-                            % (name, int(ends[-1]) - head, len(raw) - head))
+    raise CommunicatorError(
+      'corrupt string frame %r: lengths sum to %d bytes, frame has %d' % (name, int(ends[-1]) - head, len(raw) - head)
+    )
   view = memoryview(raw)
   out = np.empty(count, dtype=object)
   start = head
@@ -100,6 +119,7 @@ class Message(collections.namedtuple('Message', ['header', 'payload'])):
   For a large frame the payload is a memoryview into the received message, so that the tensor is copied only
   once, by `decode`.
   """
+
   __slots__ = ()
 
 
@@ -132,8 +152,9 @@ def encode_record(name, step, array, sync=True, phase=''):
   key = (name, dtype, array.shape, bool(sync), phase)
   head = _HEADERS.get(key)
   if head is None:
-    head = pb.Frame(name=name, sync=bool(sync), kind=DATA, dtype=dtype, shape=array.shape,
-                    phase=phase).SerializeToString()
+    head = pb.Frame(
+      name=name, sync=bool(sync), kind=DATA, dtype=dtype, shape=array.shape, phase=phase
+    ).SerializeToString()
     if len(_HEADERS) >= _MAX_HEADERS:  # Shapes that change every step must not grow the cache forever.
       _HEADERS.clear()
     _HEADERS[key] = head
@@ -160,9 +181,11 @@ def parse_frames(data):
   """
   view = memoryview(data)
   try:
-    return [_frame_at(data, view, start, stop) for number, wire, _, start, stop in
-            protowire.fields(data, 0, len(data))
-            if number == 1 and wire == 2]  # Other fields would be of a newer protocol version.
+    return [
+      _frame_at(data, view, start, stop)
+      for number, wire, _, start, stop in protowire.fields(data, 0, len(data))
+      if number == 1 and wire == 2
+    ]  # Other fields would be of a newer protocol version.
   except (ValueError, DecodeError) as e:
     raise CommunicatorError('corrupt message from the peer (%d bytes): %s' % (len(data), e))
 
@@ -209,8 +232,10 @@ def decode(message):
   for dim in shape:
     count *= dim
   if len(raw) != count * dtype.itemsize:
-    raise CommunicatorError('corrupt frame %r: shape %s of %s needs %d bytes, frame has %d'
-                            % (frame.name, list(shape), frame.dtype, count * dtype.itemsize, len(raw)))
+    raise CommunicatorError(
+      'corrupt frame %r: shape %s of %s needs %d bytes, frame has %d'
+      % (frame.name, list(shape), frame.dtype, count * dtype.itemsize, len(raw))
+    )
   # One copy: into an aligned, writable array of native byte order that does not hold the message alive.
   return np.frombuffer(raw, dtype=dtype, count=count).astype(native).reshape(shape)
 

@@ -16,6 +16,7 @@
 - `EFL_NATIVE_TRANSPORT` (`auto`, `on`, `off`; default `auto`): whether data frames and the send/recv ops use
   the native transport (see `efl.native`).
 """
+
 import collections
 import os
 
@@ -53,8 +54,9 @@ def message_size(side, direction):
   name = message_size_variable(side, direction)
   value = _env_number(name, DEFAULT_MAX_MESSAGE_SIZE, int, minimum=1)
   if value > _MAX_GRPC_MESSAGE_SIZE:
-    raise ValueError("environment variable %s must be at most %d (gRPC's limit), got %d"
-                     % (name, _MAX_GRPC_MESSAGE_SIZE, value))
+    raise ValueError(
+      "environment variable %s must be at most %d (gRPC's limit), got %d" % (name, _MAX_GRPC_MESSAGE_SIZE, value)
+    )
   return value
 
 
@@ -105,8 +107,9 @@ def native_transport():
   """`EFL_NATIVE_TRANSPORT`: 'auto' (default), 'on' or 'off'."""
   mode = _env_str('EFL_NATIVE_TRANSPORT').lower() or 'auto'
   if mode not in NATIVE_MODES:
-    raise ValueError('environment variable EFL_NATIVE_TRANSPORT must be one of %s, got %r'
-                     % (', '.join(NATIVE_MODES), mode))
+    raise ValueError(
+      'environment variable EFL_NATIVE_TRANSPORT must be one of %s, got %r' % (', '.join(NATIVE_MODES), mode)
+    )
   return mode
 
 
@@ -128,13 +131,16 @@ def tls_config():
     ValueError: if only one of EFL_MY_CERTS_FILENAME / EFL_MY_KEY_FILENAME is set, or a file is unreadable.
   """
   if bool(_env_str('EFL_MY_CERTS_FILENAME')) != bool(_env_str('EFL_MY_KEY_FILENAME')):
-    raise ValueError('EFL_MY_CERTS_FILENAME and EFL_MY_KEY_FILENAME must be set together (got %r and %r)'
-                     % (_env_str('EFL_MY_CERTS_FILENAME'), _env_str('EFL_MY_KEY_FILENAME')))
-  return TLSConfig(peer_ca=_read('EFL_PEER_CERTS_FILENAME'),
-                   my_cert=_read('EFL_MY_CERTS_FILENAME'),
-                   my_key=_read('EFL_MY_KEY_FILENAME'),
-                   target_name_override=_env_str('EFL_SSL_TARGET_NAME_OVERRIDE') or None)
+    raise ValueError(
+      'EFL_MY_CERTS_FILENAME and EFL_MY_KEY_FILENAME must be set together (got %r and %r)'
+      % (_env_str('EFL_MY_CERTS_FILENAME'), _env_str('EFL_MY_KEY_FILENAME'))
+    )
+  return TLSConfig(
+    peer_ca=_read('EFL_PEER_CERTS_FILENAME'),
+    my_cert=_read('EFL_MY_CERTS_FILENAME'),
+    my_key=_read('EFL_MY_KEY_FILENAME'),
+    target_name_override=_env_str('EFL_SSL_TARGET_NAME_OVERRIDE') or None,
+  )
 
 
-TLS_VARIABLES = ('EFL_PEER_CERTS_FILENAME, EFL_MY_CERTS_FILENAME, EFL_MY_KEY_FILENAME and '
-                 'EFL_SSL_TARGET_NAME_OVERRIDE')
+TLS_VARIABLES = 'EFL_PEER_CERTS_FILENAME, EFL_MY_CERTS_FILENAME, EFL_MY_KEY_FILENAME and EFL_SSL_TARGET_NAME_OVERRIDE'

@@ -5,7 +5,19 @@ from efl.data.errors import CorruptFileError, DataError, DataNotFoundError, File
 from efl.data.federal_dataio import FederalDataIO, FederalDataIOHook
 from efl.data.federal_dataset import FederalDataset
 
-__all__ = ['DataIO', 'DataIOHook', 'FederalDataIO', 'FederalDataIOHook', 'FederalDataset', 'explain_error',
-           'parse_position', 'readers_feeding', 'stop_readers', 'DataError', 'DataNotFoundError', 'SchemaError',
-           'CorruptFileError',
-           'FileSetMismatchError']
+__all__ = [
+  'DataIO',
+  'DataIOHook',
+  'FederalDataIO',
+  'FederalDataIOHook',
+  'FederalDataset',
+  'explain_error',
+  'parse_position',
+  'readers_feeding',
+  'stop_readers',
+  'DataError',
+  'DataNotFoundError',
+  'SchemaError',
+  'CorruptFileError',
+  'FileSetMismatchError',
+]

@@ -40,8 +40,10 @@ READERS_COLLECTION = 'efl_data_readers'
 # Batches parsed in parallel when prefetching (tf.data keeps their order).
 _PARSE_THREADS = 2
 # What tf.data puts before the message of an error raised in a function it runs: TF 1.15 a tag, TF 2 a sentence.
-_FUNCTION_TAG = re.compile(r'\{\{function_node [^}]*\}\}|'
-                           r'Error in user-defined function passed to \S+ transformation with iterator: \S+: ')
+_FUNCTION_TAG = re.compile(
+  r'\{\{function_node [^}]*\}\}|'
+  r'Error in user-defined function passed to \S+ transformation with iterator: \S+: '
+)
 _VALID_NAME = re.compile(r'^[A-Za-z0-9.][A-Za-z0-9_.\-]*$')
 _BLOCK_TYPES = (tf.int64, tf.string, tf.string, tf.int64)  # block number, file, compression, start index
 _BLOCK_SHAPES = (tf.TensorShape([]),) * 4
@@ -66,8 +68,7 @@ def _check_positive_int(arg, value, allow_zero=False, allow_none=False):
     return
   low = 0 if allow_zero else 1
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-    raise ValueError('{} must be an int >= {}{}. Found {!r}.'.format(
-        arg, low, ' or None' if allow_none else '', value))
+    raise ValueError('{} must be an int >= {}{}. Found {!r}.'.format(arg, low, ' or None' if allow_none else '', value))
 
 
 Position = collections.namedtuple('Position', ['block', 'index', 'file'])
@@ -113,8 +114,19 @@ class DataIO(object):
       ValueError: an argument is out of range.
   """
 
-  def __init__(self, data_base_dir, batch_size, worker_idx=0, worker_num=1, prefetch=1, num_epochs=1,
-               save_interval=100, drop_remainder=False, name='dataio', compression_type=None):
+  def __init__(
+    self,
+    data_base_dir,
+    batch_size,
+    worker_idx=0,
+    worker_num=1,
+    prefetch=1,
+    num_epochs=1,
+    save_interval=100,
+    drop_remainder=False,
+    name='dataio',
+    compression_type=None,
+  ):
     if not isinstance(data_base_dir, str) or not data_base_dir:
       raise ValueError('data_base_dir must be a non-empty path string. Found {!r}.'.format(data_base_dir))
     _check_positive_int('batch_size', batch_size)
@@ -126,8 +138,10 @@ class DataIO(object):
     _check_positive_int('num_epochs', num_epochs, allow_none=True)
     _check_positive_int('save_interval', save_interval, allow_none=True)
     if not isinstance(name, str) or not _VALID_NAME.match(name):
-      raise ValueError('name must start with a letter, digit or "." and hold only letters, digits, "_", "." '
-                       'and "-" (it names the reader\'s graph scope). Found {!r}.'.format(name))
+      raise ValueError(
+        'name must start with a letter, digit or "." and hold only letters, digits, "_", "." '
+        'and "-" (it names the reader\'s graph scope). Found {!r}.'.format(name)
+      )
     self._data_base_dir = data_base_dir.rstrip('/') or '/'
     self._batch_size = int(batch_size)
     self._worker_idx = int(worker_idx)
@@ -200,13 +214,16 @@ class DataIO(object):
 
   def _check_mutable(self, what):
     if self._outputs is not None:
-      raise RuntimeError('Reader {!r}: {} after read(): the pipeline is already built. Declare every feature '
-                         'and file node before calling read().'.format(self._scope, what))
+      raise RuntimeError(
+        'Reader {!r}: {} after read(): the pipeline is already built. Declare every feature '
+        'and file node before calling read().'.format(self._scope, what)
+      )
 
   def _add_feature(self, feature):
     if feature.name in self._features:
-      raise ValueError('Reader {!r}: feature {!r} is declared twice. Declare each feature once.'.format(
-          self._scope, feature.name))
+      raise ValueError(
+        'Reader {!r}: feature {!r} is declared twice. Declare each feature once.'.format(self._scope, feature.name)
+      )
     self._features[feature.name] = feature
 
   def fixedlen_feature(self, name, dim, dtype=tf.float32):
@@ -255,13 +272,14 @@ class DataIO(object):
     """Lists this reader's files into `_paths`, `_relpaths`, `_compressions`."""
     paths = files_lib.list_files(self._data_base_dir, self._nodes, self._scope)
     if self._worker_num > 1:
-      mine = paths[self._worker_idx::self._worker_num]
+      mine = paths[self._worker_idx :: self._worker_num]
       if not mine:
         raise ValueError(
-            'Reader {!r}: worker {} of {} gets no file: {!r} holds only {} file(s). Use at most {} '
-            'workers, or split the data into more files.'.format(
-                self._scope, self._worker_idx, self._worker_num, self._data_base_dir, len(paths),
-                len(paths)))
+          'Reader {!r}: worker {} of {} gets no file: {!r} holds only {} file(s). Use at most {} '
+          'workers, or split the data into more files.'.format(
+            self._scope, self._worker_idx, self._worker_num, self._data_base_dir, len(paths), len(paths)
+          )
+        )
       paths = mine
     self._set_files(paths)
 
@@ -290,11 +308,14 @@ class DataIO(object):
     if self._outputs is not None:
       return self._outputs
     if not self._features:
-      raise ValueError('Reader {!r}: declare at least one feature (fixedlen_feature/varlen_feature) before '
-                       'read().'.format(self._scope))
+      raise ValueError(
+        'Reader {!r}: declare at least one feature (fixedlen_feature/varlen_feature) before read().'.format(self._scope)
+      )
     if tf.get_default_graph() is not self._graph:
-      raise RuntimeError('Reader {!r} was created in another graph than the current default graph; call '
-                         'read() in the graph the reader was created in.'.format(self._scope))
+      raise RuntimeError(
+        'Reader {!r} was created in another graph than the current default graph; call '
+        'read() in the graph the reader was created in.'.format(self._scope)
+      )
     self._list_files()
     schema_lib.check_files(self._paths, self._compressions, self._features, self._scope)
     with tf.name_scope(self._scope + '/'):
@@ -306,10 +327,20 @@ class DataIO(object):
     self._start_index = tf.placeholder(tf.int64, [], name='start_index')
     self._generation_input = tf.placeholder(tf.int64, [], name='generation')
     blocks = tf.data.Dataset.from_generator(
-        self._generate_blocks, _BLOCK_TYPES, _BLOCK_SHAPES,
-        args=(self._start_block, self._start_index, self._generation_input))
-    dataset = rebatch(blocks.flat_map(plain_tf(lambda block, path, compression, start: block_batches(
-        path, start, compression, block, self._batch_size))), self._batch_size, self._drop_remainder)
+      self._generate_blocks,
+      _BLOCK_TYPES,
+      _BLOCK_SHAPES,
+      args=(self._start_block, self._start_index, self._generation_input),
+    )
+    dataset = rebatch(
+      blocks.flat_map(
+        plain_tf(
+          lambda block, path, compression, start: block_batches(path, start, compression, block, self._batch_size)
+        )
+      ),
+      self._batch_size,
+      self._drop_remainder,
+    )
 
     spec = schema_lib.parse_spec(self._features)
     full_paths = tf.constant(self._paths)
@@ -320,12 +351,12 @@ class DataIO(object):
       blocks_of_records = codes // (1 << INDEX_BITS)
       indices = codes % (1 << INDEX_BITS)
       # Naming each record "<file>:<index>" makes the parser's errors point at the bad record.
-      names = tf.strings.join([tf.gather(full_paths, blocks_of_records % num_files),
-                               tf.as_string(indices)], ':')
+      names = tf.strings.join([tf.gather(full_paths, blocks_of_records % num_files), tf.as_string(indices)], ':')
       features = tf.io.parse_example(records, spec, example_names=names)
       last_block = blocks_of_records[-1]
-      position = tf.strings.join([tf.as_string(last_block), tf.as_string(indices[-1] + 1),
-                                  tf.gather(relpaths, last_block % num_files)], ':')
+      position = tf.strings.join(
+        [tf.as_string(last_block), tf.as_string(indices[-1] + 1), tf.gather(relpaths, last_block % num_files)], ':'
+      )
       return features, position
 
     dataset = dataset.map(plain_tf(parse), num_parallel_calls=_PARSE_THREADS if self._prefetch > 0 else None)
@@ -336,8 +367,9 @@ class DataIO(object):
     if self._worker_num > 1:
       # Every worker of a cluster declares the position of each worker, so that the chief's checkpoint holds them
       # all (on the parameter servers) and each worker resumes its own share.
-      states = [tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state_w%d' % i)
-                for i in range(self._worker_num)]
+      states = [
+        tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state_w%d' % i) for i in range(self._worker_num)
+      ]
       self._state = states[self._worker_idx]
     else:
       self._state = tf.Variable(b'', dtype=tf.string, trainable=False, name='reader_state')
@@ -358,8 +390,11 @@ class DataIO(object):
       if self._replaced(generation):
         return
       if block > MAX_BLOCK:
-        raise ValueError('Reader {!r}: more than {} blocks (files x epochs) in one pass; use fewer epochs '
-                         'per run.'.format(self._scope, MAX_BLOCK + 1))
+        raise ValueError(
+          'Reader {!r}: more than {} blocks (files x epochs) in one pass; use fewer epochs per run.'.format(
+            self._scope, MAX_BLOCK + 1
+          )
+        )
       i = block % num_files
       self._enter_block(block, i)
       yield block, self._paths[i], self._compressions[i], int(start_index) if block == start_block else 0
@@ -420,8 +455,10 @@ class DataIO(object):
     try:
       state = sess.run(self._state)
     except tf.errors.FailedPreconditionError:
-      raise RuntimeError('Reader {!r}: {} is not initialized; run the variable initializer or restore a '
-                         'checkpoint before initialize_iter().'.format(self._scope, self._state.name))
+      raise RuntimeError(
+        'Reader {!r}: {} is not initialized; run the variable initializer or restore a '
+        'checkpoint before initialize_iter().'.format(self._scope, self._state.name)
+      )
     return parse_position(state)
 
   def _start_position(self, sess):
@@ -429,14 +466,22 @@ class DataIO(object):
     position = self.restored_position(sess)
     if position is None:
       return 0, 0
-    _log.info('Restoring reader %s at block %d, sample %d (file %s)', self._scope, position.block,
-              position.index, position.file)
+    _log.info(
+      'Restoring reader %s at block %d, sample %d (file %s)', self._scope, position.block, position.index, position.file
+    )
     expected = self._relpaths[position.block % len(self._relpaths)]
     if position.file and position.file != expected:
-      _log.warning('Reader %s: the checkpoint was taken at block %d = %s, but block %d is now %s: the file '
-                   'list changed since then; resuming at block %d, sample %d of the current list',
-                   self._scope, position.block, position.file, position.block, expected, position.block,
-                   position.index)
+      _log.warning(
+        'Reader %s: the checkpoint was taken at block %d = %s, but block %d is now %s: the file '
+        'list changed since then; resuming at block %d, sample %d of the current list',
+        self._scope,
+        position.block,
+        position.file,
+        position.block,
+        expected,
+        position.block,
+        position.index,
+      )
     return position.block, position.index
 
   def initialize_iter(self, sess):
@@ -452,8 +497,10 @@ class DataIO(object):
       self._stopped = False
       self._session = _weak(sess)
       generation = self._generation
-    sess.run(self._iterator.initializer, feed_dict={
-        self._start_block: block, self._start_index: index, self._generation_input: generation})
+    sess.run(
+      self._iterator.initializer,
+      feed_dict={self._start_block: block, self._start_index: index, self._generation_input: generation},
+    )
 
   def stop(self):
     """Makes the running block generator finish, so closing the session never waits for it."""
@@ -490,15 +537,23 @@ class DataIO(object):
     text = _FUNCTION_TAG.sub('', compat.op_error_text(error).split('\n')[0]).strip()
     if isinstance(error, tf.errors.DataLossError):
       block = self._find_corrupt_block(text)
-      where = ('file {!r} (block {})'.format(block[1], block[0]) if block is not None
-               else 'one of the files under {!r} read around block {}'.format(
-                   self._data_base_dir, self._current_block[0] if self._current_block else 0))
-      message = ('Reader {!r}: {} is truncated or corrupt ({}). Re-create the file or remove it from {!r}, '
-                 'and check compression_type.'.format(self._scope, where, text, self._data_base_dir))
+      where = (
+        'file {!r} (block {})'.format(block[1], block[0])
+        if block is not None
+        else 'one of the files under {!r} read around block {}'.format(
+          self._data_base_dir, self._current_block[0] if self._current_block else 0
+        )
+      )
+      message = (
+        'Reader {!r}: {} is truncated or corrupt ({}). Re-create the file or remove it from {!r}, '
+        'and check compression_type.'.format(self._scope, where, text, self._data_base_dir)
+      )
     elif isinstance(error, tf.errors.InvalidArgumentError) and ('Key:' in text or 'Feature:' in text):
-      message = ('Reader {!r}: a record does not match the declared features: {}. The record is named '
-                 '"<file>:<record index>". Make every file hold the declared features with the declared '
-                 'dtype and length.'.format(self._scope, text))
+      message = (
+        'Reader {!r}: a record does not match the declared features: {}. The record is named '
+        '"<file>:<record index>". Make every file hold the declared features with the declared '
+        'dtype and length.'.format(self._scope, text)
+      )
     else:
       return None
     return type(error)(error.node_def, error.op, message)
@@ -551,8 +606,11 @@ def _weak(sess):
 def readers_feeding(tensors, graph=None):
   """The readers (in creation order) whose batches `tensors` are computed from."""
   graph = graph or tf.get_default_graph()
-  by_state = {r._state.op: r for r in graph.get_collection(READERS_COLLECTION)  # pylint: disable=protected-access
-              if r._outputs is not None}  # pylint: disable=protected-access
+  by_state = {
+    r._state.op: r
+    for r in graph.get_collection(READERS_COLLECTION)  # pylint: disable=protected-access
+    if r._outputs is not None
+  }  # pylint: disable=protected-access
   found, seen = set(), set()
   stack = [t.op for t in tensors]
   while stack:

@@ -60,10 +60,21 @@ class BlockMessage(collections.namedtuple('BlockMessage', _FIELDS)):
   def decode(cls, array):
     values = [v if isinstance(v, bytes) else str(v).encode() for v in np.asarray(array).ravel().tolist()]
     if len(values) != len(_FIELDS) or values[0] not in (_BLOCK, _END):
-      raise ValueError('A block message is [{}]. Found {!r}; both parties must run the same efl '
-                       'version.'.format(', '.join(_FIELDS), values))
-    return cls(values[0], int(values[1]), int(values[2]), values[3].decode('utf-8'), int(values[4]),
-               int(values[5]), int(values[6]), values[7] == b'True')
+      raise ValueError(
+        'A block message is [{}]. Found {!r}; both parties must run the same efl version.'.format(
+          ', '.join(_FIELDS), values
+        )
+      )
+    return cls(
+      values[0],
+      int(values[1]),
+      int(values[2]),
+      values[3].decode('utf-8'),
+      int(values[4]),
+      int(values[5]),
+      int(values[6]),
+      values[7] == b'True',
+    )
 
 
 class FederalDataIO(DataIO):
@@ -90,9 +101,22 @@ class FederalDataIO(DataIO):
           range.
   """
 
-  def __init__(self, data_base_dir, batch_size, communicator, role, worker_idx=0, worker_num=1, prefetch=1,
-               num_epochs=1, save_interval=100, drop_remainder=False, data_mode='data-join', name='dataio',
-               compression_type=None):
+  def __init__(
+    self,
+    data_base_dir,
+    batch_size,
+    communicator,
+    role,
+    worker_idx=0,
+    worker_num=1,
+    prefetch=1,
+    num_epochs=1,
+    save_interval=100,
+    drop_remainder=False,
+    data_mode='data-join',
+    name='dataio',
+    compression_type=None,
+  ):
     if isinstance(drop_remainder, str):
       # EFLS's positional order has no drop_remainder: (..., save_interval, data_mode, name).
       if data_mode not in files_lib.DATA_MODES:
@@ -106,12 +130,21 @@ class FederalDataIO(DataIO):
       raise ValueError('FederalDataIO needs the communicator of this party (model.communicator). Found None.')
     comm_role = getattr(communicator, 'federal_role', None)
     if comm_role is not None and comm_role != role:
-      raise ValueError('role is {!r} but the communicator is the {!r}\'s; pass model.federal_role.'.format(
-          role, comm_role))
+      raise ValueError(
+        "role is {!r} but the communicator is the {!r}'s; pass model.federal_role.".format(role, comm_role)
+      )
     super(FederalDataIO, self).__init__(
-        data_base_dir, batch_size, worker_idx=worker_idx, worker_num=worker_num, prefetch=prefetch,
-        num_epochs=num_epochs, save_interval=save_interval, drop_remainder=drop_remainder, name=name,
-        compression_type=compression_type)
+      data_base_dir,
+      batch_size,
+      worker_idx=worker_idx,
+      worker_num=worker_num,
+      prefetch=prefetch,
+      num_epochs=num_epochs,
+      save_interval=save_interval,
+      drop_remainder=drop_remainder,
+      name=name,
+      compression_type=compression_type,
+    )
     self._communicator = communicator
     self._role = role
     self._data_mode = data_mode
@@ -164,18 +197,20 @@ class FederalDataIO(DataIO):
       block = files_lib.block_id(files_lib.relative_path(path, self._data_base_dir), self._data_mode)
       if block in ids:
         raise ValueError(
-            'Reader {!r}: files {!r} and {!r} have the same block id {!r} in data_mode={!r}; keep one file '
-            'per block in {!r}.'.format(self._scope, ids[block], path, block, self._data_mode,
-                                        self._data_base_dir))
+          'Reader {!r}: files {!r} and {!r} have the same block id {!r} in data_mode={!r}; keep one file '
+          'per block in {!r}.'.format(self._scope, ids[block], path, block, self._data_mode, self._data_base_dir)
+        )
       ids[block] = path
     order = sorted(ids)
     if self._role == 'leader' and self._worker_num > 1:
-      order = order[self._worker_idx::self._worker_num]
+      order = order[self._worker_idx :: self._worker_num]
       if not order:
         raise ValueError(
-            'Reader {!r}: worker {} of {} gets no file: {!r} holds only {} file(s). Use at most {} '
-            'workers, or split the data into more files.'.format(
-                self._scope, self._worker_idx, self._worker_num, self._data_base_dir, len(ids), len(ids)))
+          'Reader {!r}: worker {} of {} gets no file: {!r} holds only {} file(s). Use at most {} '
+          'workers, or split the data into more files.'.format(
+            self._scope, self._worker_idx, self._worker_num, self._data_base_dir, len(ids), len(ids)
+          )
+        )
     self._set_files([ids[block] for block in order])
     self._block_ids = order
     self._index_of_id = {block: i for i, block in enumerate(order)}
@@ -197,8 +232,18 @@ class FederalDataIO(DataIO):
     total = -1 if self._num_epochs is None else len(self._paths) * self._num_epochs
     wire = self._wire(generation)
     for block, path, compression, start in blocks:
-      self._send(BlockMessage(_BLOCK, wire, block, self._block_ids[block % len(self._paths)], start,
-                              total, self._batch_size, self._drop_remainder))
+      self._send(
+        BlockMessage(
+          _BLOCK,
+          wire,
+          block,
+          self._block_ids[block % len(self._paths)],
+          start,
+          total,
+          self._batch_size,
+          self._drop_remainder,
+        )
+      )
       yield block, path, compression, start
     if not self._replaced(generation):
       self._send(BlockMessage(_END, wire, -1, '', 0, total, self._batch_size, self._drop_remainder))
@@ -210,11 +255,12 @@ class FederalDataIO(DataIO):
         return
       if (message.batch_size, message.drop_remainder) != (self._batch_size, self._drop_remainder):
         raise ValueError(
-            'Reader {!r}: the leader batches with batch_size={}, drop_remainder={} but the follower with '
-            'batch_size={}, drop_remainder={}; give both parties\' readers the same values, or their '
-            'batches hold different samples.'.format(self._scope, message.batch_size,
-                                                     message.drop_remainder, self._batch_size,
-                                                     self._drop_remainder))
+          'Reader {!r}: the leader batches with batch_size={}, drop_remainder={} but the follower with '
+          "batch_size={}, drop_remainder={}; give both parties' readers the same values, or their "
+          'batches hold different samples.'.format(
+            self._scope, message.batch_size, message.drop_remainder, self._batch_size, self._drop_remainder
+          )
+        )
       if message.kind == _END:
         return
       i = self._index_of_id.get(message.block_id)
@@ -228,14 +274,28 @@ class FederalDataIO(DataIO):
   def _mismatch_message(self, message):
     sample = ', '.join(repr(b) for b in self._block_ids[:5])
     more = ', ...' if len(self._block_ids) > 5 else ''
-    run = ('block {} of {} in this run'.format(message.block, message.total) if message.total >= 0
-           else 'block {} (no epoch limit)'.format(message.block))
-    return ('Reader {!r}: leader and follower have different file sets: the leader reads block {!r} ({}) but '
-            'the follower has no such file under {!r} (it has {} file(s): {}{}; data_mode={!r}). Give both '
-            'parties the same blocks{}.'.format(
-                self._scope, message.block_id, run, self._data_base_dir, len(self._block_ids), sample, more,
-                self._data_mode, ' (files part-<id>-<rest> match on <rest>)' if self._data_mode == 'data-join'
-                else ' (identical relative file names)'))
+    run = (
+      'block {} of {} in this run'.format(message.block, message.total)
+      if message.total >= 0
+      else 'block {} (no epoch limit)'.format(message.block)
+    )
+    return (
+      'Reader {!r}: leader and follower have different file sets: the leader reads block {!r} ({}) but '
+      'the follower has no such file under {!r} (it has {} file(s): {}{}; data_mode={!r}). Give both '
+      'parties the same blocks{}.'.format(
+        self._scope,
+        message.block_id,
+        run,
+        self._data_base_dir,
+        len(self._block_ids),
+        sample,
+        more,
+        self._data_mode,
+        ' (files part-<id>-<rest> match on <rest>)'
+        if self._data_mode == 'data-join'
+        else ' (identical relative file names)',
+      )
+    )
 
   def _next_message(self, generation):
     """The next message of `generation`, or None once this generator is replaced or stopped.
@@ -276,8 +336,12 @@ class FederalDataIO(DataIO):
       return super(FederalDataIO, self)._start_position(sess)
     position = self.restored_position(sess)
     if position is not None:
-      _log.info('Reader %s (follower) resumes where the leader says; its own last position was file %s, '
-                'sample %d', self._scope, position.file, position.index)
+      _log.info(
+        'Reader %s (follower) resumes where the leader says; its own last position was file %s, sample %d',
+        self._scope,
+        position.file,
+        position.index,
+      )
     return 0, 0
 
   def get_hook(self):

@@ -68,8 +68,7 @@ def block_batches(path, start, compression, block, batch_size):
   def with_codes(i, records):
     return first + i * batch_size + tf.range(tf.size(records, out_type=tf.int64)), records
 
-  return _single_file_records(path, compression).skip(start).batch(batch_size).enumerate().map(
-      plain_tf(with_codes))
+  return _single_file_records(path, compression).skip(start).batch(batch_size).enumerate().map(plain_tf(with_codes))
 
 
 def rebatch(dataset, batch_size, drop_remainder):
@@ -137,13 +136,15 @@ class FederalDataset(dataset_ops.DatasetV1Adapter):
       block_ids = filenames
     block_ids = [b.decode() if isinstance(b, bytes) else str(b) for b in block_ids]
     if len(block_ids) != len(filenames):
-      raise ValueError('block_ids must name every file: found {} block ids for {} files.'.format(
-          len(block_ids), len(filenames)))
+      raise ValueError(
+        'block_ids must name every file: found {} block ids for {} files.'.format(len(block_ids), len(filenames))
+      )
     compression_type = files_lib.check_compression_type(compression_type)
     compressions = [files_lib.compression_of(f, compression_type) for f in filenames]
     sample_index = tf.cast(sample_index, tf.int64)
     blocks = tf.data.Dataset.from_tensor_slices(
-        (tf.range(len(filenames), dtype=tf.int64), tf.constant(filenames), tf.constant(compressions)))
+      (tf.range(len(filenames), dtype=tf.int64), tf.constant(filenames), tf.constant(compressions))
+    )
 
     def start_of(block):
       return sample_index * tf.cast(tf.equal(block, 0), tf.int64)
@@ -151,8 +152,8 @@ class FederalDataset(dataset_ops.DatasetV1Adapter):
     if with_positions:
       ids = tf.constant(block_ids)
       dataset = blocks.flat_map(plain_tf(lambda b, f, c: block_records(f, start_of(b), c, b))).map(
-          plain_tf(lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS),
-                                         record)))
+        plain_tf(lambda code, record: (tf.gather(ids, code // (1 << INDEX_BITS)), code % (1 << INDEX_BITS), record))
+      )
     else:
       dataset = blocks.flat_map(plain_tf(lambda b, f, c: _single_file_records(f, c).skip(start_of(b))))
     super(FederalDataset, self).__init__(dataset)

@@ -31,8 +31,11 @@ def check_compression_type(compression_type):
   if compression_type is None:
     return None
   if not isinstance(compression_type, str) or compression_type.upper() not in COMPRESSION_TYPES:
-    raise ValueError('compression_type must be None (detect from the file extension), "", "ZLIB" or "GZIP". '
-                     'Found {!r}.'.format(compression_type))
+    raise ValueError(
+      'compression_type must be None (detect from the file extension), "", "ZLIB" or "GZIP". Found {!r}.'.format(
+        compression_type
+      )
+    )
   return compression_type.upper()
 
 
@@ -70,9 +73,11 @@ def list_files(data_base_dir, nodes=(), reader_name='dataio'):
   """
   if not tf.io.gfile.isdir(data_base_dir):
     raise DataNotFoundError(
-        'Reader {!r}: the data directory {!r} does not exist or is not a directory. Pass the directory that '
-        'holds the TFRecord files (relative paths are taken from the working directory {!r}).'.format(
-            reader_name, data_base_dir, os.getcwd()))
+      'Reader {!r}: the data directory {!r} does not exist or is not a directory. Pass the directory that '
+      'holds the TFRecord files (relative paths are taken from the working directory {!r}).'.format(
+        reader_name, data_base_dir, os.getcwd()
+      )
+    )
   roots = [os.path.join(data_base_dir, node) for node in nodes] if nodes else [data_base_dir]
   found = set()
   for root in roots:
@@ -84,16 +89,17 @@ def list_files(data_base_dir, nodes=(), reader_name='dataio'):
       found.add(root)
     else:
       raise DataNotFoundError(
-          'Reader {!r}: the file node {!r} does not exist under the data directory {!r}. Check the names '
-          'given to add_file_node(s).'.format(reader_name, os.path.relpath(root, data_base_dir),
-                                               data_base_dir))
+        'Reader {!r}: the file node {!r} does not exist under the data directory {!r}. Check the names '
+        'given to add_file_node(s).'.format(reader_name, os.path.relpath(root, data_base_dir), data_base_dir)
+      )
   if not found:
     where = 'the data directory {!r}'.format(data_base_dir)
     if nodes:
       where += ' (file nodes {})'.format(list(nodes))
     raise DataNotFoundError(
-        'Reader {!r}: {} holds no data files. Write the TFRecord files there, or point the reader at the '
-        'directory that holds them.'.format(reader_name, where))
+      'Reader {!r}: {} holds no data files. Write the TFRecord files there, or point the reader at the '
+      'directory that holds them.'.format(reader_name, where)
+    )
   return sorted(found)
 
 

@@ -47,6 +47,7 @@ class Field(collections.namedtuple('Field', ['key', 'list_tag', 'payload', 'leng
       int64, little-endian float32) or the bytes of its one value.
     lengths: int array [n], the payload length of each record, or None when every record uses the whole row.
   """
+
   __slots__ = ()
 
   def __new__(cls, key, list_tag, payload, lengths=None):
@@ -68,14 +69,15 @@ def varints(values):
   """
   values = np.asarray(values)
   if values.ndim != 1 or values.dtype.kind not in 'iu':
-    raise ValueError('varints takes a one-dimensional integer array. Found dtype %s and shape %s.'
-                     % (values.dtype, values.shape))
+    raise ValueError(
+      'varints takes a one-dimensional integer array. Found dtype %s and shape %s.' % (values.dtype, values.shape)
+    )
   values = values.astype(np.uint64)  # int64 -> two's complement, as protobuf encodes negative int64
   lengths = np.ones(values.shape[0], dtype=np.int64)
   for i in range(1, _MAX_VARINT_BYTES):
     lengths += values >= np.uint64(1 << (7 * i))
   shifts = np.arange(_MAX_VARINT_BYTES, dtype=np.uint64) * np.uint64(7)
-  groups = ((values[:, None] >> shifts) & np.uint64(0x7f)).astype(np.uint8)
+  groups = ((values[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
   groups |= np.where(np.arange(_MAX_VARINT_BYTES) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
   return groups, lengths
 
@@ -96,8 +98,7 @@ def entry_prefix(key, list_tag, payload_len):
   """
   list_head = b'\x0a' + varint(payload_len)
   feature_head = list_tag + varint(len(list_head) + payload_len) + list_head
-  body_head = (b'\x0a' + varint(len(key)) + key + b'\x12' + varint(len(feature_head) + payload_len) +
-               feature_head)
+  body_head = b'\x0a' + varint(len(key)) + key + b'\x12' + varint(len(feature_head) + payload_len) + feature_head
   return b'\x0a' + varint(len(body_head) + payload_len) + body_head
 
 
@@ -106,7 +107,7 @@ def _crc32c_table():
   for i in range(256):
     crc = i
     for _ in range(8):
-      crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)  # reversed Castagnoli polynomial
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # reversed Castagnoli polynomial
     table[i] = crc
   return table
 
@@ -124,12 +125,12 @@ def masked_crc32c(rows):
     uint32 array [n].
   """
   rows = np.asarray(rows, dtype=np.uint8)
-  crc = np.full(rows.shape[0], 0xffffffff, dtype=np.uint32)
+  crc = np.full(rows.shape[0], 0xFFFFFFFF, dtype=np.uint32)
   # One column at a time over all rows: n checksums advance together.
   for column in np.ascontiguousarray(rows.T):
-    crc = _CRC_TABLE[(crc ^ column) & 0xff] ^ (crc >> 8)
-  crc ^= np.uint32(0xffffffff)
-  return ((crc >> 15) | (crc << 17)) + np.uint32(0xa282ead8)
+    crc = _CRC_TABLE[(crc ^ column) & 0xFF] ^ (crc >> 8)
+  crc ^= np.uint32(0xFFFFFFFF)
+  return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
 
 
 def frame_records(records):
@@ -192,8 +193,10 @@ def bytes_field(key, values):
   """
   values = np.ascontiguousarray(values)
   if values.ndim != 1 or values.dtype.kind != 'S':
-    raise ValueError('bytes_field takes a one-dimensional array of dtype S<width>. Found dtype %s and shape %s.'
-                     % (values.dtype, values.shape))
+    raise ValueError(
+      'bytes_field takes a one-dimensional array of dtype S<width>. Found dtype %s and shape %s.'
+      % (values.dtype, values.shape)
+    )
   payload = values.view(np.uint8).reshape(values.shape[0], values.dtype.itemsize)
   nonzero = payload != 0
   # Length = index after the last non-NUL byte; argmax on the reversed row finds it (0 for an all-NUL row).
@@ -209,15 +212,20 @@ def _lengths_matrix(fields):
   lengths = np.empty((n, len(fields)), dtype=np.int64)
   for j, field in enumerate(fields):
     if field.list_tag not in _LIST_TAGS:
-      raise ValueError('list_tag of field %r must be BYTES_LIST, FLOAT_LIST or INT64_LIST. Found %r.'
-                       % (field.key, field.list_tag))
+      raise ValueError(
+        'list_tag of field %r must be BYTES_LIST, FLOAT_LIST or INT64_LIST. Found %r.' % (field.key, field.list_tag)
+      )
     if field.payload.ndim != 2 or field.payload.shape[0] != n:
-      raise ValueError('The payload of field %r must be [%d, width] like that of field %r. Found shape %s.'
-                       % (field.key, n, fields[0].key, field.payload.shape))
+      raise ValueError(
+        'The payload of field %r must be [%d, width] like that of field %r. Found shape %s.'
+        % (field.key, n, fields[0].key, field.payload.shape)
+      )
     lengths[:, j] = field.payload.shape[1] if field.lengths is None else field.lengths
     if n and not 0 <= lengths[:, j].min() <= lengths[:, j].max() <= field.payload.shape[1]:
-      raise ValueError('The lengths of field %r must be in [0, %d] (its payload width). Found [%d, %d].'
-                       % (field.key, field.payload.shape[1], lengths[:, j].min(), lengths[:, j].max()))
+      raise ValueError(
+        'The lengths of field %r must be in [0, %d] (its payload width). Found [%d, %d].'
+        % (field.key, field.payload.shape[1], lengths[:, j].min(), lengths[:, j].max())
+      )
   return lengths
 
 
@@ -234,7 +242,7 @@ def _group_frames(fields, lengths, rows):
   records[:] = np.frombuffer(head + bytes(body), dtype=np.uint8)
   for field, length, offset in zip(fields, lengths, offsets):
     start = len(head) + offset
-    records[:, start:start + length] = field.payload[rows, :length]
+    records[:, start : start + length] = field.payload[rows, :length]
   return frame_records(records)
 
 
@@ -273,4 +281,4 @@ def write_examples(path, fields):
   run_starts = np.concatenate([[0], np.flatnonzero(np.diff(group)) + 1, [group.size]])
   with open(path, 'wb') as f:
     for a, b in zip(run_starts[:-1], run_starts[1:]):
-      f.write(frames[group[a]][rank[a]:rank[a] + b - a].tobytes())
+      f.write(frames[group[a]][rank[a] : rank[a] + b - a].tobytes())

@@ -26,17 +26,18 @@ def make_feature(name, shape, dtype, varlen):
   try:
     dtype = tf.as_dtype(dtype)
   except TypeError:
-    raise ValueError('Feature {!r}: dtype must be one of tf.float32, tf.int64, tf.string. Found {!r}.'.format(
-        name, dtype))
+    raise ValueError(
+      'Feature {!r}: dtype must be one of tf.float32, tf.int64, tf.string. Found {!r}.'.format(name, dtype)
+    )
   if dtype not in SUPPORTED_DTYPES:
-    raise ValueError('Feature {!r}: tf.Example stores only tf.float32, tf.int64 and tf.string values. '
-                     'Found {}; read it as one of those and cast it afterwards.'.format(name, dtype.name))
+    raise ValueError(
+      'Feature {!r}: tf.Example stores only tf.float32, tf.int64 and tf.string values. '
+      'Found {}; read it as one of those and cast it afterwards.'.format(name, dtype.name)
+    )
   if not varlen:
     dims = list(shape) if isinstance(shape, (list, tuple)) else [shape]
-    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
-                            for d in dims):
-      raise ValueError('Feature {!r}: dim must be a positive int (or a list of them). Found {!r}.'.format(
-          name, shape))
+    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in dims):
+      raise ValueError('Feature {!r}: dim must be a positive int (or a list of them). Found {!r}.'.format(name, shape))
     shape = [int(d) for d in dims]
   return Feature(name, shape, dtype, varlen)
 
@@ -65,10 +66,12 @@ def first_record(path, compression, reader_name):
         return record
   except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as err:
     raise CorruptFileError(
-        'Reader {!r}: cannot read {!r} as a TFRecord file with compression {!r}: {}. The file is truncated, '
-        'corrupt, or compressed in another way: re-create it, or pass the right compression_type (files '
-        'ending in .gz/.zlib are read as GZIP/ZLIB unless compression_type says otherwise).'.format(
-            reader_name, path, compression, err.message)) from None
+      'Reader {!r}: cannot read {!r} as a TFRecord file with compression {!r}: {}. The file is truncated, '
+      'corrupt, or compressed in another way: re-create it, or pass the right compression_type (files '
+      'ending in .gz/.zlib are read as GZIP/ZLIB unless compression_type says otherwise).'.format(
+        reader_name, path, compression, err.message
+      )
+    ) from None
   return None
 
 
@@ -94,36 +97,54 @@ def check_record(record, path, features, reader_name):
   try:
     example = tf.train.Example.FromString(record)
   except Exception as err:  # the protobuf decode error type depends on the protobuf backend
-    raise SchemaError('Reader {!r}: the first record of {!r} is not a serialized tf.train.Example ({}). '
-                      'Write the files with tf.io.TFRecordWriter and tf.train.Example.'.format(
-                          reader_name, path, err)) from None
+    raise SchemaError(
+      'Reader {!r}: the first record of {!r} is not a serialized tf.train.Example ({}). '
+      'Write the files with tf.io.TFRecordWriter and tf.train.Example.'.format(reader_name, path, err)
+    ) from None
   stored = example.features.feature
   for feature in features.values():
     if feature.name not in stored:
       if feature.varlen:
         continue  # a variable-length feature may be absent from a record: it reads as empty
       raise SchemaError(
-          'Reader {!r}: feature {!r} is declared but the records of {!r} do not have it (the first record has '
-          '{}). Declare only features the files hold, or regenerate the files.'.format(
-              reader_name, feature.name, path, sorted(stored.keys())))
+        'Reader {!r}: feature {!r} is declared but the records of {!r} do not have it (the first record has '
+        '{}). Declare only features the files hold, or regenerate the files.'.format(
+          reader_name, feature.name, path, sorted(stored.keys())
+        )
+      )
     kind = stored[feature.name].WhichOneof('kind')
     if kind is None:
       values = []
     else:
       if kind != _KIND_OF_DTYPE[feature.dtype]:
         raise SchemaError(
-            'Reader {!r}: feature {!r} is declared as {} but {!r} stores it as {} ({}). Declare '
-            'dtype=tf.{} for it.'.format(reader_name, feature.name, feature.dtype.name, path, kind,
-                                         _DTYPE_OF_KIND[kind].name, _DTYPE_OF_KIND[kind].name))
+          'Reader {!r}: feature {!r} is declared as {} but {!r} stores it as {} ({}). Declare '
+          'dtype=tf.{} for it.'.format(
+            reader_name,
+            feature.name,
+            feature.dtype.name,
+            path,
+            kind,
+            _DTYPE_OF_KIND[kind].name,
+            _DTYPE_OF_KIND[kind].name,
+          )
+        )
       values = getattr(stored[feature.name], kind).value
     if not feature.varlen:
       expected = int(np.prod(feature.shape))
       if len(values) != expected:
         raise SchemaError(
-            'Reader {!r}: feature {!r} is declared with {} value(s) per record (dim {}) but the first '
-            'record of {!r} has {}. Declare dim={} or regenerate the files.'.format(
-                reader_name, feature.name, expected, feature.shape if len(feature.shape) > 1 else
-                feature.shape[0], path, len(values), len(values)))
+          'Reader {!r}: feature {!r} is declared with {} value(s) per record (dim {}) but the first '
+          'record of {!r} has {}. Declare dim={} or regenerate the files.'.format(
+            reader_name,
+            feature.name,
+            expected,
+            feature.shape if len(feature.shape) > 1 else feature.shape[0],
+            path,
+            len(values),
+            len(values),
+          )
+        )
 
 
 def check_files(paths, compressions, features, reader_name, max_files=16):

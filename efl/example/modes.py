@@ -8,6 +8,7 @@
 Checkpoints go to `--ckpt_dir`/<role> (none without --ckpt_dir, as in the seed's scripts), so that both
 parties may be given the same arguments, as the launcher does.
 """
+
 import os
 
 import efl
@@ -21,8 +22,7 @@ def run(model, train_procedure, **fit_kwargs):
   """Runs `model` (compiled) as `--mode` says; `train_procedure` is the example's training procedure."""
   mode, ckpt = efl.get_mode(), checkpoint_dir()
   if mode != 'train' and not ckpt:
-    raise ValueError('--mode=%s works on a trained checkpoint: pass --ckpt_dir, the one given to --mode=train'
-                     % mode)
+    raise ValueError('--mode=%s works on a trained checkpoint: pass --ckpt_dir, the one given to --mode=train' % mode)
   if mode == 'train':
     return model.fit(train_procedure, checkpoint_dir=ckpt, **fit_kwargs)
   if mode == 'eval':
@@ -34,6 +34,5 @@ def run(model, train_procedure, **fit_kwargs):
   if mode == 'export':
     if not efl.get_export_dir():
       raise ValueError('--mode=export needs --export_dir=DIR')
-    return model.export_saved_model(os.path.join(efl.get_export_dir(), efl.get_federal_role()),
-                                    checkpoint_dir=ckpt)
+    return model.export_saved_model(os.path.join(efl.get_export_dir(), efl.get_federal_role()), checkpoint_dir=ckpt)
   raise ValueError('--mode must be train, eval, predict or export, got %r' % (mode,))

@@ -7,6 +7,7 @@ entry i of the config's "local_addrs"/"peer_addrs" lists.
 
 With `--ps_num 0 --worker_num 1` (the default) there is no cluster and nothing here changes how a party runs.
 """
+
 import atexit
 import contextlib
 import json
@@ -48,15 +49,21 @@ def spec():
   if ps_num < 0:
     raise ClusterConfigError('--ps_num must be 0 or more, got %d' % ps_num)
   if name == 'ps' and ps_num == 0:
-    raise ClusterConfigError('--task_name=ps needs parameter servers, but --ps_num is 0; pass --ps_num >= 1 '
-                             '(and the "ps" addresses in the cluster spec)')
+    raise ClusterConfigError(
+      '--task_name=ps needs parameter servers, but --ps_num is 0; pass --ps_num >= 1 '
+      '(and the "ps" addresses in the cluster spec)'
+    )
   if worker_num > 1 and ps_num == 0:
-    raise ClusterConfigError('--worker_num=%d workers share their variables on parameter servers, but --ps_num '
-                             'is 0; pass --ps_num >= 1' % worker_num)
+    raise ClusterConfigError(
+      '--worker_num=%d workers share their variables on parameter servers, but --ps_num '
+      'is 0; pass --ps_num >= 1' % worker_num
+    )
   count = ps_num if name == 'ps' else worker_num
   if not 0 <= index < count:
-    raise ClusterConfigError('--task_index=%d is out of range for --task_name=%s: the party has %d %s task(s), '
-                             'indices 0 to %d' % (index, name, count, name, count - 1))
+    raise ClusterConfigError(
+      '--task_index=%d is out of range for --task_name=%s: the party has %d %s task(s), '
+      'indices 0 to %d' % (index, name, count, name, count - 1)
+    )
   try:
     cluster = flags.get_cluster()
   except ValueError as e:
@@ -65,12 +72,15 @@ def spec():
     have = cluster.get(job) or []
     if not isinstance(have, list) or len(have) != want:
       raise ClusterConfigError(
-          'the cluster spec lists %d "%s" address(es) but --%s_num is %d; give one address per task '
-          '(cluster: %s)' % (len(have) if isinstance(have, list) else 0, job, job, want, json.dumps(cluster)))
+        'the cluster spec lists %d "%s" address(es) but --%s_num is %d; give one address per task '
+        '(cluster: %s)' % (len(have) if isinstance(have, list) else 0, job, job, want, json.dumps(cluster))
+      )
   own = cluster[name][index]
   if not own or not isinstance(own, str) or ':' not in own:
-    raise ClusterConfigError('the cluster spec has no address for this task (%s %d): put its "host:port" at '
-                             'index %d of the "%s" list' % (name, index, index, name))
+    raise ClusterConfigError(
+      'the cluster spec has no address for this task (%s %d): put its "host:port" at '
+      'index %d of the "%s" list' % (name, index, index, name)
+    )
   return tf.train.ClusterSpec({'ps': cluster['ps'], 'worker': cluster['worker']})
 
 
@@ -78,8 +88,13 @@ def server(config=None):
   """This process's `tf.train.Server` (started on first use, once per process; `config` sets its thread pools)."""
   global _server
   if _server is None:
-    _server = tf.train.Server(spec(), job_name=flags.get_task_name(), task_index=flags.get_task_index(),
-                              config=session_config(config), start=True)
+    _server = tf.train.Server(
+      spec(),
+      job_name=flags.get_task_name(),
+      task_index=flags.get_task_index(),
+      config=session_config(config),
+      start=True,
+    )
     atexit.register(_drop_server)
   return _server
 
@@ -143,8 +158,7 @@ def placement():
   if not enabled():
     yield
     return
-  setter = tf.train.replica_device_setter(ps_tasks=flags.get_ps_num(), worker_device=worker_device(),
-                                          cluster=spec())
+  setter = tf.train.replica_device_setter(ps_tasks=flags.get_ps_num(), worker_device=worker_device(), cluster=spec())
   with tf.device(setter), tf.variable_creator_scope(_local_variables_on_worker):
     yield
 
@@ -160,10 +174,10 @@ class JobControl(object):
     worker_num = flags.get_worker_num()
     with tf.device('/job:ps/task:0'), tf.name_scope(None):
       # done[i] is 1 once worker i finished: the ps tells a finished worker from a dead one.
-      self.done = tf.Variable(tf.zeros([worker_num], tf.int32), trainable=False, collections=[],
-                              name=_CONTROL_SCOPE + '_done')
-      self.error = tf.Variable(b'', dtype=tf.string, trainable=False, collections=[],
-                               name=_CONTROL_SCOPE + '_error')
+      self.done = tf.Variable(
+        tf.zeros([worker_num], tf.int32), trainable=False, collections=[], name=_CONTROL_SCOPE + '_done'
+      )
+      self.error = tf.Variable(b'', dtype=tf.string, trainable=False, collections=[], name=_CONTROL_SCOPE + '_error')
       self.initializer = tf.group(self.done.initializer, self.error.initializer)
       self.ready = tf.logical_and(tf.is_variable_initialized(self.done), tf.is_variable_initialized(self.error))
       self.finish = tf.scatter_update(self.done, [min(flags.get_task_index(), worker_num - 1)], [1])
@@ -200,8 +214,13 @@ def run_ps(poll_s=0.5, max_wait_s=None, linger_s=3.0):
   index = flags.get_task_index()
   addresses = spec().job_tasks('worker')
   seen = set()
-  tf.logging.info('parameter server %d of %d serving at %s; waiting for %d worker(s)', index,
-                  flags.get_ps_num(), srv.target, worker_num)
+  tf.logging.info(
+    'parameter server %d of %d serving at %s; waiting for %d worker(s)',
+    index,
+    flags.get_ps_num(),
+    srv.target,
+    worker_num,
+  )
   started = time.time()
   # The session touches parameter servers only: closing a session also closes its state on every task it ran
   # ops on, and a worker that is exiting may never answer that. Workers are watched with plain TCP connects.
@@ -227,7 +246,10 @@ def run_ps(poll_s=0.5, max_wait_s=None, linger_s=3.0):
                 seen.add(i)
               elif i in seen and not sess.run(control.done)[i]:  # not a worker that finished meanwhile
                 message = '%sworker %d (%s) is gone: its process died or its host is unreachable' % (
-                    _role_prefix(), i, addresses[i])
+                  _role_prefix(),
+                  i,
+                  addresses[i],
+                )
                 control.report_failure(sess, message)
                 time.sleep(linger_s)
                 raise RuntimeError('the job failed: %s' % message)
@@ -235,11 +257,13 @@ def run_ps(poll_s=0.5, max_wait_s=None, linger_s=3.0):
             tf.logging.info('parameter server %d: all %d worker(s) finished; exiting', index, worker_num)
             return 0
       except tf.errors.UnavailableError as e:
-        raise RuntimeError('parameter server %d lost parameter server 0 (%s); the job cannot go on'
-                           % (index, str(e).split('\n')[0]))
+        raise RuntimeError(
+          'parameter server %d lost parameter server 0 (%s); the job cannot go on' % (index, str(e).split('\n')[0])
+        )
       except tf.errors.DeadlineExceededError as e:
-        raise RuntimeError('parameter server %d: parameter server 0 does not answer (%s)'
-                           % (index, str(e).split('\n')[0]))
+        raise RuntimeError(
+          'parameter server %d: parameter server 0 does not answer (%s)' % (index, str(e).split('\n')[0])
+        )
       if max_wait_s is not None and time.time() - started > max_wait_s:
         raise RuntimeError('parameter server %d: the workers did not finish within %g s' % (index, max_wait_s))
       time.sleep(poll_s)  # polling a variable on the server itself: cheap, and bounded by the checks above
@@ -284,12 +308,13 @@ def _dead_ps(seen):
 
 def _exit_after(delay_s, message):
   """Ends the process with status 1 after `delay_s` unless it ended before (see JobControlHook)."""
+
   def expire():
-    tf.logging.error('%s; TensorFlow still waits on the dead task after %g s: exiting with status 1',
-                     message, delay_s)
+    tf.logging.error('%s; TensorFlow still waits on the dead task after %g s: exiting with status 1', message, delay_s)
     for stream in (sys.stdout, sys.stderr):
       stream.flush()
     os._exit(1)  # pylint: disable=protected-access
+
   timer = threading.Timer(delay_s, expire)
   timer.daemon = True
   timer.start()
@@ -336,8 +361,9 @@ class JobControlHook(tf.train.SessionRunHook):
       return session.run(self._control.error, options=options)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
       self.ps_lost = True
-      return ('%sps 0 (%s) does not answer: %s' % (_role_prefix(), spec().task_address('ps', 0),
-                                                   str(e).split('\n')[0][:200])).encode('utf-8')
+      return (
+        '%sps 0 (%s) does not answer: %s' % (_role_prefix(), spec().task_address('ps', 0), str(e).split('\n')[0][:200])
+      ).encode('utf-8')
 
   def _watch(self, stop):
     options = tf.RunOptions(timeout_in_ms=int(self._poll_s * 5000))
@@ -347,8 +373,9 @@ class JobControlHook(tf.train.SessionRunHook):
         dead = _dead_ps(seen)
         if dead is not None:
           self.ps_lost = True
-          error = ('%sps %d (%s) is gone: its process died or its host is unreachable'
-                   % (_role_prefix(), dead[0], dead[1])).encode('utf-8')
+          error = (
+            '%sps %d (%s) is gone: its process died or its host is unreachable' % (_role_prefix(), dead[0], dead[1])
+          ).encode('utf-8')
         else:
           error = self._read_error(options)
         if stop.is_set():
@@ -399,8 +426,10 @@ class JobControlHook(tf.train.SessionRunHook):
     deadline = time.time() + self._wait_s
     while not session.run(self._control.ready, options=options):
       if time.time() > deadline:
-        raise RuntimeError('parameter server 0 did not set up the job state within %g s; start the party\'s '
-                           '--task_name=ps processes with the same cluster spec' % self._wait_s)
+        raise RuntimeError(
+          "parameter server 0 did not set up the job state within %g s; start the party's "
+          '--task_name=ps processes with the same cluster spec' % self._wait_s
+        )
       time.sleep(0.1)
     watch = tf.Session(server().target, graph=self._control.done.graph, config=session_config())
     watch.run(self._control.error, options=options)  # sets the session up while ps 0 answers
@@ -426,8 +455,9 @@ def report_end(control, error=None, summary=None):
   finished but another task failed, else None.
   """
   if not _answers(spec().task_address('ps', 0)):
-    tf.logging.warning('%s could not report its end: parameter server 0 (%s) is gone', task_label(),
-                       spec().task_address('ps', 0))
+    tf.logging.warning(
+      '%s could not report its end: parameter server 0 (%s) is gone', task_label(), spec().task_address('ps', 0)
+    )
     return None
   try:
     with tf.Session(server().target, graph=control.done.graph, config=session_config()) as sess:
@@ -444,11 +474,11 @@ def report_end(control, error=None, summary=None):
         control.report_failure(sess, str(error))
       else:
         peer = _peer_label()
-        control.report_failure(sess, '%s failed%s: %s' % (
-            task_label(), ' (paired with the %s)' % peer if peer else '', summary or error))
+        control.report_failure(
+          sess, '%s failed%s: %s' % (task_label(), ' (paired with the %s)' % peer if peer else '', summary or error)
+        )
   except tf.errors.OpError as e:
-    tf.logging.warning('%s could not report its end to parameter server 0: %s', task_label(),
-                       str(e).split('\n')[0])
+    tf.logging.warning('%s could not report its end to parameter server 0: %s', task_label(), str(e).split('\n')[0])
   return None
 
 
@@ -488,8 +518,10 @@ class PairCheckpointSaverHook(tf.train.SessionRunHook):
 
   def __init__(self, checkpoint_dir, save_steps, scaffold):
     if not save_steps or save_steps < 1:
-      raise ValueError('a party running as a cluster saves every N steps of worker pair 0, so that both '
-                       'parties save the same steps: give save_checkpoint_steps >= 1, got %r' % (save_steps,))
+      raise ValueError(
+        'a party running as a cluster saves every N steps of worker pair 0, so that both '
+        'parties save the same steps: give save_checkpoint_steps >= 1, got %r' % (save_steps,)
+      )
     self._path = os.path.join(checkpoint_dir, 'model.ckpt')
     self._save_steps = int(save_steps)
     self._scaffold = scaffold
@@ -532,7 +564,10 @@ class WorkerSessionCreator(tf.train.WorkerSessionCreator):
   def _get_session_manager(self):
     if self._session_manager is None:
       self._session_manager = tf.train.SessionManager(
-          local_init_op=self._scaffold.local_init_op, ready_op=self._scaffold.ready_op,
-          ready_for_local_init_op=self._scaffold.ready_for_local_init_op, graph=tf.get_default_graph(),
-          recovery_wait_secs=0.5)
+        local_init_op=self._scaffold.local_init_op,
+        ready_op=self._scaffold.ready_op,
+        ready_for_local_init_op=self._scaffold.ready_for_local_init_op,
+        graph=tf.get_default_graph(),
+        recovery_wait_secs=0.5,
+      )
     return self._session_manager

@@ -7,6 +7,7 @@ are left out. The variables are restored from a checkpoint by name, so the layer
 ones training built (named layers, as `tf.layers.dense(..., name='fc1')`): a variable the checkpoint lacks is an
 error naming it. The SavedModel is written to `export_dir/<global step>`, the layout TensorFlow Serving reads.
 """
+
 import collections
 import contextlib
 import os
@@ -23,19 +24,17 @@ class ExportState(object):
   """What the model's methods record while `eval_fn` is built for export (instead of what they do in fit)."""
 
   def __init__(self):
-    self.inputs = collections.OrderedDict()       # name -> placeholder (raw features, then receives)
-    self.outputs = collections.OrderedDict()      # name -> tensor (sends, then predictions)
+    self.inputs = collections.OrderedDict()  # name -> placeholder (raw features, then receives)
+    self.outputs = collections.OrderedDict()  # name -> tensor (sends, then predictions)
 
   def add_input(self, name, tensor):
     if name in self.inputs:
-      raise ValueError('export: two inputs are named %r (a raw feature and a recv, or two recvs); rename one'
-                       % (name,))
+      raise ValueError('export: two inputs are named %r (a raw feature and a recv, or two recvs); rename one' % (name,))
     self.inputs[name] = tensor
 
   def add_output(self, name, tensor, kind):
     if name in self.outputs:
-      raise ValueError('export: two outputs are named %r (a send and a prediction?); rename the %s'
-                       % (name, kind))
+      raise ValueError('export: two outputs are named %r (a send and a prediction?); rename the %s' % (name, kind))
     self.outputs[name] = tensor
 
 
@@ -65,6 +64,7 @@ def _needed_inputs(inputs, outputs):
 
   def ops_of(t):
     return [t.indices.op, t.values.op, t.dense_shape.op] if isinstance(t, tf.SparseTensor) else [t.op]
+
   return collections.OrderedDict((n, t) for n, t in inputs.items() if any(o in used for o in ops_of(t)))
 
 
@@ -76,8 +76,10 @@ def _checkpoint(checkpoint_path, checkpoint_dir):
   checkpoint_dir = checkpoint_dir or flags.get_ckpt_dir()
   path = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
   if not path:
-    raise ValueError('export: no checkpoint to export in %r; train first (fit with checkpoint_dir or '
-                     '--ckpt_dir), or pass checkpoint_path' % (checkpoint_dir,))
+    raise ValueError(
+      'export: no checkpoint to export in %r; train first (fit with checkpoint_dir or '
+      '--ckpt_dir), or pass checkpoint_path' % (checkpoint_dir,)
+    )
   return path
 
 
@@ -87,9 +89,10 @@ def _restore(sess, checkpoint_path):
   variables = tf.global_variables()
   missing = [v.op.name for v in variables if v.op.name not in saved]
   if missing:
-    raise ValueError('export: checkpoint %s lacks variables %s that eval_fn builds; give eval_fn the layers '
-                     'training built (name them, e.g. tf.layers.dense(x, 10, name="fc1"))'
-                     % (checkpoint_path, missing))
+    raise ValueError(
+      'export: checkpoint %s lacks variables %s that eval_fn builds; give eval_fn the layers '
+      'training built (name them, e.g. tf.layers.dense(x, 10, name="fc1"))' % (checkpoint_path, missing)
+    )
   if variables:
     tf.train.Saver(variables).restore(sess, checkpoint_path)
   return int(reader.get_tensor('global_step')) if reader.has_tensor('global_step') else 0
@@ -117,8 +120,10 @@ def export_saved_model(model, export_dir, task=None, checkpoint_path=None, check
   eval_fn = t.fns.get('eval_fn')
   sample = t.samples.get(MODE.EVAL)
   if eval_fn is None or sample is None:
-    raise ValueError('export: task %r needs an eval_fn and an EVAL input (input_fn returning a Sample for '
-                     'MODE.EVAL): the serving model is the evaluation graph' % (task,))
+    raise ValueError(
+      'export: task %r needs an eval_fn and an EVAL input (input_fn returning a Sample for '
+      'MODE.EVAL): the serving model is the evaluation graph' % (task,)
+    )
   checkpoint_path = _checkpoint(checkpoint_path, checkpoint_dir)
   graph = tf.Graph()
   with _exporting(model, graph) as state:
@@ -129,8 +134,10 @@ def export_saved_model(model, export_dir, task=None, checkpoint_path=None, check
     with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE), task_scope(MODE.EVAL, task):
       eval_fn(model, sample.rebuild(features))
     if not state.outputs:
-      raise ValueError('export: eval_fn of task %r sends nothing and declares no prediction; declare the outputs '
-                       'with model.add_prediction(name, tensor) (or send them)' % (task,))
+      raise ValueError(
+        'export: eval_fn of task %r sends nothing and declares no prediction; declare the outputs '
+        'with model.add_prediction(name, tensor) (or send them)' % (task,)
+      )
     inputs = _needed_inputs(state.inputs, state.outputs)
     signature = tf.saved_model.signature_def_utils.predict_signature_def(inputs, state.outputs)
     init = tf.group(tf.local_variables_initializer(), tf.tables_initializer(), name='serving_init')
@@ -144,15 +151,24 @@ def export_saved_model(model, export_dir, task=None, checkpoint_path=None, check
         staging = os.path.join(tmp, 'model')
         builder = tf.saved_model.builder.SavedModelBuilder(staging)
         builder.add_meta_graph_and_variables(
-            sess, [tf.saved_model.tag_constants.SERVING],
-            signature_def_map={tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
-            main_op=init, strip_default_attrs=True)
+          sess,
+          [tf.saved_model.tag_constants.SERVING],
+          signature_def_map={tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
+          main_op=init,
+          strip_default_attrs=True,
+        )
         builder.save()
         if os.path.isdir(target):
           shutil.rmtree(target)  # the same checkpoint exported again
         os.rename(staging, target)
       finally:
         shutil.rmtree(tmp, ignore_errors=True)
-  tf.logging.info('export: task %r of checkpoint %s -> %s (inputs %s, outputs %s)', task, checkpoint_path, target,
-                  list(inputs), list(state.outputs))
+  tf.logging.info(
+    'export: task %r of checkpoint %s -> %s (inputs %s, outputs %s)',
+    task,
+    checkpoint_path,
+    target,
+    list(inputs),
+    list(state.outputs),
+  )
   return target

@@ -6,6 +6,7 @@ do, e.g. "the follower at 10.0.0.2:50052 was lost at step 1234 (its connection c
 with the same --ckpt_dir to resume from step 1200". An uncaught `PeerError` is printed as that message alone
 (`sys.excepthook`); the full error and traceback go to the debug log.
 """
+
 import re
 import sys
 import traceback
@@ -15,8 +16,16 @@ import tensorflow.compat.v1 as tf
 from efl import compat
 
 # The communicator's errors, as they appear at the start of a failed op's message ("ConnectionLostError: ...").
-_KINDS = ('ConnectionLostError', 'PeerFailedError', 'PeerClosedError', 'RecvTimeoutError', 'StepMismatchError',
-          'PeerUnreachableError', 'TLSHandshakeError', 'HandshakeError')
+_KINDS = (
+  'ConnectionLostError',
+  'PeerFailedError',
+  'PeerClosedError',
+  'RecvTimeoutError',
+  'StepMismatchError',
+  'PeerUnreachableError',
+  'TLSHandshakeError',
+  'HandshakeError',
+)
 _IN_MESSAGE = re.compile(r'\b(%s): (.*)' % '|'.join(_KINDS))
 
 
@@ -31,6 +40,7 @@ class PeerError(RuntimeError):
 def communicator_cause(error):
   """(kind, text) of the communicator error behind `error` (itself, or inside a TF op's message), or None."""
   from efl.transport import errors  # pylint: disable=g-import-not-at-top
+
   if isinstance(error, errors.CommunicatorError) and type(error).__name__ in _KINDS:
     return type(error).__name__, str(error)
   text = compat.op_error_text(error) if isinstance(error, tf.errors.OpError) else None
@@ -55,15 +65,18 @@ def message(kind, text, role, peer_role, peer_addr, step, checkpoint_step, check
     low = text.lower()
     if 'ping timeout' in low or 'keepalive' in low:
       why = 'it answered nothing for %g s: its process is stopped, its host frozen or the network down' % (
-          peer_timeout_s)
+        peer_timeout_s
+      )
     else:
       why = 'its connection closed: its process died or the network failed'
     return '%s was lost %s (%s); %s' % (peer, at, why, resume)
   if kind == 'PeerFailedError':
     return '%s failed %s (%s); fix that, then %s' % (peer, at, re.sub(r'^the \w+ failed: ', '', text), resume)
   if kind == 'PeerClosedError':
-    return ('%s finished %s while this %s still waited for it: the parties ran different procedures or data; '
-            'give both the same procedure arguments and the same data' % (peer, at, role))
+    return (
+      '%s finished %s while this %s still waited for it: the parties ran different procedures or data; '
+      'give both the same procedure arguments and the same data' % (peer, at, role)
+    )
   if kind == 'RecvTimeoutError':
     return '%s sent nothing in time %s (%s); %s' % (peer, at, text, resume)
   if kind == 'StepMismatchError':
@@ -88,5 +101,6 @@ def install_excepthook():
       sys.stderr.flush()
     else:
       previous(exc_type, exc, tb)
+
   sys.excepthook = hook
   _installed.append(hook)

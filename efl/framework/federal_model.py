@@ -10,6 +10,7 @@ loss_fn returns only a sent tensor has no own loss and trains on the VJP alone. 
 objective per example; `opt_config['BACKEND_MODE']` decides whether the gradient sent back is noised
 ('noise', default) or plain ('unnoise').
 """
+
 import collections
 import os
 import re
@@ -40,8 +41,9 @@ def _found_by_both(error):
   """
   if isinstance(error, (CheckpointMismatchError, ClusterMismatchError)):
     return True
-  return (isinstance(error, tf.errors.OpError)
-          and compat.op_error_text(error).startswith(SampleIdMismatchError.__name__ + ':'))
+  return isinstance(error, tf.errors.OpError) and compat.op_error_text(error).startswith(
+    SampleIdMismatchError.__name__ + ':'
+  )
 
 
 def _listed_path(checkpoint_dir, path):
@@ -78,13 +80,16 @@ def _inner_product(s, g):
   the activations, on the critical path between receiving the peer's gradient and updating. This is one, or none
   when the upstream gradient is the constant 1 (plain training). Nothing fetches the value, so the graph prunes it.
   """
+
   @tf.custom_gradient
   def term(x):
     def grad(dy):
       if tensor_util.constant_value(dy) == 1:
         return g
       return dy * g
+
     return tf.reduce_sum(x * g), grad
+
   return term(s)
 
 
@@ -132,13 +137,15 @@ def _check_peer_cluster(role, own, peer):
   peer_num, peer_index = peer.get('worker_num', 1), peer.get('task_index', 0)
   if peer_num != own['worker_num']:
     raise ClusterMismatchError(
-        'the parties run different numbers of workers: this %s has --worker_num=%d, the %s has --worker_num=%d; '
-        'start both parties with the same --worker_num' % (role, own['worker_num'], flags.peer_role(role), peer_num))
+      'the parties run different numbers of workers: this %s has --worker_num=%d, the %s has --worker_num=%d; '
+      'start both parties with the same --worker_num' % (role, own['worker_num'], flags.peer_role(role), peer_num)
+    )
   if peer_index != own['task_index']:
     raise ClusterMismatchError(
-        'this %s worker %d is connected to the %s\'s worker %d; worker i of a party must talk to worker i of the '
-        'other: check the peer addresses ("peer_addrs" in -c/--config, or --peer_addr)'
-        % (role, own['task_index'], flags.peer_role(role), peer_index))
+      "this %s worker %d is connected to the %s's worker %d; worker i of a party must talk to worker i of the "
+      'other: check the peer addresses ("peer_addrs" in -c/--config, or --peer_addr)'
+      % (role, own['task_index'], flags.peer_role(role), peer_index)
+    )
 
 
 def _checkpoint_path(checkpoint_dir, step):
@@ -161,15 +168,18 @@ def _recv_arguments(name, args, kwargs):
   """Maps `recv`'s arguments to {dtype, require_grad, task, shape}, in either of EFLS's two orders."""
   order = _RECV_ORDER_LATER if args and (_is_shape(args[0]) or args[0] is None) else _RECV_ORDER_FIRST_RELEASE
   if len(args) > len(order):
-    raise TypeError('recv(%r) takes at most %d positional arguments after the name, got %d'
-                    % (name, len(order), len(args)))
+    raise TypeError(
+      'recv(%r) takes at most %d positional arguments after the name, got %d' % (name, len(order), len(args))
+    )
   params = dict(zip(order, args))
   for key, value in kwargs.items():
     if key not in order:
       raise TypeError('recv(%r) got an unexpected argument %r; it takes %s' % (name, key, ', '.join(order)))
     if key in params:
-      raise TypeError('recv(%r) got %r twice (positionally and by keyword); positional arguments after the '
-                      'name are %s' % (name, key, ', '.join(order[:len(args)])))
+      raise TypeError(
+        'recv(%r) got %r twice (positionally and by keyword); positional arguments after the '
+        'name are %s' % (name, key, ', '.join(order[: len(args)]))
+      )
     params[key] = value
   params.setdefault('dtype', tf.float32)
   params.setdefault('require_grad', False)
@@ -185,9 +195,17 @@ class FederalModel(Model):
   the constructor's arguments.
   """
 
-  def __init__(self, client_thread_num=None, server_thread_num=None, scanning_interval_milliseconds=None,
-               default_timeout_milliseconds=None, federal_role=None, peer_addr=None, local_addr=None,
-               app_id=None):
+  def __init__(
+    self,
+    client_thread_num=None,
+    server_thread_num=None,
+    scanning_interval_milliseconds=None,
+    default_timeout_milliseconds=None,
+    federal_role=None,
+    peer_addr=None,
+    local_addr=None,
+    app_id=None,
+  ):
     """A model of one party of a federated job.
 
     The role, the addresses and the job id come from the flags (`--federal_role`, `--peer_addr`, `--local_addr`,
@@ -195,16 +213,21 @@ class FederalModel(Model):
     """
     super(FederalModel, self).__init__()
     from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
+
     self._role = flags.check_role(federal_role) if federal_role else flags.get_federal_role()
     self._communicator = Communicator(
-        self._role, peer_addr or flags.get_peer_addr(self._role), local_addr or flags.get_local_addr(self._role),
-        client_thread_num=client_thread_num, server_thread_num=server_thread_num,
-        scanning_interval_milliseconds=scanning_interval_milliseconds,
-        default_timeout_milliseconds=default_timeout_milliseconds,
-        app_id=app_id if app_id is not None else flags.get_app_id())
+      self._role,
+      peer_addr or flags.get_peer_addr(self._role),
+      local_addr or flags.get_local_addr(self._role),
+      client_thread_num=client_thread_num,
+      server_thread_num=server_thread_num,
+      scanning_interval_milliseconds=scanning_interval_milliseconds,
+      default_timeout_milliseconds=default_timeout_milliseconds,
+      app_id=app_id if app_id is not None else flags.get_app_id(),
+    )
     self._sent_with_grad = collections.defaultdict(list)  # task -> [(name, sent tensor, received grad)]
     self._recv_with_grad = collections.defaultdict(list)  # task -> [(name, received tensor)]
-    self._grads_sent = collections.defaultdict(set)       # task -> names whose gradient is already sent
+    self._grads_sent = collections.defaultdict(set)  # task -> names whose gradient is already sent
     self._connect_timeout_s = None  # after a recovery: how long to wait for the peer's new process
     self.add_global_hooks([CommunicatorHook(self._communicator)])
     failure.install_excepthook()
@@ -221,14 +244,16 @@ class FederalModel(Model):
   def send(self, name, tensor, require_grad=False, mode=MODE.TRAIN, task=None):
     """Sends `tensor` to the peer in every run of `mode`; with `require_grad`, trains on the peer's gradient."""
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     tensor = tf.convert_to_tensor(tensor)
     if self._export is not None:
       self._export.add_output(name, tensor, 'send')  # what this party's serving model answers with
       return tf.no_op()
     task = scope_task(task)
     if require_grad and mode != MODE.TRAIN:
-      raise ValueError('send(%r): require_grad=True needs mode=TRAIN (gradients only flow in training), '
-                       'got mode=%s' % (name, mode))
+      raise ValueError(
+        'send(%r): require_grad=True needs mode=TRAIN (gradients only flow in training), got mode=%s' % (name, mode)
+      )
     if require_grad and not tensor.dtype.is_floating:
       raise TypeError('send(%r): require_grad=True needs a floating tensor, got %s' % (name, tensor.dtype.name))
     op = ops.send(self._communicator, name, tensor)
@@ -254,6 +279,7 @@ class FederalModel(Model):
     task=None)`; a second positional argument that is a shape (list, tuple, TensorShape) selects the later one.
     """
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     params = _recv_arguments(name, args, kwargs)
     dtype, require_grad, shape = params['dtype'], params['require_grad'], params['shape']
     if self._export is not None:  # the peer's part arrives as an input of the serving model
@@ -261,8 +287,11 @@ class FederalModel(Model):
         shape = shape.as_list() if shape.ndims is not None else None
       elif not isinstance(shape, (list, tuple)):
         shape = None  # unknown, or given as a tensor
-      tensor = tf.placeholder(dtype, shape=None if shape is None else [None if d == -1 else d for d in shape],
-                              name=re.sub(r'[^A-Za-z0-9_.\-/]', '_', name))
+      tensor = tf.placeholder(
+        dtype,
+        shape=None if shape is None else [None if d == -1 else d for d in shape],
+        name=re.sub(r'[^A-Za-z0-9_.\-/]', '_', name),
+      )
       self._export.add_input(name, tensor)
       return tensor
     task = scope_task(params['task'])
@@ -294,8 +323,10 @@ class FederalModel(Model):
     if own is not None:
       if per_example:
         if own.shape.ndims == 0:
-          raise ValueError('DP optimizers need a per-example loss of shape [batch]; loss_fn of task %r returned '
-                           'a scalar (return the loss before tf.reduce_mean)' % (t.name,))
+          raise ValueError(
+            'DP optimizers need a per-example loss of shape [batch]; loss_fn of task %r returned '
+            'a scalar (return the loss before tf.reduce_mean)' % (t.name,)
+          )
         terms.append(_row_sums(own))
       else:
         terms.append(reduce_loss(own, self._opt_config))
@@ -313,14 +344,16 @@ class FederalModel(Model):
     objective = self._objective(t, per_example=dp)
     if objective is None:
       return None
-    pending = [(n, x) for n, x in self._recv_with_grad.get(t.name, [])
-               if n not in self._grads_sent[t.name] and (scope is None or re.match(scope, x.name))]
+    pending = [
+      (n, x)
+      for n, x in self._recv_with_grad.get(t.name, [])
+      if n not in self._grads_sent[t.name] and (scope is None or re.match(scope, x.name))
+    ]
     tensors = [x for _, x in pending]
     var_list = list(var_list)
     if dp:
       peer_grads = self._dp_peer_gradients(opt, objective, tensors) if tensors else []
-      grads_and_vars = (opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config))
-                        if var_list else [])
+      grads_and_vars = opt.compute_gradients(objective, var_list, opt_config=dict(self._opt_config)) if var_list else []
     elif var_list or tensors:
       # One backward pass for both; the optimizer takes tensors as well as variables in var_list. Ungated, so
       # that the peer's gradient is sent as soon as it exists, not after every gradient of the same ops.
@@ -328,7 +361,7 @@ class FederalModel(Model):
       first = len(graph.get_operations())
       both = opt.compute_gradients(objective, var_list + tensors, gate_gradients=opt.GATE_NONE)
       backward = graph.get_operations()[first:]
-      grads_and_vars, peer_grads = both[:len(var_list)], [g for g, _ in both[len(var_list):]]
+      grads_and_vars, peer_grads = both[: len(var_list)], [g for g, _ in both[len(var_list) :]]
     else:
       return None
     peer_grads, sends = self._send_gradients_back(t, pending, peer_grads)
@@ -352,11 +385,11 @@ class FederalModel(Model):
   def _send_gradients_back(self, t, pending, grads):
     """Sends the gradient of each pending require_grad recv to the peer; returns (gradients, send ops)."""
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     sent, sends = [], []
     for (name, x), g in zip(pending, grads):
       if g is None:
-        tf.logging.warning('recv(%r, require_grad=True): the objective does not depend on it; sending zeros',
-                           name)
+        tf.logging.warning('recv(%r, require_grad=True): the objective does not depend on it; sending zeros', name)
         g = tf.zeros_like(x)
       g = tf.convert_to_tensor(g)
       sends.append(ops.send(self._communicator, name + '_grad', g))
@@ -383,6 +416,7 @@ class FederalModel(Model):
 
   def _session_config_or_default(self, config=None):
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     config = config or self._session_config
     user_config = config
     # Receives block an executor thread until the peer's message arrives: leave threads for the rest.
@@ -407,19 +441,33 @@ class FederalModel(Model):
     stages, readers): nothing the script wrote changes.
     """
     from efl.communicator import settings  # pylint: disable=g-import-not-at-top
+
     timeout_s = settings.recovery_timeout_s()
     if timeout_s is None:
       return False
-    cause = (self._communicator.failure(wait_for_detail_s=self._communicator.peer_timeout_s)
-             or failure.communicator_cause(error))
+    cause = self._communicator.failure(
+      wait_for_detail_s=self._communicator.peer_timeout_s
+    ) or failure.communicator_cause(error)
     if cause is None or cause[0] not in ('ConnectionLostError', 'PeerFailedError'):
       return False
     steps = checkpoint_steps(checkpoint_dir)
-    what = failure.message(cause[0], cause[1], self._role, flags.peer_role(self._role),
-                           self._communicator.peer_addr, self._failed_step, steps[-1] if steps else None,
-                           checkpoint_dir, self._communicator.peer_timeout_s).split(';')[0]
-    tf.logging.warning('%s; recovering: waiting up to %g s for the %s to start again (EFL_RECOVERY_TIMEOUT_S)',
-                       what, timeout_s, flags.peer_role(self._role))
+    what = failure.message(
+      cause[0],
+      cause[1],
+      self._role,
+      flags.peer_role(self._role),
+      self._communicator.peer_addr,
+      self._failed_step,
+      steps[-1] if steps else None,
+      checkpoint_dir,
+      self._communicator.peer_timeout_s,
+    ).split(';')[0]
+    tf.logging.warning(
+      '%s; recovering: waiting up to %g s for the %s to start again (EFL_RECOVERY_TIMEOUT_S)',
+      what,
+      timeout_s,
+      flags.peer_role(self._role),
+    )
     self._communicator.reset()
     self._connect_timeout_s = timeout_s
     return True
@@ -435,29 +483,42 @@ class FederalModel(Model):
     common = sorted(set(own) & set(peer))
     if not common:
       raise CheckpointMismatchError(
-          'the parties cannot restore the same checkpoint: this %s has steps %s in %r, the peer has steps %s. '
-          'Give both parties the checkpoints of the same run (or empty checkpoint dirs to start afresh).'
-          % (self._role, own, checkpoint_dir, peer))
+        'the parties cannot restore the same checkpoint: this %s has steps %s in %r, the peer has steps %s. '
+        'Give both parties the checkpoints of the same run (or empty checkpoint dirs to start afresh).'
+        % (self._role, own, checkpoint_dir, peer)
+      )
     step = common[-1]
     if step != own[-1]:
-      tf.logging.warning('restoring step %d, the newest step both parties have (this %s also has %s)',
-                         step, self._role, own)
+      tf.logging.warning(
+        'restoring step %d, the newest step both parties have (this %s also has %s)', step, self._role, own
+      )
     return _checkpoint_path(checkpoint_dir, step)
 
   def _explain_failure(self, error, checkpoint_dir):
     error = super(FederalModel, self)._explain_failure(error, checkpoint_dir)
     if _found_by_both(error):
       return error
-    cause = (self._communicator.failure(wait_for_detail_s=self._communicator.peer_timeout_s)
-             or failure.communicator_cause(error))
+    cause = self._communicator.failure(
+      wait_for_detail_s=self._communicator.peer_timeout_s
+    ) or failure.communicator_cause(error)
     if cause is None:
       return error
     steps = checkpoint_steps(checkpoint_dir)
     kind, text = cause
-    return failure.PeerError(failure.message(
-        kind, text, self._role, flags.peer_role(self._role), self._communicator.peer_addr,
-        self._failed_step, steps[-1] if steps else None, checkpoint_dir,
-        self._communicator.peer_timeout_s), kind)
+    return failure.PeerError(
+      failure.message(
+        kind,
+        text,
+        self._role,
+        flags.peer_role(self._role),
+        self._communicator.peer_addr,
+        self._failed_step,
+        steps[-1] if steps else None,
+        checkpoint_dir,
+        self._communicator.peer_timeout_s,
+      ),
+      kind,
+    )
 
   def _on_cluster_failure(self, message):
     # A step blocked on the peer ends at once, and the peer's worker learns why and stops its own party.

@@ -5,6 +5,7 @@ registered hook once; `before_run`/`after_run` reach the hooks registered for th
 (`efl.task_scope`) plus the hooks registered for every scope; `end` reaches every hook when the session closes
 without error. `efl.with_tmp_hooks(hooks)` adds hooks to every run of a `with` block, whatever its scope.
 """
+
 import collections
 import contextlib
 import time
@@ -54,7 +55,7 @@ class ScopedHookDispatcher(tf.train.SessionRunHook):
     self._registry = registry
     self._active = []
     self._temporary = []  # hooks of the enclosing with_tmp_hooks blocks
-    self._started = []    # temporary hooks that had begin/after_create_session
+    self._started = []  # temporary hooks that had begin/after_create_session
     self._session = self._coord = None
 
   def __enter__(self):
@@ -77,8 +78,10 @@ class ScopedHookDispatcher(tf.train.SessionRunHook):
   def temporary(self, hooks):
     """Adds `hooks` to every run inside the block; each gets begin/after_create_session on first use."""
     if self._session is None:
-      raise RuntimeError('with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or '
-                         'a stage), after the session was created')
+      raise RuntimeError(
+        'with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or '
+        'a stage), after the session was created'
+      )
     hooks = list(hooks)
     HookRegistry().add(hooks)  # the same type check as registered hooks
     graph = self._session.graph
@@ -125,8 +128,12 @@ class ScopedHookDispatcher(tf.train.SessionRunHook):
   def after_run(self, run_context, run_values):
     results = run_values.results or {}
     for i, h in enumerate(self._active):
-      h.after_run(run_context, tf.train.SessionRunValues(results=results.get(i), options=run_values.options,
-                                                         run_metadata=run_values.run_metadata))
+      h.after_run(
+        run_context,
+        tf.train.SessionRunValues(
+          results=results.get(i), options=run_values.options, run_metadata=run_values.run_metadata
+        ),
+      )
 
   def end(self, session):
     for h in self._registry.all():
@@ -143,8 +150,7 @@ def with_tmp_hooks(hooks):
   closes. Outside fit() it raises RuntimeError.
   """
   if not _running:
-    raise RuntimeError('with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or '
-                       'a stage)')
+    raise RuntimeError('with_tmp_hooks() needs a running session: use it inside fit() (in a procedure_fn or a stage)')
   return _running[-1].temporary(hooks)
 
 
@@ -174,8 +180,17 @@ class LoggerHook(tf.train.SessionRunHook):
   With a `summary_dir`, the logged values are also written as TensorBoard scalars.
   """
 
-  def __init__(self, global_step, every_n_iter=100, every_n_secs=None, counter_increment=1, scope=None,
-               batch_size=None, summary_dir=None, extra_log_fn=None):
+  def __init__(
+    self,
+    global_step,
+    every_n_iter=100,
+    every_n_secs=None,
+    counter_increment=1,
+    scope=None,
+    batch_size=None,
+    summary_dir=None,
+    extra_log_fn=None,
+  ):
     if every_n_iter is not None and every_n_iter <= 0:
       raise ValueError('log_step must be a positive number of steps, got %r' % (every_n_iter,))
     self._global_step = global_step
@@ -240,8 +255,13 @@ class LoggerHook(tf.train.SessionRunHook):
   def _log(self, now, r, final=False):
     t0, g0, l0, s0 = self._last
     dt = max(now - t0, 1e-9)
-    parts = ['[%s]' % self.prefix, 'gstep=%d' % r['gstep'], 'lstep=%d' % self._lstep,
-             'steps/s=%.2f' % ((self._lstep - l0) / dt), 'gsteps/s=%.2f' % ((r['gstep'] - g0) / dt)]
+    parts = [
+      '[%s]' % self.prefix,
+      'gstep=%d' % r['gstep'],
+      'lstep=%d' % self._lstep,
+      'steps/s=%.2f' % ((self._lstep - l0) / dt),
+      'gsteps/s=%.2f' % ((r['gstep'] - g0) / dt),
+    ]
     if self._batch_size is not None:
       parts.append('samples/s=%.1f' % ((self._samples - s0) / dt))
     for name, value in r['metrics'].items():
@@ -251,8 +271,11 @@ class LoggerHook(tf.train.SessionRunHook):
     tf.logging.info(('%s done: ' % self.prefix if final else '') + ' '.join(parts))
     self._last = (now, r['gstep'], self._lstep, self._samples)
     if self._writer is not None:
-      values = [tf.Summary.Value(tag='%s/%s' % (self.prefix, n), simple_value=float(np.mean(v)))
-                for n, v in r['metrics'].items() if np.asarray(v).dtype.kind in 'fiub']
+      values = [
+        tf.Summary.Value(tag='%s/%s' % (self.prefix, n), simple_value=float(np.mean(v)))
+        for n, v in r['metrics'].items()
+        if np.asarray(v).dtype.kind in 'fiub'
+      ]
       if values:
         self._writer.add_summary(tf.Summary(value=values), int(r['gstep']))
         self._writer.flush()

@@ -5,6 +5,7 @@ graph of every task -> `fit(procedure_fn)` opens one monitored session and runs 
 `FederalModel` extends the gradient computation (`_minimize`) and the session set-up (`_before_session`,
 `_after_session`); everything else is shared.
 """
+
 import collections
 import inspect
 import math
@@ -208,8 +209,10 @@ class Model(object):
         with self._graph.as_default():
           op = tf.constant(op, name='metric_' + ''.join(c if c.isalnum() else '_' for c in str(name)))
       except (TypeError, ValueError) as e:
-        raise TypeError('add_metric(%r): the value must be a tensor, a (value, update_op) pair, or a number or '
-                        'string that can become a constant tensor; got %r (%s)' % (name, op, e))
+        raise TypeError(
+          'add_metric(%r): the value must be a tensor, a (value, update_op) pair, or a number or '
+          'string that can become a constant tensor; got %r (%s)' % (name, op, e)
+        )
     task = scope_task(task)
     self._metrics.setdefault(TaskScope(mode, task), collections.OrderedDict())[name] = op
     return self
@@ -230,8 +233,9 @@ class Model(object):
       return self
     named = self._predictions.setdefault(task, collections.OrderedDict())
     if name in named:
-      raise ValueError('add_prediction(%r) was already called for task %r; give each prediction its own name'
-                       % (name, task))
+      raise ValueError(
+        'add_prediction(%r) was already called for task %r; give each prediction its own name' % (name, task)
+      )
     named[name] = tensor
     return self
 
@@ -247,8 +251,10 @@ class Model(object):
     `efl.framework.export`.
     """
     from efl.framework import export  # pylint: disable=g-import-not-at-top
-    return export.export_saved_model(self, export_dir, task=task, checkpoint_path=checkpoint_path,
-                                     checkpoint_dir=checkpoint_dir)
+
+    return export.export_saved_model(
+      self, export_dir, task=task, checkpoint_path=checkpoint_path, checkpoint_dir=checkpoint_dir
+    )
 
   @property
   def session(self):
@@ -320,8 +326,12 @@ class Model(object):
   @property
   def inputs(self):
     """{TaskScope(mode, task): Sample} of the compiled inputs."""
-    return {TaskScope(mode, name): sample for name, t in self._tasks.items()
-            for mode, sample in t.samples.items() if sample is not None}
+    return {
+      TaskScope(mode, name): sample
+      for name, t in self._tasks.items()
+      for mode, sample in t.samples.items()
+      if sample is not None
+    }
 
   @property
   def train_ops(self):
@@ -367,12 +377,12 @@ class Model(object):
     self._session_config = session_config
     if not self.tasks:
       raise ValueError('nothing to compile: set loss_fn (and input_fn) first')
-    with self._graph.as_default(), cluster.placement(), \
-        tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+    with self._graph.as_default(), cluster.placement(), tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
       for task in self.tasks:
         self._compile_task(self._tasks[task])
-      self._metric_init = tf.variables_initializer(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES),
-                                                   name='metric_variables_initializer')
+      self._metric_init = tf.variables_initializer(
+        tf.get_collection(tf.GraphKeys.METRIC_VARIABLES), name='metric_variables_initializer'
+      )
     self._compiled = True
     return self
 
@@ -383,8 +393,10 @@ class Model(object):
     with task_scope(mode, t.name):
       sample = input_fn(self, mode)
     if sample is not None and not isinstance(sample, Sample):
-      raise TypeError('input_fn must return an efl.Sample (or None for EVAL); for mode %s it returned %s'
-                      % (mode.name, type(sample).__name__))
+      raise TypeError(
+        'input_fn must return an efl.Sample (or None for EVAL); for mode %s it returned %s'
+        % (mode.name, type(sample).__name__)
+      )
     return sample
 
   def _compile_task(self, t):
@@ -408,8 +420,7 @@ class Model(object):
       sample = t.samples[MODE.EVAL]
       if sample is None:
         raise ValueError('input_fn returned None for EVAL, but task %r has an eval_fn' % (t.name,))
-      with task_scope(MODE.EVAL, t.name), tf.control_dependencies(
-          sample.before_step_ops() + sample.step_guards()):
+      with task_scope(MODE.EVAL, t.name), tf.control_dependencies(sample.before_step_ops() + sample.step_guards()):
         result = eval_fn(self, sample)
       if result is not None:
         t.eval_ops.insert(0, result)
@@ -429,8 +440,10 @@ class Model(object):
       if op is not None:
         update_ops.append(op)
     if not update_ops and not t.train_ops:
-      raise ValueError('task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
-                       'trainable variable' % (t.name, t.loss))
+      raise ValueError(
+        'task %r has nothing to train: loss_fn returned %r and no gradient flows to a '
+        'trainable variable' % (t.name, t.loss)
+      )
     with tf.control_dependencies(update_ops + list(t.train_ops) + t.update_guards):
       # Synchronous training advances the global step once per update of all workers, in its own op.
       steps = [] if self._sync else [tf.assign_add(self._global_step, 1, name='global_step_increment')]
@@ -488,9 +501,14 @@ class Model(object):
           continue
         scope = TaskScope(mode, task)
         sample = t.samples.get(mode)
-        logger = hooks_lib.LoggerHook(self._global_step, log_step, scope=scope,
-                                      batch_size=sample.batch_size if sample is not None else None,
-                                      summary_dir=summary_dir, extra_log_fn=self._extra_log_fn(scope))
+        logger = hooks_lib.LoggerHook(
+          self._global_step,
+          log_step,
+          scope=scope,
+          batch_size=sample.batch_size if sample is not None else None,
+          summary_dir=summary_dir,
+          extra_log_fn=self._extra_log_fn(scope),
+        )
         loss = self._logged_loss(t) if mode == MODE.TRAIN else None
         if loss is not None and loss.dtype.is_floating:
           logger.add_metrics('loss', tf.reduce_mean(loss))
@@ -507,17 +525,23 @@ class Model(object):
     """For a training scope with a clipping DP optimizer: a function adding epsilon to the log line."""
     if scope.mode != MODE.TRAIN:
       return None
-    opts = [o for o in self._tasks[scope.task].opt_to_vars
-            if is_dp_optimizer(o) and getattr(o, 'l2_norm_clip', None) is not None]
+    opts = [
+      o
+      for o in self._tasks[scope.task].opt_to_vars
+      if is_dp_optimizer(o) and getattr(o, 'l2_norm_clip', None) is not None
+    ]
     if not opts:
       return None
     n = self._opt_config.get('NUM_EXAMPLES') or os.environ.get('EFL_DP_NUM_EXAMPLES')
     delta = float(self._opt_config.get('DELTA', 1e-5))
     if not n:
-      tf.logging.info('DP training: epsilon is not logged because the dataset size is unknown; pass '
-                      "compile(opt_config={'NUM_EXAMPLES': n}) or set EFL_DP_NUM_EXAMPLES")
+      tf.logging.info(
+        'DP training: epsilon is not logged because the dataset size is unknown; pass '
+        "compile(opt_config={'NUM_EXAMPLES': n}) or set EFL_DP_NUM_EXAMPLES"
+      )
       return None
     from efl.privacy import analysis  # pylint: disable=g-import-not-at-top
+
     n, sigma = int(n), float(opts[0].noise_multiplier)
     releases = self._dp_releases_per_step(scope.task)
 
@@ -526,6 +550,7 @@ class Model(object):
         return []
       eps = analysis.epsilon_after_steps(n, min(batch, n), sigma / math.sqrt(releases), gstep, delta)
       return ['epsilon=%.4g' % eps, 'delta=%g' % delta]
+
     return fn
 
   def _dp_releases_per_step(self, task):
@@ -535,10 +560,25 @@ class Model(object):
     """
     return 1
 
-  def fit(self, procedure_fn, log_step=100, project_name='default_prj', checkpoint_dir=None,
-          save_checkpoint_steps=None, save_checkpoint_secs=None, max_checkpoints_to_keep=5, hooks=None,
-          chief_only_hooks=None, scaffold=None, summary_dir=None, config=None, stop_grace_period_secs=120,
-          save_summaries_steps=None, save_summaries_secs=None, **kwargs):
+  def fit(
+    self,
+    procedure_fn,
+    log_step=100,
+    project_name='default_prj',
+    checkpoint_dir=None,
+    save_checkpoint_steps=None,
+    save_checkpoint_secs=None,
+    max_checkpoints_to_keep=5,
+    hooks=None,
+    chief_only_hooks=None,
+    scaffold=None,
+    summary_dir=None,
+    config=None,
+    stop_grace_period_secs=120,
+    save_summaries_steps=None,
+    save_summaries_secs=None,
+    **kwargs,
+  ):
     """Runs `procedure_fn(model)` in one monitored session.
 
     Args:
@@ -566,11 +606,12 @@ class Model(object):
       raise RuntimeError('fit() called before compile(); call model.compile() first')
     unknown = sorted(set(kwargs) - {'master', 'is_chief', 'log_step_count_steps', 'max_wait_secs'})
     if unknown:
-      raise TypeError('fit() got unexpected arguments %s; it takes those of tf.train.MonitoredTrainingSession '
-                      '(hooks, chief_only_hooks, scaffold, checkpoint_dir, summary_dir, config, ...)' % unknown)
+      raise TypeError(
+        'fit() got unexpected arguments %s; it takes those of tf.train.MonitoredTrainingSession '
+        '(hooks, chief_only_hooks, scaffold, checkpoint_dir, summary_dir, config, ...)' % unknown
+      )
     if kwargs.get('master'):
-      raise ValueError('fit(master=%r): efl runs each party in this process; leave master unset'
-                       % (kwargs['master'],))
+      raise ValueError('fit(master=%r): efl runs each party in this process; leave master unset' % (kwargs['master'],))
     checkpoint_dir = checkpoint_dir or flags.get_ckpt_dir()
     if save_checkpoint_steps is not None and save_checkpoint_secs is not None:
       raise ValueError('give save_checkpoint_steps or save_checkpoint_secs, not both')
@@ -590,16 +631,18 @@ class Model(object):
         self._stage_manager = StageManager(project_name)
       self._make_loggers(log_step, summary_dir or checkpoint_dir)
       if scaffold is None:
-        scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep,
-                                                          sharded=True, allow_empty=True))
+        scaffold = tf.train.Scaffold(
+          saver=tf.train.Saver(max_to_keep=max_checkpoints_to_keep, sharded=True, allow_empty=True)
+        )
       if scaffold.saver is not None and not tf.get_collection(tf.GraphKeys.SAVERS):
         tf.add_to_collection(tf.GraphKeys.SAVERS, scaffold.saver)  # where a script's own saver hook looks
       dispatcher = hooks_lib.ScopedHookDispatcher(self._hooks)
       run_hooks = [dispatcher] + user_hooks + (self._sync.hooks() if self._sync else [])
       if cluster.enabled():
         control = cluster.JobControl()
-        control_hook = cluster.JobControlHook(control, on_failure=self._on_cluster_failure,
-                                              explain=self._outside_failure)
+        control_hook = cluster.JobControlHook(
+          control, on_failure=self._on_cluster_failure, explain=self._outside_failure
+        )
         run_hooks.insert(0, control_hook)
       own_saver = [h for h in user_hooks + self._hooks.all() if isinstance(h, tf.train.CheckpointSaverHook)]
       if own_saver:
@@ -608,20 +651,28 @@ class Model(object):
         if cluster.enabled():
           run_hooks.append(cluster.PairCheckpointSaverHook(checkpoint_dir, save_checkpoint_steps, scaffold))
         else:
-          run_hooks.append(tf.train.CheckpointSaverHook(
-              checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs,
-              scaffold=scaffold))
+          run_hooks.append(
+            tf.train.CheckpointSaverHook(
+              checkpoint_dir, save_steps=save_checkpoint_steps, save_secs=save_checkpoint_secs, scaffold=scaffold
+            )
+          )
       if (save_summaries_steps or save_summaries_secs) and (summary_dir or checkpoint_dir):
-        run_hooks.append(tf.train.SummarySaverHook(
-            save_steps=save_summaries_steps, save_secs=save_summaries_secs,
-            output_dir=summary_dir or checkpoint_dir, scaffold=scaffold))
+        run_hooks.append(
+          tf.train.SummarySaverHook(
+            save_steps=save_summaries_steps,
+            save_secs=save_summaries_secs,
+            output_dir=summary_dir or checkpoint_dir,
+            scaffold=scaffold,
+          )
+        )
       error = None
       try:
         while True:
           self._failed_step = None  # the global step of a failed run (for the error's message)
           try:
-            self._run_session(procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
-                              stop_grace_period_secs)
+            self._run_session(
+              procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config, stop_grace_period_secs
+            )
             break
           except BaseException as e:  # pylint: disable=broad-except
             if not self._recover(e, checkpoint_dir):
@@ -647,8 +698,7 @@ class Model(object):
       raise cluster.JobStoppedError('%s finished its share, but the job failed: %s' % (cluster.task_label(), failed))
     return self
 
-  def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config,
-                   stop_grace_period_secs):
+  def _run_session(self, procedure_fn, scaffold, dispatcher, run_hooks, checkpoint_dir, config, stop_grace_period_secs):
     """One monitored session: restore (the checkpoint _before_session picks), then run the procedure."""
     if self._graph.finalized:
       # A session again after a recovery: its hooks' begin() may look up (or build) ops, as the first time.
@@ -660,19 +710,22 @@ class Model(object):
       config = cluster.session_config(config)
       master = cluster.server(config).target
       if flags.is_chief():
-        creator = tf.train.ChiefSessionCreator(scaffold=scaffold, master=master, config=config,
-                                               checkpoint_filename_with_path=restore_path)
+        creator = tf.train.ChiefSessionCreator(
+          scaffold=scaffold, master=master, config=config, checkpoint_filename_with_path=restore_path
+        )
       else:
         restore_path = None
         creator = cluster.WorkerSessionCreator(scaffold=scaffold, master=master, config=config)
     else:
-      creator = tf.train.ChiefSessionCreator(scaffold=scaffold, config=config,
-                                             checkpoint_filename_with_path=restore_path)
+      creator = tf.train.ChiefSessionCreator(
+        scaffold=scaffold, config=config, checkpoint_filename_with_path=restore_path
+      )
     if restore_path:
       tf.logging.info('restoring checkpoint %s', restore_path)
     grace_s = self._stop_grace_s(stop_grace_period_secs)
-    with dispatcher, tf.train.MonitoredSession(session_creator=creator, hooks=run_hooks,
-                                               stop_grace_period_secs=grace_s) as sess:
+    with dispatcher, tf.train.MonitoredSession(
+      session_creator=creator, hooks=run_hooks, stop_grace_period_secs=grace_s
+    ) as sess:
       self._sess = sess
       try:
         self._stage_manager.load(sess)
@@ -727,5 +780,6 @@ def __getattr__(name):
   # EFLS's `efl.framework.model.FederalModel`; it lives in federal_model, which imports this module.
   if name == 'FederalModel':
     from efl.framework.federal_model import FederalModel  # pylint: disable=g-import-not-at-top
+
     return FederalModel
   raise AttributeError("module 'efl.framework.model' has no attribute %r" % name)

@@ -1,11 +1,12 @@
 """Optimizer setters: `fn(model, task) -> {optimizer: (var_list, scope or None)}`."""
+
 import tensorflow.compat.v1 as tf
 
 _BY_NAME = {
-    'sgd': tf.train.GradientDescentOptimizer,
-    'momentum': tf.train.MomentumOptimizer,
-    'adagrad': tf.train.AdagradOptimizer,
-    'adam': tf.train.AdamOptimizer,
+  'sgd': tf.train.GradientDescentOptimizer,
+  'momentum': tf.train.MomentumOptimizer,
+  'adagrad': tf.train.AdagradOptimizer,
+  'adam': tf.train.AdamOptimizer,
 }
 
 
@@ -17,8 +18,10 @@ def _trainable():
 
 def optimizer_setter(opt):
   """Trains every trainable variable with `opt`."""
+
   def fn(model, task):
     return {opt: (_trainable(), None)}
+
   return fn
 
 
@@ -35,12 +38,14 @@ def scope_optimizer(scope_to_opt):
         raise ValueError('scope_optimizer: no trainable variable under scope %r' % (scope,))
       out[opt] = (var_list, scope)
     return out
+
   return fn
 
 
 def config_optimizer(model, task):
   """Builds the optimizer from the `-c` config: `{"optimizer": {"name": "adam", "params": {...}}}`."""
   from efl import flags  # pylint: disable=g-import-not-at-top
+
   name = flags.get_config('optimizer', 'name')
   if name not in _BY_NAME:
     raise ValueError('config optimizer.name must be one of %s, got %r' % (sorted(_BY_NAME), name))

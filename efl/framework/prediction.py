@@ -9,6 +9,7 @@ Exactly once, restart-safe: the prediction readers are rewound to their first re
 is renamed to `output_path` only once the data has ended. A killed run leaves no partial `output_path`; run
 again, it writes the same complete file.
 """
+
 import csv
 import glob
 import os
@@ -25,15 +26,16 @@ _TFRECORD_SUFFIXES = ('.tfrecord', '.tfrecords')
 def check_output_path(output_path):
   """Raises a ValueError naming the problem unless `output_path`'s directory exists and is writable."""
   if not output_path or not isinstance(output_path, str):
-    raise ValueError('predict needs output_path, a file path (.csv, or .tfrecord for TFRecords), got %r'
-                     % (output_path,))
+    raise ValueError(
+      'predict needs output_path, a file path (.csv, or .tfrecord for TFRecords), got %r' % (output_path,)
+    )
   directory = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(directory):
-    raise ValueError('predict: the directory of output_path %r does not exist; create %s first'
-                     % (output_path, directory))
+    raise ValueError(
+      'predict: the directory of output_path %r does not exist; create %s first' % (output_path, directory)
+    )
   if not os.access(directory, os.W_OK):
-    raise ValueError('predict: cannot write output_path %r: directory %s is not writable' % (output_path,
-                                                                                         directory))
+    raise ValueError('predict: cannot write output_path %r: directory %s is not writable' % (output_path, directory))
   if os.path.isdir(output_path):
     raise ValueError('predict: output_path %r is a directory; give a file path' % (output_path,))
 
@@ -43,7 +45,6 @@ def _columns(name, width):
 
 
 class _CsvRows(object):
-
   def __init__(self, f, header):
     self._writer = csv.writer(f)
     self._writer.writerow(header)
@@ -54,7 +55,6 @@ class _CsvRows(object):
 
 
 class _ExampleRows(object):
-
   def __init__(self, f, header):
     self._f = f
     self._header = header
@@ -77,8 +77,10 @@ def _flatten(name, value, batch):
   """`[batch]` or `[batch, ...]` -> a `[batch, width]` array of Python scalars' dtype."""
   value = np.asarray(value)
   if value.ndim == 0 or value.shape[0] != batch:
-    raise ValueError('prediction %r must have one row per example: the batch has %d examples but the '
-                     'prediction has shape %s' % (name, batch, value.shape))
+    raise ValueError(
+      'prediction %r must have one row per example: the batch has %d examples but the '
+      'prediction has shape %s' % (name, batch, value.shape)
+    )
   return value.reshape(batch, -1)
 
 
@@ -90,16 +92,16 @@ def run_prediction(model, output_path, max_step=None, task=None):
   """Runs the task's evaluation graph over its eval data once and writes the predictions (module doc)."""
   sample = model.input(MODE.EVAL, task)
   if sample is None:
-    raise ValueError('predict: task %r has no EVAL input; its input_fn must return a Sample for MODE.EVAL'
-                     % (task,))
+    raise ValueError('predict: task %r has no EVAL input; its input_fn must return a Sample for MODE.EVAL' % (task,))
   predictions = model.predictions(task)
   writes = bool(predictions)
   if not writes and getattr(model, 'federal_role', 'leader') == 'leader':
-    raise ValueError('predict: task %r declares no prediction; call model.add_prediction(name, tensor) in its '
-                     'eval_fn (e.g. the score of each example)' % (task,))
+    raise ValueError(
+      'predict: task %r declares no prediction; call model.add_prediction(name, tensor) in its '
+      'eval_fn (e.g. the score of each example)' % (task,)
+    )
   ids = sample.sample_ids
-  fetches = {'eval': model.eval_op(task) or [], 'predictions': predictions,
-             'batch': sample.batch_size}
+  fetches = {'eval': model.eval_op(task) or [], 'predictions': predictions, 'batch': sample.batch_size}
   if ids is not None:
     fetches['ids'] = ids
   sess = model.session
@@ -134,8 +136,7 @@ def run_prediction(model, output_path, max_step=None, task=None):
           for name, v in zip(r['predictions'], values):
             header += _columns(name, v.shape[1])
           writer = (_ExampleRows if tfrecord else _CsvRows)(out, header)
-        batch_ids = (np.asarray(r['ids']).reshape(batch, -1)[:, 0] if 'ids' in r
-                     else np.arange(rows, rows + batch))
+        batch_ids = np.asarray(r['ids']).reshape(batch, -1)[:, 0] if 'ids' in r else np.arange(rows, rows + batch)
         table = np.concatenate(values, axis=1) if len(values) > 1 else values[0]
         writer.write([_scalar(i) for i in batch_ids], [[_scalar(v) for v in row] for row in table])
         rows += batch
@@ -164,6 +165,7 @@ def _rewind_readers(sess, tensors):
   def rewind(step_context):
     for reader in readers:
       reader.rewind(step_context.session)
+
   if readers:
     sess.run_step_fn(rewind)
     tf.logging.info('predict: readers %s start at their first record', [r.name for r in readers])

@@ -1,4 +1,5 @@
 """Procedures: what `fit` does with a compiled model. Each factory returns `fn(model)`."""
+
 import bisect
 import random
 import sys
@@ -13,8 +14,16 @@ from efl.mode import MODE
 def _loop(model, mode, task, step, seconds):
   training = mode == MODE.TRAIN
   ops = model.train_op(task) if training else model.eval_op(task)
-  return LoopStage(ops, is_training=training, step=step, time=seconds, mode=mode, task=task,
-                   feed_dict={model.training_flag: training}, global_step=model.global_step)
+  return LoopStage(
+    ops,
+    is_training=training,
+    step=step,
+    time=seconds,
+    mode=mode,
+    task=task,
+    feed_dict={model.training_flag: training},
+    global_step=model.global_step,
+  )
 
 
 def _run_loop(model, name, mode, task, step=None, seconds=None):
@@ -25,17 +34,21 @@ def _run_loop(model, name, mode, task, step=None, seconds=None):
 
 def train(max_step=None, task=None):
   """Trains until `max_step` steps have run (None: until the data ends)."""
+
   def fn(model):
     _run_loop(model, 'train', MODE.TRAIN, task, step=max_step)
     tf.logging.info('train fn complete')
+
   return fn
 
 
 def eval(max_step=None, task=None):  # pylint: disable=redefined-builtin
   """Evaluates for `max_step` steps (None: until the data ends)."""
+
   def fn(model):
     _run_loop(model, 'eval', MODE.EVAL, task, step=max_step)
     tf.logging.info('eval fn complete')
+
   return fn
 
 
@@ -43,8 +56,9 @@ def _reset_metrics(model):
   model.run_stage('reset_metrics', lambda sess: model.reset_metrics(sess))
 
 
-def train_and_evaluate(train_step=None, eval_step=None, max_iter=sys.maxsize, train_interval=None,
-                       eval_interval=None, task=None):
+def train_and_evaluate(
+  train_step=None, eval_step=None, max_iter=sys.maxsize, train_interval=None, eval_interval=None, task=None
+):
   """Alternates training and evaluation.
 
   Each iteration trains `train_step` steps (or `train_interval` seconds), resets the metrics, then evaluates
@@ -65,6 +79,7 @@ def train_and_evaluate(train_step=None, eval_step=None, max_iter=sys.maxsize, tr
       if finished:
         break
     tf.logging.info('train_and_evaluate complete after %d iterations', it)
+
   return fn
 
 
@@ -84,8 +99,7 @@ def cotrain(task_select_ratio, max_iter=sys.maxsize, train_step=None, eval_step=
     raise ValueError('cotrain needs task_select_ratio, a dict task -> ratio, got %r' % (task_select_ratio,))
   total = sum(task_select_ratio.values())
   if abs(total - 1.0) > 1e-9:
-    raise ValueError('cotrain task_select_ratio values must sum to 1, got %r (sum %s)' % (task_select_ratio,
-                                                                                          total))
+    raise ValueError('cotrain task_select_ratio values must sum to 1, got %r (sum %s)' % (task_select_ratio, total))
   tasks = list(task_select_ratio)
   bounds, acc = [], 0.0
   for t in tasks:
@@ -106,6 +120,7 @@ def cotrain(task_select_ratio, max_iter=sys.maxsize, train_step=None, eval_step=
         if model.eval_op(t) is not None:
           _run_loop(model, '%s_eval' % t, MODE.EVAL, t, eval_step)
       it += 1
+
   return fn
 
 
@@ -120,4 +135,5 @@ def predict(output_path, max_step=None, task=None):
 
   def fn(model):
     prediction.run_prediction(model, output_path, max_step=max_step, task=task)
+
   return fn

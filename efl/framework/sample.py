@@ -1,4 +1,5 @@
 """`Sample`: groups of feature columns turned into dense tensors, and its federated form `FederalSample`."""
+
 import re
 
 import numpy as np
@@ -29,8 +30,7 @@ class Sample(object):
     if not isinstance(features, dict):
       raise TypeError('Sample features must be a dict name -> Tensor, got %s' % type(features).__name__)
     if not isinstance(columns, dict):
-      raise TypeError('Sample columns must be a dict group -> [feature columns], got %s'
-                      % type(columns).__name__)
+      raise TypeError('Sample columns must be a dict group -> [feature columns], got %s' % type(columns).__name__)
     self._features = dict(features)
     self._columns = dict(columns)
     self._var_scope = tf.get_variable_scope()  # where the columns' variables live, for rebuild()
@@ -41,9 +41,11 @@ class Sample(object):
       for col in cols:
         missing = [k for k in _column_keys(col) if k not in self._features]
         if missing:
-          raise KeyError('feature column %r of group %r reads feature(s) %s, which the features dict lacks '
-                         '(it has: %s); make the column key match a feature name'
-                         % (col.name, group, missing, sorted(self._features)))
+          raise KeyError(
+            'feature column %r of group %r reads feature(s) %s, which the features dict lacks '
+            '(it has: %s); make the column key match a feature name'
+            % (col.name, group, missing, sorted(self._features))
+          )
       # The TRAIN and EVAL samples of a model use the same columns: they must share embedding variables.
       with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
         self._groups[group] = compat.dense_features(cols, _layer_name(group))(self._features)
@@ -137,7 +139,7 @@ def _id_hashes(ids):
   """
   ids = tf.reshape(ids, [-1])
   text = ids if ids.dtype == tf.string else tf.as_string(ids)
-  return ids, tf.strings.to_hash_bucket_fast(text, 2 ** 62)
+  return ids, tf.strings.to_hash_bucket_fast(text, 2**62)
 
 
 def _id_text(sample_id):
@@ -158,8 +160,7 @@ class FederalSample(Sample):
   blocks in the same order, which `efl.data.FederalDataIO` guarantees.
   """
 
-  def __init__(self, features, columns, federal_role, communicator, sample_id_name=None, verify_id=True,
-               name='sample'):
+  def __init__(self, features, columns, federal_role, communicator, sample_id_name=None, verify_id=True, name='sample'):
     super(FederalSample, self).__init__(features, columns)
     self._role = flags.check_role(federal_role)
     self._communicator = communicator
@@ -172,11 +173,9 @@ class FederalSample(Sample):
       tf.logging.info('FederalSample %r: no sample_id_name given, sample ids are not verified', name)
       return
     if sample_id_name not in self._features:
-      raise KeyError('sample_id_name %r is not a feature; features are %s' % (sample_id_name,
-                                                                             sorted(self._features)))
+      raise KeyError('sample_id_name %r is not a feature; features are %s' % (sample_id_name, sorted(self._features)))
     if communicator is None:
-      raise ValueError('FederalSample %r needs a communicator to verify sample ids (pass model.communicator)'
-                       % name)
+      raise ValueError('FederalSample %r needs a communicator to verify sample ids (pass model.communicator)' % name)
     self._sample_ids = self._features[sample_id_name]
     if isinstance(self._sample_ids, tf.SparseTensor):
       raise TypeError('sample id feature %r must be a fixed-length feature, got a SparseTensor' % sample_id_name)
@@ -214,6 +213,7 @@ class FederalSample(Sample):
     if self._send_op is not None:
       return
     from efl.communicator import ops  # pylint: disable=g-import-not-at-top
+
     channel = '_verify_sample_ids_' + self._name
     ids, hashes = _id_hashes(self._sample_ids)
     comm = self._communicator
@@ -229,16 +229,15 @@ class FederalSample(Sample):
       if own_hashes.shape == peer_hashes.shape and np.array_equal(own_hashes, peer_hashes):
         return np.int64(0)
       if own_hashes.shape != peer_hashes.shape:
-        detail = 'the %s has %d samples in this batch, the %s %d' % (role, own_hashes.size, peer_role,
-                                                                      peer_hashes.size)
+        detail = 'the %s has %d samples in this batch, the %s %d' % (role, own_hashes.size, peer_role, peer_hashes.size)
       else:
         bad = np.nonzero(own_hashes != peer_hashes)[0]
         shown = ', '.join('position %d: %s id %s' % (i, role, _id_text(own_ids[i])) for i in bad[:5])
         detail = '%d of %d ids differ (%s)' % (bad.size, own_hashes.size, shown)
       raise SampleIdMismatchError(
-          'sample ids of FederalSample %r differ between leader and follower at step %d: %s. Both parties '
-          'must read the same samples in the same order: check that their data dirs hold the same blocks '
-          'with the same sample_id order.' % (name, max(comm.step, 0), detail))
+        'sample ids of FederalSample %r differ between leader and follower at step %d: %s. Both parties '
+        'must read the same samples in the same order: check that their data dirs hold the same blocks '
+        'with the same sample_id order.' % (name, max(comm.step, 0), detail)
+      )
 
-    self._check_op = tf.py_func(check, [ids, hashes], tf.int64, stateful=True,
-                                name='verify_sample_ids').op
+    self._check_op = tf.py_func(check, [ids, hashes], tf.int64, stateful=True, name='verify_sample_ids').op

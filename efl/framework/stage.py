@@ -5,6 +5,7 @@ checkpointed variable, the project name, the keys of finished stages and the glo
 stage started. After a restart from a checkpoint, finished stages are skipped and an interrupted training stage
 continues until the global step it would have reached, so a resumed run does exactly the remaining work.
 """
+
 import fnmatch
 import json
 import re
@@ -29,6 +30,7 @@ class Stage(object):
         return self.run(*args, **kwargs)
       finally:
         _local.session = None
+
     return func
 
   @property
@@ -60,8 +62,9 @@ class LoopStage(Stage):
   run again continues where it stopped.
   """
 
-  def __init__(self, run_ops, is_training=True, step=None, time=None, mode=None, task=None, feed_dict=None,
-               global_step=None):
+  def __init__(
+    self, run_ops, is_training=True, step=None, time=None, mode=None, task=None, feed_dict=None, global_step=None
+  ):
     if step is not None and step < 0:
       raise ValueError('LoopStage step must be >= 0, got %r' % (step,))
     self._run_ops = run_ops
@@ -114,8 +117,9 @@ class LoopStage(Stage):
           sess.run(self._run_ops, feed_dict=feeds)
           self.lstep += 1
       except (tf.errors.OutOfRangeError, StopIteration):
-        tf.logging.info('end of data: %s stage finished after %d steps',
-                        'train' if self._is_training else 'eval', self.lstep)
+        tf.logging.info(
+          'end of data: %s stage finished after %d steps', 'train' if self._is_training else 'eval', self.lstep
+        )
         self.finished = True
     return self.finished
 
@@ -136,8 +140,11 @@ class ConfigItem(object):
     self.exclude_vars = exclude_vars
 
   def to_dict(self):
-    return {'path': self.ckpt_path, 'load': self.load_vars if self.load_vars is not None else ['*'],
-            'exclude': self.exclude_vars or []}
+    return {
+      'path': self.ckpt_path,
+      'load': self.load_vars if self.load_vars is not None else ['*'],
+      'exclude': self.exclude_vars or [],
+    }
 
 
 class ModelBank(Stage):
@@ -151,6 +158,7 @@ class ModelBank(Stage):
   def __init__(self, is_chief=True, config=None):
     if config is None:
       from efl import flags  # pylint: disable=g-import-not-at-top
+
       config = flags.get_config('model_bank', default={})
     if not isinstance(config, dict):
       raise TypeError('ModelBank config must be a dict {bank: {path, load, exclude}}, got %r' % (config,))
@@ -226,10 +234,17 @@ class StageManager(object):
     with tf.variable_scope('stage_manager', reuse=tf.AUTO_REUSE):
       # Each worker of a cluster runs its own stages; every worker declares all their records so that the
       # chief's checkpoint holds them. Worker 0's is the one-worker record.
-      records = [tf.get_variable('state' if i == 0 else 'state_w%d' % i, shape=[], dtype=tf.string,
-                                 initializer=tf.constant_initializer(''), trainable=False,
-                                 collections=[tf.GraphKeys.GLOBAL_VARIABLES])
-                 for i in range(worker_num)]
+      records = [
+        tf.get_variable(
+          'state' if i == 0 else 'state_w%d' % i,
+          shape=[],
+          dtype=tf.string,
+          initializer=tf.constant_initializer(''),
+          trainable=False,
+          collections=[tf.GraphKeys.GLOBAL_VARIABLES],
+        )
+        for i in range(worker_num)
+      ]
       self._var = records[worker_index]
     self._value = tf.placeholder(tf.string, [], name='stage_manager_state')
     self._assign = tf.assign(self._var, self._value)
@@ -243,8 +258,9 @@ class StageManager(object):
     state = json.loads(raw.decode('utf-8')) if raw else {}
     if state.get('project') != self._project:
       if state:
-        tf.logging.info('[StageManager] project changed from %r to %r: stage records reset',
-                        state.get('project'), self._project)
+        tf.logging.info(
+          '[StageManager] project changed from %r to %r: stage records reset', state.get('project'), self._project
+        )
       state = {'project': self._project, 'finished': [], 'current': None}
     self._state = state
     self._index = 0
@@ -255,13 +271,16 @@ class StageManager(object):
   def _check_kind(self, name, stage_or_func):
     """A name stands for one kind of stage: reusing it for another kind is most likely a typo."""
     if not callable(stage_or_func):
-      raise TypeError('run_stage(%r): the stage must be an efl.Stage or a function f(sess), got %r'
-                      % (name, stage_or_func))
+      raise TypeError(
+        'run_stage(%r): the stage must be an efl.Stage or a function f(sess), got %r' % (name, stage_or_func)
+      )
     kind = type(stage_or_func).__name__ if isinstance(stage_or_func, Stage) else 'function'
     known = self._kinds.setdefault(name, kind)
     if known != kind:
-      raise ValueError('run_stage(%r): the name was used for a %s stage and now for a %s; give each kind of '
-                       'stage its own name' % (name, known, kind))
+      raise ValueError(
+        'run_stage(%r): the name was used for a %s stage and now for a %s; give each kind of '
+        'stage its own name' % (name, known, kind)
+      )
 
   def run_stage(self, sess, name, stage_or_func, *args, **kwargs):
     self._check_kind(name, stage_or_func)
@@ -282,20 +301,21 @@ class StageManager(object):
       self._save(sess)
     if isinstance(stage_or_func, LoopStage) and 'start_gstep' not in kwargs:
       kwargs['start_gstep'] = current['start_gstep']
-    func = stage_or_func(*args, **kwargs) if isinstance(stage_or_func, Stage) else (
-        lambda s: stage_or_func(s, *args, **kwargs))
+    func = (
+      stage_or_func(*args, **kwargs)
+      if isinstance(stage_or_func, Stage)
+      else (lambda s: stage_or_func(s, *args, **kwargs))
+    )
     result = func(sess)
     self._state['finished'].append(key)
     self._state['current'] = None
     self._save(sess)
     self.finished_order.append(name)
-    tf.logging.info('[StageManager] [name=%s] finished (%d stages done in this run)', name,
-                    len(self.finished_order))
+    tf.logging.info('[StageManager] [name=%s] finished (%d stages done in this run)', name, len(self.finished_order))
     return result
 
 
 class _Combiner(object):
-
   def __init__(self, val):
     self.val = val
 
@@ -347,5 +367,7 @@ def combine(values):
     return [v.val for v in values]
   if len(values) == 1:
     return head
-  raise ValueError('stage results of type %s need a combiner (efl.stage_combiner.First/Last/Chief/Mean/Sum/'
-                   'List) to be combined across workers' % type(head).__name__)
+  raise ValueError(
+    'stage results of type %s need a combiner (efl.stage_combiner.First/Last/Chief/Mean/Sum/'
+    'List) to be combined across workers' % type(head).__name__
+  )

@@ -14,8 +14,14 @@ from efl import flags
 # How long closing a session waits for the chief's update thread: after the last step it waits for gradients that
 # never come (until the operation timeout); it is a daemon thread, and its session is closed anyway.
 STOP_GRACE_S = 1.0
-_ARGS = ('replicas_to_aggregate', 'total_num_replicas', 'variable_averages', 'variables_to_average',
-         'use_locking', 'name')
+_ARGS = (
+  'replicas_to_aggregate',
+  'total_num_replicas',
+  'variable_averages',
+  'variables_to_average',
+  'use_locking',
+  'name',
+)
 
 
 class SyncReplicas(object):
@@ -24,8 +30,10 @@ class SyncReplicas(object):
   def __init__(self, config):
     unknown = sorted(set(config) - set(_ARGS))
     if unknown:
-      raise ValueError('sync_optimizer_config takes the arguments of tf.train.SyncReplicasOptimizer %s; '
-                       'unknown: %s' % (list(_ARGS), unknown))
+      raise ValueError(
+        'sync_optimizer_config takes the arguments of tf.train.SyncReplicasOptimizer %s; '
+        'unknown: %s' % (list(_ARGS), unknown)
+      )
     self._config = dict(config)
     self._config.setdefault('replicas_to_aggregate', flags.get_worker_num())
     self._config.setdefault('total_num_replicas', flags.get_worker_num())
@@ -34,8 +42,10 @@ class SyncReplicas(object):
   def apply(self, opt, grads_and_vars, global_step):
     """`opt`'s update through the synchronised optimizer; it advances `global_step` once per update."""
     if self._opt is not None:
-      raise ValueError('synchronous training (sync_optimizer_config) takes one optimizer per model; found a '
-                       'second one: %r (the first: %r)' % (opt, self._opt._opt))  # pylint: disable=protected-access
+      raise ValueError(
+        'synchronous training (sync_optimizer_config) takes one optimizer per model; found a '
+        'second one: %r (the first: %r)' % (opt, self._opt._opt)
+      )  # pylint: disable=protected-access
     self._opt = tf.train.SyncReplicasOptimizer(opt, **self._config)
     return self._opt.apply_gradients(grads_and_vars, global_step=global_step)
 

@@ -12,6 +12,7 @@ order.
 `EFL_NATIVE_TRANSPORT` chooses: `auto` (default: native where the library loads), `on` (native or an
 error), `off` (the Python transport).
 """
+
 import ctypes
 import os
 
@@ -27,8 +28,7 @@ OPS_LIBRARY = os.path.join(_HERE, '_ops_tf%d.so' % compat.TF_MAJOR)
 # The C API's result codes (one table for both languages, efl/transport/wire.py).
 _ERRORS = {entry.code: getattr(errors, entry.error_class) for entry in wire.RESULT_CODES}
 # Result codes of efl_nt_peer_state, by efl error class name.
-_PEER_STATES = {wire.code(name): _ERRORS[wire.code(name)].__name__
-                for name in ('PEER_FAILED', 'PEER_CLOSED', 'LOST')}
+_PEER_STATES = {wire.code(name): _ERRORS[wire.code(name)].__name__ for name in ('PEER_FAILED', 'PEER_CLOSED', 'LOST')}
 _ERROR_SIZE = 8192
 
 _loaded = None  # (ops module, ctypes library) once loaded, or the reason it cannot be.
@@ -37,25 +37,26 @@ _loaded = None  # (ops module, ctypes library) once loaded, or the reason it can
 def _declare(lib):
   i64, c, dbl, i32, p = ctypes.c_int64, ctypes.c_char_p, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
   for name, restype, argtypes in (
-      ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c, i32, i32]),
-      ('efl_nt_listen', i32, [i64, c, c, i32]),
-      ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
-      ('efl_nt_step', i64, [i64]),
-      ('efl_nt_set_step', None, [i64, i64]),
-      ('efl_nt_set_phase', None, [i64, c]),
-      ('efl_nt_set_send_limit', None, [i64, i64, c]),
-      ('efl_nt_send', i32, [i64, c, i64, c, i64, c, i32]),
-      ('efl_nt_recv', i32, [i64, c, i64, i32, dbl, ctypes.POINTER(p), c, i32]),
-      ('efl_nt_frame_record', p, [p, ctypes.POINTER(i64)]),
-      ('efl_nt_frame_free', None, [p]),
-      ('efl_nt_finish', i32, [i64, c, dbl]),
-      ('efl_nt_wait_end', i32, [i64, dbl]),
-      ('efl_nt_wait_detail', None, [i64, dbl]),
-      ('efl_nt_peer_state', i32, [i64, c, i32]),
-      ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
-      ('efl_nt_hello_free', None, [p]),
-      ('efl_nt_answer_hello', None, [i64, i64, c, i64]),
-      ('efl_nt_destroy', None, [i64])):
+    ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c, i32, i32]),
+    ('efl_nt_listen', i32, [i64, c, c, i32]),
+    ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
+    ('efl_nt_step', i64, [i64]),
+    ('efl_nt_set_step', None, [i64, i64]),
+    ('efl_nt_set_phase', None, [i64, c]),
+    ('efl_nt_set_send_limit', None, [i64, i64, c]),
+    ('efl_nt_send', i32, [i64, c, i64, c, i64, c, i32]),
+    ('efl_nt_recv', i32, [i64, c, i64, i32, dbl, ctypes.POINTER(p), c, i32]),
+    ('efl_nt_frame_record', p, [p, ctypes.POINTER(i64)]),
+    ('efl_nt_frame_free', None, [p]),
+    ('efl_nt_finish', i32, [i64, c, dbl]),
+    ('efl_nt_wait_end', i32, [i64, dbl]),
+    ('efl_nt_wait_detail', None, [i64, dbl]),
+    ('efl_nt_peer_state', i32, [i64, c, i32]),
+    ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
+    ('efl_nt_hello_free', None, [p]),
+    ('efl_nt_answer_hello', None, [i64, i64, c, i64]),
+    ('efl_nt_destroy', None, [i64]),
+  ):
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = restype, argtypes
 
@@ -70,11 +71,14 @@ def load():
   if _loaded is None:
     missing = [os.path.basename(p) for p in (LIBRARY, OPS_LIBRARY) if not os.path.exists(p)]
     if missing:
-      _loaded = ('%s not built: install gRPC\'s C core (apt-get install libgrpc-dev pkg-config), then run '
-                 'make setup' % ' and '.join(missing))
+      _loaded = (
+        "%s not built: install gRPC's C core (apt-get install libgrpc-dev pkg-config), then run "
+        'make setup' % ' and '.join(missing)
+      )
     else:
       try:
         import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
         # DEEPBIND: gRPC must bind to its own OpenSSL, not to the BoringSSL symbols TF's library exports.
         lib = ctypes.CDLL(LIBRARY, mode=os.RTLD_NOW | os.RTLD_DEEPBIND)
         _declare(lib)
@@ -116,14 +120,23 @@ class Endpoint(object):
     keepalive: an `efl.communicator.settings.Keepalive`; likewise.
   """
 
-  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s, tls,
-               keepalive):
+  def __init__(self, role, peer_role, peer_addr, send_limit, send_limit_variable, recv_limit, scan_s, tls, keepalive):
     self._ops, self._lib = load()
-    self.handle = self._lib.efl_nt_create(_bytes(role), _bytes(peer_role), _bytes(peer_addr), send_limit,
-                                          _bytes(send_limit_variable), recv_limit, scan_s, tls.peer_ca,
-                                          tls.my_cert, tls.my_key,
-                                          _bytes(tls.target_name_override) if tls.target_name_override else None,
-                                          keepalive.time_ms, keepalive.timeout_ms)
+    self.handle = self._lib.efl_nt_create(
+      _bytes(role),
+      _bytes(peer_role),
+      _bytes(peer_addr),
+      send_limit,
+      _bytes(send_limit_variable),
+      recv_limit,
+      scan_s,
+      tls.peer_ca,
+      tls.my_cert,
+      tls.my_key,
+      _bytes(tls.target_name_override) if tls.target_name_override else None,
+      keepalive.time_ms,
+      keepalive.timeout_ms,
+    )
 
   @property
   def ops(self):
@@ -172,8 +185,9 @@ class Endpoint(object):
     """
     buf = ctypes.create_string_buffer(_ERROR_SIZE)
     frame = ctypes.c_void_p()
-    code = self._lib.efl_nt_recv(self.handle, _bytes(name), step, int(sync), timeout_s, ctypes.byref(frame),
-                                 buf, _ERROR_SIZE)
+    code = self._lib.efl_nt_recv(
+      self.handle, _bytes(name), step, int(sync), timeout_s, ctypes.byref(frame), buf, _ERROR_SIZE
+    )
     if code:
       _raise(code, buf)
     try:

@@ -10,6 +10,7 @@ It needs g++ and gRPC's C core with its headers (Debian: `apt-get install libgrp
 them it prints why and exits 0: efl then runs its Python transport, which works everywhere but is slower.
 `--require` makes a missing dependency an error (exit 1).
 """
+
 import os
 import shlex
 import shutil
@@ -20,8 +21,7 @@ from efl import native
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # (source, library) in build order.
-TARGETS = [(os.path.join(HERE, 'transport.cc'), native.LIBRARY),
-           (os.path.join(HERE, 'ops.cc'), native.OPS_LIBRARY)]
+TARGETS = [(os.path.join(HERE, 'transport.cc'), native.LIBRARY), (os.path.join(HERE, 'ops.cc'), native.OPS_LIBRARY)]
 # The tables both languages share (efl/transport/wire.py and the protocol's Frame), for the C++ sources.
 WIRE_HEADER = os.path.join(HERE, '_wire.h')
 
@@ -30,6 +30,7 @@ def wire_header_text():
   """What `_wire.h` must hold now."""
   from efl.transport import wire  # pylint: disable=import-outside-toplevel
   from efl.communicator.proto import communicator_pb2  # pylint: disable=import-outside-toplevel
+
   return wire.c_header(communicator_pb2.Frame.DESCRIPTOR)
 
 
@@ -49,8 +50,12 @@ def write_wire_header():
 def _pkg_config_grpc():
   if shutil.which('pkg-config') is None:
     return None, 'pkg-config is not installed'
-  proc = subprocess.run(['pkg-config', '--cflags', '--libs', 'grpc'], stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, universal_newlines=True)
+  proc = subprocess.run(
+    ['pkg-config', '--cflags', '--libs', 'grpc'],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    universal_newlines=True,
+  )
   if proc.returncode != 0:
     return None, "gRPC's C core is not installed (pkg-config grpc: %s)" % proc.stderr.strip()
   return shlex.split(proc.stdout), None
@@ -64,16 +69,19 @@ def commands():
   if grpc_flags is None:
     return None, why
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   # TF's flags carry the C++ standard of its headers (C++14 for 1.15, C++17 for 2.x) and the string ABI its
   # library was built with (the pre-C++11 one for 1.15, the C++11 one for 2.x); the kernels must match both.
   tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
   common = ['g++', '-shared', '-fPIC', '-O2', '-Wall', '-Wno-sign-compare']
   (transport_cc, transport_so), (ops_cc, ops_so) = TARGETS
   # The transport talks to the kernels through a C API only, so its standard and ABI are its own.
-  return [common + ['-std=c++14', transport_cc, '-o', transport_so + '.tmp', '-Wl,-soname,_transport.so']
-          + grpc_flags,
-          common + [_cxx_standard(tf_flags), ops_cc, '-o', ops_so + '.tmp', transport_so, "-Wl,-rpath,$ORIGIN"]
-          + [f for f in tf_flags if not _is_standard(f)]], None
+  return [
+    common + ['-std=c++14', transport_cc, '-o', transport_so + '.tmp', '-Wl,-soname,_transport.so'] + grpc_flags,
+    common
+    + [_cxx_standard(tf_flags), ops_cc, '-o', ops_so + '.tmp', transport_so, '-Wl,-rpath,$ORIGIN']
+    + [f for f in tf_flags if not _is_standard(f)],
+  ], None
 
 
 def _is_standard(flag):
@@ -110,8 +118,10 @@ def main(argv):
     return 0
   cmds, why = commands()
   if cmds is None:
-    print('native transport not built: %s; efl uses its Python transport. To build it: apt-get install '
-          'libgrpc-dev pkg-config, then make setup' % why)
+    print(
+      'native transport not built: %s; efl uses its Python transport. To build it: apt-get install '
+      'libgrpc-dev pkg-config, then make setup' % why
+    )
     return 1 if require else 0
   for cmd, (source, library), build in zip(cmds, TARGETS, todo):
     if not build:

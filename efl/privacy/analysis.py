@@ -19,21 +19,22 @@ import numbers
 import dp_accounting
 from dp_accounting import rdp
 
-RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] +
-                   list(range(12, 64)))
+RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
 
 
 def _check(name, value, allow_zero=False, integral=False):
-  ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0))
+  ok = (
+    isinstance(value, numbers.Real)
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+    and (value >= 0 if allow_zero else value > 0)
+  )
   if ok and integral and int(value) != value:
     ok = False
   if not ok:
     kind = 'an integer' if integral else 'a finite number'
     bound = '>= 0' if allow_zero else '> 0'
-    raise ValueError('{} must be {} {}. Found {!r}.'.format(
-        name, kind, bound, value))
+    raise ValueError('{} must be {} {}. Found {!r}.'.format(name, kind, bound, value))
 
 
 def epsilon_after_steps(n, batch_size, noise_multiplier, steps, delta=1e-5):
@@ -55,8 +56,7 @@ def epsilon_after_steps(n, batch_size, noise_multiplier, steps, delta=1e-5):
   _check('n', n, integral=True)
   _check('batch_size', batch_size, integral=True)
   if batch_size > n:
-    raise ValueError('batch_size must be <= n (the dataset size). Found '
-                     'batch_size={} and n={}.'.format(batch_size, n))
+    raise ValueError('batch_size must be <= n (the dataset size). Found batch_size={} and n={}.'.format(batch_size, n))
   _check('noise_multiplier', noise_multiplier, allow_zero=True)
   _check('steps', steps, allow_zero=True, integral=True)
   _check('delta', delta)
@@ -68,16 +68,14 @@ def epsilon_after_steps(n, batch_size, noise_multiplier, steps, delta=1e-5):
     return float('inf')
   accountant = rdp.RdpAccountant(list(RDP_ORDERS))
   event = dp_accounting.SelfComposedDpEvent(
-      dp_accounting.PoissonSampledDpEvent(
-          batch_size / float(n),
-          dp_accounting.GaussianDpEvent(noise_multiplier)),
-      int(steps))
+    dp_accounting.PoissonSampledDpEvent(batch_size / float(n), dp_accounting.GaussianDpEvent(noise_multiplier)),
+    int(steps),
+  )
   accountant.compose(event)
   return float(accountant.get_epsilon(delta))
 
 
-def compute_dp_sgd_privacy(n=None, batch_size=None, noise_multiplier=None,
-                           epochs=None, delta=1e-5, **kwargs):
+def compute_dp_sgd_privacy(n=None, batch_size=None, noise_multiplier=None, epochs=None, delta=1e-5, **kwargs):
   """Returns epsilon after `epochs` epochs of DP-SGD.
 
   Positional order and keywords follow EFLS, whose names were
@@ -104,16 +102,12 @@ def compute_dp_sgd_privacy(n=None, batch_size=None, noise_multiplier=None,
   values = {'n': n, 'batch_size': batch_size}
   for key, value in kwargs.items():
     if key not in aliases:
-      raise TypeError('compute_dp_sgd_privacy got an unexpected keyword '
-                      'argument {!r}.'.format(key))
+      raise TypeError('compute_dp_sgd_privacy got an unexpected keyword argument {!r}.'.format(key))
     if values[aliases[key]] is not None:
-      raise TypeError('compute_dp_sgd_privacy got both {!r} and its alias '
-                      '{!r}.'.format(aliases[key], key))
+      raise TypeError('compute_dp_sgd_privacy got both {!r} and its alias {!r}.'.format(aliases[key], key))
     values[aliases[key]] = value
   n, batch_size = values['n'], values['batch_size']
-  for name, value in (('n', n), ('batch_size', batch_size),
-                      ('noise_multiplier', noise_multiplier),
-                      ('epochs', epochs)):
+  for name, value in (('n', n), ('batch_size', batch_size), ('noise_multiplier', noise_multiplier), ('epochs', epochs)):
     if value is None:
       raise TypeError('compute_dp_sgd_privacy is missing {!r}.'.format(name))
   _check('epochs', epochs)

@@ -10,6 +10,7 @@ input's patches and the output's gradient, summed over positions, which batches 
 `install()` puts that converter in front of TensorFlow's for the cases it covers (NHWC, VALID or SAME padding,
 a filter size known when the graph is built) and leaves the rest to TensorFlow's.
 """
+
 import importlib
 
 import tensorflow.compat.v1 as tf
@@ -27,8 +28,7 @@ def _batched_filter_grad(inputs, filter_sizes, grads, strides, padding, dilation
   kh, kw, c, f = filter_sizes
   shape = tf.shape(inputs)
   images = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
-  patches = tf.extract_image_patches(images, ksizes=[1, kh, kw, 1], strides=strides, rates=dilations,
-                                     padding=padding)
+  patches = tf.extract_image_patches(images, ksizes=[1, kh, kw, 1], strides=strides, rates=dilations, padding=padding)
   n = shape[0]
   patches = tf.reshape(patches, tf.stack([n, -1, kh * kw * c]))
   grads = tf.reshape(grads, tf.stack([n, -1, f]))
@@ -47,8 +47,14 @@ def _convert(pfor_input):
     return _original(pfor_input)
   pfor_input.stack_inputs(stack_indices=[2])
   grads = pfor_input.stacked_input(2)
-  output = _batched_filter_grad(inputs, [int(d) for d in filter_sizes], grads, list(pfor_input.get_attr('strides')),
-                                padding, list(pfor_input.get_attr('dilations')))
+  output = _batched_filter_grad(
+    inputs,
+    [int(d) for d in filter_sizes],
+    grads,
+    list(pfor_input.get_attr('strides')),
+    padding,
+    list(pfor_input.get_attr('dilations')),
+  )
   return pfor.wrap(output, True)
 
 

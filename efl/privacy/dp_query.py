@@ -112,12 +112,10 @@ class DPQuery(metaclass=abc.ABCMeta):
     count = tf.shape(flat[0])[0]
 
     def body(i, state):
-      record = tf.nest.pack_sequence_as(
-          stacked_records, [tf.gather(t, i) for t in flat])
+      record = tf.nest.pack_sequence_as(stacked_records, [tf.gather(t, i) for t in flat])
       return i + 1, self.accumulate_preprocessed_record(state, record)
 
-    _, state = tf.while_loop(lambda i, _: i < count, body,
-                             [tf.constant(0), sample_state])
+    _, state = tf.while_loop(lambda i, _: i < count, body, [tf.constant(0), sample_state])
     return state
 
   @abc.abstractmethod
@@ -152,8 +150,7 @@ class SumAggregationDPQuery(DPQuery):
 
   def initial_sample_state(self, template):
     """Implements `efl.privacy.DPQuery.initial_sample_state`."""
-    return tf.nest.map_structure(
-        lambda t: tf.zeros_like(t, dtype=t.dtype), template)
+    return tf.nest.map_structure(lambda t: tf.zeros_like(t, dtype=t.dtype), template)
 
   def accumulate_preprocessed_record(self, sample_state, preprocessed_record):
     """Implements `efl.privacy.DPQuery.accumulate_preprocessed_record`."""
@@ -161,9 +158,7 @@ class SumAggregationDPQuery(DPQuery):
 
   def accumulate_preprocessed_records(self, sample_state, stacked_records):
     """Implements `efl.privacy.DPQuery.accumulate_preprocessed_records`."""
-    return tf.nest.map_structure(
-        lambda s, r: s + tf.reduce_sum(r, axis=0), sample_state,
-        stacked_records)
+    return tf.nest.map_structure(lambda s, r: s + tf.reduce_sum(r, axis=0), sample_state, stacked_records)
 
   def merge_sample_states(self, sample_state_1, sample_state_2):
     """Implements `efl.privacy.DPQuery.merge_sample_states`."""

@@ -11,12 +11,15 @@ from efl.privacy import dp_query
 
 def _check_number(name, value, allow_zero):
   """Raises ValueError unless `value` is a finite number > 0 (or >= 0)."""
-  if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-      or not math.isfinite(value) or value < 0
-      or (value == 0 and not allow_zero)):
+  if (
+    not isinstance(value, numbers.Real)
+    or isinstance(value, bool)
+    or not math.isfinite(value)
+    or value < 0
+    or (value == 0 and not allow_zero)
+  ):
     bound = '>= 0' if allow_zero else '> 0'
-    raise ValueError(
-        '{} must be a finite number {}. Found {!r}.'.format(name, bound, value))
+    raise ValueError('{} must be a finite number {}. Found {!r}.'.format(name, bound, value))
   return float(value)
 
 
@@ -30,8 +33,7 @@ class GaussianSumQuery(dp_query.SumAggregationDPQuery):
 
   # Python numbers, not tensors: an optimizer is often built before the graph
   # it will be used in.
-  _GlobalState = collections.namedtuple('_GlobalState',
-                                        ['l2_norm_clip', 'stddev'])
+  _GlobalState = collections.namedtuple('_GlobalState', ['l2_norm_clip', 'stddev'])
 
   def __init__(self, l2_norm_clip, stddev):
     """Creates the query.
@@ -94,9 +96,7 @@ class GaussianSumQuery(dp_query.SumAggregationDPQuery):
 
   def derive_metrics(self, global_state):
     """Implements `efl.privacy.DPQuery.derive_metrics`."""
-    return collections.OrderedDict(
-        [('l2_norm_clip', global_state.l2_norm_clip),
-         ('stddev', global_state.stddev)])
+    return collections.OrderedDict([('l2_norm_clip', global_state.l2_norm_clip), ('stddev', global_state.stddev)])
 
 
 class MultiplicativeGaussianSumQuery(dp_query.SumAggregationDPQuery):
@@ -120,8 +120,7 @@ class MultiplicativeGaussianSumQuery(dp_query.SumAggregationDPQuery):
     Raises:
       ValueError: if `noise_multiplier` is out of range.
     """
-    self._noise_multiplier = _check_number('noise_multiplier',
-                                           noise_multiplier, True)
+    self._noise_multiplier = _check_number('noise_multiplier', noise_multiplier, True)
 
   def initial_global_state(self):
     """Implements `efl.privacy.DPQuery.initial_global_state`."""

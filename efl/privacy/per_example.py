@@ -21,41 +21,89 @@ from tensorflow.python.framework import ops
 from tensorflow.python.ops import gen_nn_ops
 from tensorflow.python.ops import resource_variable_ops
 
-_CONTROL_FLOW_OPS = frozenset([
-    'Switch', 'RefSwitch', 'Merge', 'RefMerge', 'Enter', 'RefEnter', 'Exit',
-    'RefExit', 'NextIteration', 'RefNextIteration', 'LoopCond', 'If',
-    'StatelessIf', 'While', 'StatelessWhile', 'PartitionedCall',
-    'StatefulPartitionedCall'])
+_CONTROL_FLOW_OPS = frozenset(
+  [
+    'Switch',
+    'RefSwitch',
+    'Merge',
+    'RefMerge',
+    'Enter',
+    'RefEnter',
+    'Exit',
+    'RefExit',
+    'NextIteration',
+    'RefNextIteration',
+    'LoopCond',
+    'If',
+    'StatelessIf',
+    'While',
+    'StatelessWhile',
+    'PartitionedCall',
+    'StatefulPartitionedCall',
+  ]
+)
 # Stateful ops that are still per-example: variable reads and random draws.
-_STATEFUL_ALLOWED = frozenset([
-    'ReadVariableOp', 'RandomUniform', 'RandomUniformInt',
-    'RandomStandardNormal', 'TruncatedNormal'])
+_STATEFUL_ALLOWED = frozenset(
+  ['ReadVariableOp', 'RandomUniform', 'RandomUniformInt', 'RandomStandardNormal', 'TruncatedNormal']
+)
 # Ops that combine rows by segment ids (sparse embedding lookups): their
 # inputs do not have one row per example, so slicing them would be wrong.
-_SEGMENT_OPS = frozenset([
-    'SparseSegmentSum', 'SparseSegmentMean', 'SparseSegmentSqrtN',
-    'SparseSegmentSumWithNumSegments', 'SparseSegmentMeanWithNumSegments',
-    'SparseSegmentSqrtNWithNumSegments', 'SegmentSum', 'SegmentMean',
-    'UnsortedSegmentSum', 'UnsortedSegmentMean', 'SparseTensorDenseMatMul',
-    'SparseFillEmptyRows', 'SparseReshape', 'Unique'])
+_SEGMENT_OPS = frozenset(
+  [
+    'SparseSegmentSum',
+    'SparseSegmentMean',
+    'SparseSegmentSqrtN',
+    'SparseSegmentSumWithNumSegments',
+    'SparseSegmentMeanWithNumSegments',
+    'SparseSegmentSqrtNWithNumSegments',
+    'SegmentSum',
+    'SegmentMean',
+    'UnsortedSegmentSum',
+    'UnsortedSegmentMean',
+    'SparseTensorDenseMatMul',
+    'SparseFillEmptyRows',
+    'SparseReshape',
+    'Unique',
+  ]
+)
 # Ops whose outputs never depend on the batch contents.
 _CONSTANT_OPS = frozenset(['Const', 'Shape', 'ShapeN', 'Size', 'Rank'])
 # Outputs of these ops are (reads of) variables: never per-example data.
-_VARIABLE_OPS = frozenset(['VariableV2', 'Variable', 'VarHandleOp',
-                           'ReadVariableOp'])
+_VARIABLE_OPS = frozenset(['VariableV2', 'Variable', 'VarHandleOp', 'ReadVariableOp'])
 # (op type, input index) pairs whose input is a shape, an axis or a size,
 # never per-example data, even when its length happens to equal the batch.
 _SHAPE_SLOTS = frozenset(
-    [('Reshape', 1), ('Transpose', 1), ('Tile', 1), ('ExpandDims', 1),
-     ('Fill', 0), ('BroadcastTo', 1), ('Slice', 1), ('Slice', 2),
-     ('StridedSlice', 1), ('StridedSlice', 2), ('StridedSlice', 3),
-     ('Pad', 1), ('PadV2', 1), ('MirrorPad', 1), ('OneHot', 1),
-     ('GatherV2', 2), ('Split', 0), ('SplitV', 1), ('SplitV', 2),
-     ('ArgMax', 1), ('ArgMin', 1), ('Cumsum', 1), ('Cumprod', 1),
-     ('Conv2DBackpropInput', 0), ('Conv2DBackpropFilter', 1),
-     ('ResizeBilinear', 1), ('ResizeNearestNeighbor', 1)] +
-    [(op, 1) for op in ('Sum', 'Mean', 'Max', 'Min', 'Prod', 'All', 'Any',
-                        'EuclideanNorm')])
+  [
+    ('Reshape', 1),
+    ('Transpose', 1),
+    ('Tile', 1),
+    ('ExpandDims', 1),
+    ('Fill', 0),
+    ('BroadcastTo', 1),
+    ('Slice', 1),
+    ('Slice', 2),
+    ('StridedSlice', 1),
+    ('StridedSlice', 2),
+    ('StridedSlice', 3),
+    ('Pad', 1),
+    ('PadV2', 1),
+    ('MirrorPad', 1),
+    ('OneHot', 1),
+    ('GatherV2', 2),
+    ('Split', 0),
+    ('SplitV', 1),
+    ('SplitV', 2),
+    ('ArgMax', 1),
+    ('ArgMin', 1),
+    ('Cumsum', 1),
+    ('Cumprod', 1),
+    ('Conv2DBackpropInput', 0),
+    ('Conv2DBackpropFilter', 1),
+    ('ResizeBilinear', 1),
+    ('ResizeNearestNeighbor', 1),
+  ]
+  + [(op, 1) for op in ('Sum', 'Mean', 'Max', 'Min', 'Prod', 'All', 'Any', 'EuclideanNorm')]
+)
 # Attributes that tie an op to the original's placement.
 _DROPPED_ATTRS = frozenset(['_class'])
 
@@ -86,8 +134,7 @@ class PerExampleForward(object):
       a result built from copies should depend on them.
   """
 
-  def __init__(self, loss, region_ops, batch_inputs, connected,
-               control_inputs):
+  def __init__(self, loss, region_ops, batch_inputs, connected, control_inputs):
     self._loss = loss
     self._region_ops = region_ops
     self.batch_inputs = batch_inputs
@@ -110,8 +157,7 @@ class PerExampleForward(object):
       if op in depends and not expanded:
         continue
       if expanded:
-        depends[op] = any(t in source_set or depends.get(t.op, False)
-                          for t in _data_inputs(op))
+        depends[op] = any(t in source_set or depends.get(t.op, False) for t in _data_inputs(op))
         if depends[op]:
           order.append(op)
         continue
@@ -145,8 +191,7 @@ class PerExampleForward(object):
       if op.type in _CONTROL_FLOW_OPS or op._control_flow_context is not None:  # pylint: disable=protected-access
         return None, 'op {} ({}) uses control flow'.format(op.name, op.type)
       if op.type in _SEGMENT_OPS:
-        return None, 'op {} ({}) mixes rows by segment'.format(op.name,
-                                                               op.type)
+        return None, 'op {} ({}) mixes rows by segment'.format(op.name, op.type)
       if op.op_def.is_stateful and op.type not in _STATEFUL_ALLOWED:
         return None, 'op {} ({}) is stateful'.format(op.name, op.type)
       if any(o.dtype._is_ref_dtype for o in op.outputs):  # pylint: disable=protected-access
@@ -180,15 +225,14 @@ class PerExampleForward(object):
       if op in memo and not expanded:
         continue
       if expanded:
-        memo[op] = (op.type in _CONSTANT_OPS or (
-            bool(op.inputs) and not op.op_def.is_stateful and
-            all(memo.get(t.op, False) for t in op.inputs)))
+        memo[op] = op.type in _CONSTANT_OPS or (
+          bool(op.inputs) and not op.op_def.is_stateful and all(memo.get(t.op, False) for t in op.inputs)
+        )
         continue
       if op.type in _CONSTANT_OPS:
         memo[op] = True
         continue
-      if (not op.inputs or op.op_def.is_stateful
-          or op.type == 'PlaceholderWithDefault'):  # feedable: data
+      if not op.inputs or op.op_def.is_stateful or op.type == 'PlaceholderWithDefault':  # feedable: data
         memo[op] = False
         continue
       memo[op] = False
@@ -209,13 +253,11 @@ class PerExampleForward(object):
     """
     if tensor.dtype._is_ref_dtype or tensor.op.type in _VARIABLE_OPS:  # pylint: disable=protected-access
       return False
-    if tensor.op.type == 'Identity' and tensor.op.inputs and (
-        tensor.op.inputs[0].dtype._is_ref_dtype):  # pylint: disable=protected-access
+    if tensor.op.type == 'Identity' and tensor.op.inputs and (tensor.op.inputs[0].dtype._is_ref_dtype):  # pylint: disable=protected-access
       return False  # the read of a reference variable not being trained
     if tensor.shape.ndims == 0:
       return False
-    lead = (tf.dimension_value(tensor.shape[0])
-            if tensor.shape.ndims else None)
+    lead = tf.dimension_value(tensor.shape[0]) if tensor.shape.ndims else None
     if cls._is_constant(tensor, memo):
       if batch_dim is None or lead != batch_dim:
         return False
@@ -246,24 +288,20 @@ class PerExampleForward(object):
       if op.type == 'SparseSoftmaxCrossEntropyWithLogits':
         outputs = _dense_softmax_cross_entropy(*inputs)
       else:
-        attrs = {k: v for k, v in op.node_def.attr.items()
-                 if k not in _DROPPED_ATTRS}
+        attrs = {k: v for k, v in op.node_def.attr.items() if k not in _DROPPED_ATTRS}
         new_op = graph.create_op(
-            op.type, inputs, [o.dtype for o in op.outputs],
-            name=op.name.rsplit('/', 1)[-1], attrs=attrs, op_def=op.op_def)
+          op.type, inputs, [o.dtype for o in op.outputs], name=op.name.rsplit('/', 1)[-1], attrs=attrs, op_def=op.op_def
+        )
         outputs = new_op.outputs
       for old, new in zip(op.outputs, outputs):
         mapping[old] = new
     loss = mapping[self._loss]
-    rows = [tf.dimension_value(s.shape[0]) if s.shape.ndims else None
-            for s in batch_slices]
+    rows = [tf.dimension_value(s.shape[0]) if s.shape.ndims else None for s in batch_slices]
     got = tf.dimension_value(loss.shape[0]) if loss.shape.ndims else None
     for want in rows:
       if want is not None and got is not None and want != got:
         # E.g. a static batch size baked into a reshape by the model.
-        raise ValueError(
-            'the copied loss has {} rows for a microbatch of {} examples'
-            .format(got, want))
+        raise ValueError('the copied loss has {} rows for a microbatch of {} examples'.format(got, want))
     return loss
 
 
@@ -279,6 +317,5 @@ def _dense_softmax_cross_entropy(logits, labels):
     labels = tf.reshape(labels, tf.shape(logits)[:-1])
   depth = tf.shape(logits)[-1]
   one_hot = tf.one_hot(labels, depth, dtype=logits.dtype)
-  loss, backprop = gen_nn_ops.softmax_cross_entropy_with_logits(
-      logits, one_hot)
+  loss, backprop = gen_nn_ops.softmax_cross_entropy_with_logits(logits, one_hot)
   return [loss, backprop]

@@ -56,27 +56,80 @@ def _attr(op, name):
 
 def _kind(op, slot):
   """'dense', 'bias' or 'conv' when input `slot` of `op` is a weight this module handles, else None."""
-  if op.type == 'MatMul' and slot == 1 and not op.get_attr('transpose_a') and not op.get_attr('transpose_b') and (
-      op.inputs[0].shape.ndims == 2):
+  if (
+    op.type == 'MatMul'
+    and slot == 1
+    and not op.get_attr('transpose_a')
+    and not op.get_attr('transpose_b')
+    and (op.inputs[0].shape.ndims == 2)
+  ):
     return 'dense'
   if op.type == 'BiasAdd' and slot == 1 and _attr(op, 'data_format') == 'NHWC':
     return 'bias'
-  if op.type in ('Add', 'AddV2') and op.inputs[slot].shape.ndims == 1 and (
-      op.inputs[1 - slot].shape.ndims or 0) >= 2 and op.outputs[0].shape.ndims == op.inputs[1 - slot].shape.ndims:
+  if (
+    op.type in ('Add', 'AddV2')
+    and op.inputs[slot].shape.ndims == 1
+    and (op.inputs[1 - slot].shape.ndims or 0) >= 2
+    and op.outputs[0].shape.ndims == op.inputs[1 - slot].shape.ndims
+  ):
     return 'bias'  # x + b, b broadcast along the last axis
-  if op.type == 'Conv2D' and slot == 1 and _attr(op, 'data_format') == 'NHWC' and (
-      _attr(op, 'padding') in ('VALID', 'SAME')) and op.inputs[1].shape.is_fully_defined():
+  if (
+    op.type == 'Conv2D'
+    and slot == 1
+    and _attr(op, 'data_format') == 'NHWC'
+    and (_attr(op, 'padding') in ('VALID', 'SAME'))
+    and op.inputs[1].shape.is_fully_defined()
+  ):
     return 'conv'
   return None
 
 
 # Ops whose output row i only depends on row i of their inputs that have rows (the others broadcast).
-_ROWWISE = frozenset([
-    'Identity', 'Cast', 'Neg', 'Abs', 'Square', 'Sqrt', 'Rsqrt', 'Exp', 'Log', 'Log1p', 'Relu', 'Relu6', 'Elu',
-    'Selu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Softplus', 'Softsign', 'Add', 'AddV2', 'Sub', 'Mul', 'RealDiv',
-    'Maximum', 'Minimum', 'SquaredDifference', 'BiasAdd', 'MatMul', 'Conv2D', 'DepthwiseConv2dNative',
-    'MaxPool', 'AvgPool', 'Softmax', 'LogSoftmax', 'SoftmaxCrossEntropyWithLogits',
-    'SparseSoftmaxCrossEntropyWithLogits', 'SigmoidCrossEntropyWithLogits', 'OneHot', 'Select', 'SelectV2'])
+_ROWWISE = frozenset(
+  [
+    'Identity',
+    'Cast',
+    'Neg',
+    'Abs',
+    'Square',
+    'Sqrt',
+    'Rsqrt',
+    'Exp',
+    'Log',
+    'Log1p',
+    'Relu',
+    'Relu6',
+    'Elu',
+    'Selu',
+    'LeakyRelu',
+    'Sigmoid',
+    'Tanh',
+    'Softplus',
+    'Softsign',
+    'Add',
+    'AddV2',
+    'Sub',
+    'Mul',
+    'RealDiv',
+    'Maximum',
+    'Minimum',
+    'SquaredDifference',
+    'BiasAdd',
+    'MatMul',
+    'Conv2D',
+    'DepthwiseConv2dNative',
+    'MaxPool',
+    'AvgPool',
+    'Softmax',
+    'LogSoftmax',
+    'SoftmaxCrossEntropyWithLogits',
+    'SparseSoftmaxCrossEntropyWithLogits',
+    'SigmoidCrossEntropyWithLogits',
+    'OneHot',
+    'Select',
+    'SelectV2',
+  ]
+)
 # Ops that keep rows when their axis argument (input 1; for ConcatV2 the last) leaves axis 0 alone.
 _AXIS_OPS = frozenset(['Sum', 'Mean', 'Max', 'Min', 'Prod', 'ExpandDims', 'ConcatV2'])
 
@@ -104,14 +157,21 @@ def _keeps_rows(op, rows):
     if x not in rows or out.shape.ndims is None or not out.shape.ndims:
       return False
     # [-1, ...] that keeps each row's size, or a first dimension read from x's shape.
-    if x.shape[1:].is_fully_defined() and out.shape[1:].is_fully_defined() and (
-        x.shape[1:].num_elements() == out.shape[1:].num_elements()):
+    if (
+      x.shape[1:].is_fully_defined()
+      and out.shape[1:].is_fully_defined()
+      and (x.shape[1:].num_elements() == out.shape[1:].num_elements())
+    ):
       return True
     first = op.inputs[1].op
     if first.type == 'Pack' and first.inputs[0].op.type == 'StridedSlice':
       sliced = first.inputs[0].op
-      return (sliced.inputs[0].op.type == 'Shape' and sliced.inputs[0].op.inputs[0] is x and
-              _const_value(sliced.inputs[1]) is not None and list(_const_value(sliced.inputs[1])) == [0])
+      return (
+        sliced.inputs[0].op.type == 'Shape'
+        and sliced.inputs[0].op.inputs[0] is x
+        and _const_value(sliced.inputs[1]) is not None
+        and list(_const_value(sliced.inputs[1])) == [0]
+      )
     return False
   if op.type not in _ROWWISE:
     return False
@@ -121,8 +181,10 @@ def _keeps_rows(op, rows):
   if out_rank is None or not any(t in rows for t in data):
     return False
   # An input without rows must broadcast along axis 0: a lower rank, or a first dimension of 1.
-  return all(t in rows or (t.shape.ndims is not None and (
-      t.shape.ndims < out_rank or tf.dimension_value(t.shape[0]) == 1)) for t in data)
+  return all(
+    t in rows or (t.shape.ndims is not None and (t.shape.ndims < out_rank or tf.dimension_value(t.shape[0]) == 1))
+    for t in data
+  )
 
 
 def _rows_tensors(region_ops, batch_inputs):
@@ -200,12 +262,18 @@ def _microbatch_grads(layer, g, num_microbatches):
     grads = tf.expand_dims(tf.transpose(g, [1, 2, 0, 3]), 0)  # [1, h', w', B, f]
     grads = tf.reshape(grads, tf.concat([tf.shape(grads)[:3], [-1]], 0))  # [1, h', w', B * f]
     per_example = tf.nn.depthwise_conv2d_native_backprop_filter(
-        images, tf.stack([kh, kw, batch, filters]), grads, strides, padding)  # [kh, kw, B, f]
+      images, tf.stack([kh, kw, batch, filters]), grads, strides, padding
+    )  # [kh, kw, B, f]
     per_example = tf.transpose(per_example, [2, 0, 1, 3])[:, :, :, None, :]
     return None, tf.reduce_sum(_by_microbatch(per_example, num_microbatches), 1)
   grads = conv_filter_grad._batched_filter_grad(  # pylint: disable=protected-access
-      _by_microbatch(op.inputs[0], num_microbatches), [kh, kw, channels, filters],
-      _by_microbatch(g, num_microbatches), strides, padding, dilations)
+    _by_microbatch(op.inputs[0], num_microbatches),
+    [kh, kw, channels, filters],
+    _by_microbatch(g, num_microbatches),
+    strides,
+    padding,
+    dilations,
+  )
   return None, grads
 
 
@@ -232,9 +300,16 @@ def scaled_sums(layers, objective, batch_size, num_microbatches, scales_of):
   for layer, z, g in zip(layers, outputs, grads):
     if g is None:
       g = tf.zeros_like(z)
-    checks.append(tf.debugging.assert_equal(_rows(z), batch_size, message=(
-        'DP optimizer: the output of {} has not one row per example of the loss; set '
-        "per_microbatch_method='vectorized'".format(layer.op.name))))
+    checks.append(
+      tf.debugging.assert_equal(
+        _rows(z),
+        batch_size,
+        message=(
+          'DP optimizer: the output of {} has not one row per example of the loss; set '
+          "per_microbatch_method='vectorized'".format(layer.op.name)
+        ),
+      )
+    )
     a, b = _microbatch_grads(layer, g, num_microbatches)
     if a is not None:
       # |sum_i a_i^T b_i|^2 = sum_ij (a_i . a_j)(b_i . b_j) over the microbatch's examples i, j.
@@ -250,8 +325,9 @@ def scaled_sums(layers, objective, batch_size, num_microbatches, scales_of):
   for layer, (a, b) in zip(layers, parts):
     c = tf.cast(scales, b.dtype)
     if a is not None:
-      total = tf.matmul(tf.reshape(a, [batch_size, -1]), tf.reshape(b * c[:, None, None], [batch_size, -1]),
-                        transpose_a=True)
+      total = tf.matmul(
+        tf.reshape(a, [batch_size, -1]), tf.reshape(b * c[:, None, None], [batch_size, -1]), transpose_a=True
+      )
     else:
       total = tf.tensordot(c, b, [[0], [0]])
     sums.append(tf.reshape(total, layer.op.inputs[layer.slot].shape))

@@ -1,4 +1,5 @@
 """Feature-column helpers of EFLS: `make_parse_example_spec` (also `efl.make_parse_example_spec`), `input_layer`."""
+
 import tensorflow.compat.v1 as tf
 
 
@@ -17,8 +18,10 @@ def make_parse_example_spec(feature_columns):
   for column in feature_columns:
     for key, value in tf.feature_column.make_parse_example_spec([column]).items():
       if key in spec and spec[key] != value:
-        raise ValueError('feature %r is read with two different specs: %r and %r (column %r); give the columns '
-                         'one spec per feature' % (key, spec[key], value, column.name))
+        raise ValueError(
+          'feature %r is read with two different specs: %r and %r (column %r); give the columns '
+          'one spec per feature' % (key, spec[key], value, column.name)
+        )
       spec[key] = value
   return spec
 

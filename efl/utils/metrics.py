@@ -1,2 +1,3 @@
 """EFLS's module path of the metrics `auc` and `gauc`."""
+
 from efl.metrics import auc, gauc  # noqa: F401

@@ -2,6 +2,7 @@
 
 A uniquely named module rather than conftest.py, which other test directories also have.
 """
+
 import contextlib
 import os
 import socket
@@ -86,8 +87,14 @@ def echo_peer_process():
   Yields (comm, child Popen, the child's port); the child inherits this process's environment.
   """
   local, peer = free_port(), free_port()
-  proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'echo_peer.py'),
-                           '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer])
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'echo_peer.py'),
+      '127.0.0.1:%d' % local,
+      '127.0.0.1:%d' % peer,
+    ]
+  )
   comm = Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
   comm.register_send('x')
   comm.register_recv('y')

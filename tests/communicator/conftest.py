@@ -1,4 +1,5 @@
 """Fixtures of the communicator tests."""
+
 import pytest
 
 from efl import native

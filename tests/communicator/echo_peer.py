@@ -2,6 +2,7 @@
 
 Usage: python echo_peer.py PEER_ADDR LOCAL_ADDR
 """
+
 import sys
 
 from efl.communicator.communicator import Communicator

@@ -1,4 +1,5 @@
 """Two real communicators in one process, over gRPC on 127.0.0.1."""
+
 import socket
 import threading
 import time
@@ -109,7 +110,10 @@ def test_unsynced_channel_uses_its_own_numbers(pairs):
   for seq in range(3):
     leader.send('blocks', seq, np.array([b'part-%d' % seq], dtype=object), sync=False)
   assert [follower.recv('blocks', s, sync=False, timeout_s=10)[0] for s in range(3)] == [
-      b'part-0', b'part-1', b'part-2']
+    b'part-0',
+    b'part-1',
+    b'part-2',
+  ]
 
 
 def test_unknown_names_are_refused_at_connect_on_both_sides(pairs):
@@ -130,8 +134,9 @@ def test_parties_of_different_jobs_are_refused_naming_both_ids(pairs):
   pairs.comms += [leader, follower]
   results = connect_both(leader, follower)
   assert isinstance(results[0], ec.HandshakeError) and isinstance(results[1], ec.HandshakeError), results
-  assert "this leader runs job 'job-a' but the follower runs job 'job-b' (give both parties the same --app_id)" \
-      in str(results[0])
+  assert "this leader runs job 'job-a' but the follower runs job 'job-b' (give both parties the same --app_id)" in str(
+    results[0]
+  )
   assert "this follower runs job 'job-b' but the leader runs job 'job-a'" in str(results[1])
   same = pairs.make(app_id='job-a')
   assert connect_both(*same) == [{}, {}]
@@ -248,8 +253,11 @@ def test_send_size_limit_names_the_variable(pairs, monkeypatch):
   leader, follower = pairs.connected(leader_send=['x'])
   for step in range(40):  # Queued together, yet each write stays within the limit.
     leader.send('x', step, np.zeros(200, np.float32))
-  with pytest.raises(ec.MessageTooLargeError, match=r'over the limit of 4096 bytes; raise '
-                                                    r'EFL_CLIENT_MAX_SEND_MESSAGE_SIZE'):
+  with pytest.raises(
+    ec.MessageTooLargeError,
+    match=r'over the limit of 4096 bytes; raise '
+    r'EFL_CLIENT_MAX_SEND_MESSAGE_SIZE',
+  ):
     leader.send('x', 1, np.zeros(2000, np.float32))
   for step in range(40):  # The connection survives.
     assert follower.recv('x', step, timeout_s=10).shape == (200,)
@@ -277,8 +285,11 @@ def test_connect_timeout_names_the_address():
   port = free_port()
   comm = Communicator('follower', '127.0.0.1:%d' % port, '127.0.0.1:%d' % free_port())
   start = time.time()
-  with pytest.raises(ec.PeerUnreachableError, match=r'leader at peer_addr 127.0.0.1:%d did not answer '
-                                                    r'within 1.5 s.*start the leader' % port):
+  with pytest.raises(
+    ec.PeerUnreachableError,
+    match=r'leader at peer_addr 127.0.0.1:%d did not answer '
+    r'within 1.5 s.*start the leader' % port,
+  ):
     comm.connect(timeout_s=1.5)
   assert time.time() - start < 8
   comm.close()

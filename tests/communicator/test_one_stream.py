@@ -1,4 +1,5 @@
 """Each transport serves the party's one address, and the peer's stream carries its end in order."""
+
 import os
 import signal
 import threading

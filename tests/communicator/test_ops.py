@@ -1,4 +1,5 @@
 """The TF send/recv ops: two graphs, each with its own session and Communicator, run in two threads."""
+
 import threading
 
 import numpy as np
@@ -13,14 +14,14 @@ from comm_helpers import close_all, connect_both, free_port
 pytestmark = pytest.mark.usefixtures('transport')
 
 _VALUES = {
-    tf.float16: np.array([1.5, -2.25], np.float16),
-    tf.float32: np.array([[0.1, 0.2], [0.3, 0.4]], np.float32),
-    tf.float64: np.array([np.pi], np.float64),
-    tf.int32: np.array([-7, 2 ** 31 - 1], np.int32),
-    tf.int64: np.array([2 ** 62], np.int64),
-    tf.bool: np.array([True, False, True]),
-    tf.uint8: np.array([0, 255], np.uint8),
-    tf.string: np.array([b'id-1', b'', b'\xff'], dtype=object),
+  tf.float16: np.array([1.5, -2.25], np.float16),
+  tf.float32: np.array([[0.1, 0.2], [0.3, 0.4]], np.float32),
+  tf.float64: np.array([np.pi], np.float64),
+  tf.int32: np.array([-7, 2**31 - 1], np.int32),
+  tf.int64: np.array([2**62], np.int64),
+  tf.bool: np.array([True, False, True]),
+  tf.uint8: np.array([0, 255], np.uint8),
+  tf.string: np.array([b'id-1', b'', b'\xff'], dtype=object),
 }
 
 _BIG = np.random.RandomState(0).standard_normal((300, 100)).astype(np.float32)
@@ -141,8 +142,9 @@ def test_send_op_over_the_size_limit_names_the_variable(monkeypatch):
     try:
       assert connect_both(leader, follower) == [{}, {}]
       with tf.Session() as sess:
-        with pytest.raises(tf.errors.InvalidArgumentError,
-                           match='over the limit of 4096 bytes; raise EFL_CLIENT_MAX_SEND_MESSAGE_SIZE'):
+        with pytest.raises(
+          tf.errors.InvalidArgumentError, match='over the limit of 4096 bytes; raise EFL_CLIENT_MAX_SEND_MESSAGE_SIZE'
+        ):
           sess.run(send)
     finally:
       close_all(leader, follower)

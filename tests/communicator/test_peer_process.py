@@ -1,4 +1,5 @@
 """A peer in a real second process: a SIGKILLed peer is detected from the broken stream within seconds."""
+
 import os
 import signal
 import subprocess
@@ -44,14 +45,14 @@ def test_killed_peer_is_detected_within_seconds(echo_peer, monkeypatch):
   assert time.time() - closing < 5
 
 
-_FAILING_LEADER = '''
+_FAILING_LEADER = """
 import sys
 import threading
 from efl.communicator import Communicator
 comm = Communicator('leader', sys.argv[1], sys.argv[2])
 comm.register_send('x')
 raise ValueError('model_fn has a bug')  # before connect(), as a graph-building error would
-'''
+"""
 
 
 @pytest.mark.parametrize('waiting_role', ['follower', 'leader'])
@@ -76,8 +77,9 @@ def test_peer_failing_before_connect_is_reported_at_once(waiting_role):
     while comm.local_port is None and waiter.is_alive():
       time.sleep(0.01)
     start = time.time()
-    failed = subprocess.run([sys.executable, '-c', script, '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer],
-                            stderr=subprocess.PIPE, timeout=60)
+    failed = subprocess.run(
+      [sys.executable, '-c', script, '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer], stderr=subprocess.PIPE, timeout=60
+    )
     waiter.join(30)
     elapsed = time.time() - start
   finally:

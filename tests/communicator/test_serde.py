@@ -1,4 +1,5 @@
 """Round trips of arrays through frames, bit-exact, without a network."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,25 @@ def _roundtrip(array):
   return serde.decode(messages[0])
 
 
-@pytest.mark.parametrize('dtype', ['bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
-                                   'uint64', 'float16', 'float32', 'float64', 'complex64', 'complex128'])
+@pytest.mark.parametrize(
+  'dtype',
+  [
+    'bool',
+    'int8',
+    'int16',
+    'int32',
+    'int64',
+    'uint8',
+    'uint16',
+    'uint32',
+    'uint64',
+    'float16',
+    'float32',
+    'float64',
+    'complex64',
+    'complex128',
+  ],
+)
 def test_numeric_roundtrip_is_bit_exact(dtype):
   rng = np.random.RandomState(0)
   raw = rng.bytes(6 * 5 * np.dtype(dtype).itemsize)
@@ -38,7 +56,7 @@ def test_shapes_scalar_empty_noncontiguous_and_big_endian():
 
 
 def test_strings_roundtrip():
-  array = np.array([[b'', b'a\x00b'], [u'h\u00e9'.encode('utf-8'), b'x' * 1000]], dtype=object)
+  array = np.array([[b'', b'a\x00b'], ['h\u00e9'.encode('utf-8'), b'x' * 1000]], dtype=object)
   out = _roundtrip(array)
   assert out.dtype == object and out.shape == (2, 2)
   assert out.tolist() == array.tolist()
@@ -64,12 +82,13 @@ def test_corrupt_frame_is_reported():
 
 def test_records_are_protobuf_frames_and_join():
   """Hand-built records parse as `Frames` with protobuf itself, and concatenated records as one message."""
-  records = [serde.encode_record('a', 7, np.arange(6, dtype=np.float32).reshape(2, 3), phase='train'),
-             serde.to_record(serde.control(serde.BYE)),
-             serde.encode_record('b', 8, np.array([b'x', b'yz'], dtype=object), sync=False)]
+  records = [
+    serde.encode_record('a', 7, np.arange(6, dtype=np.float32).reshape(2, 3), phase='train'),
+    serde.to_record(serde.control(serde.BYE)),
+    serde.encode_record('b', 8, np.array([b'x', b'yz'], dtype=object), sync=False),
+  ]
   parsed = pb.Frames.FromString(b''.join(records)).frames
-  assert [f.name for f in parsed] == ['a', '', 'b'] and [f.kind for f in parsed] == [serde.DATA, serde.BYE,
-                                                                                      serde.DATA]
+  assert [f.name for f in parsed] == ['a', '', 'b'] and [f.kind for f in parsed] == [serde.DATA, serde.BYE, serde.DATA]
   assert (parsed[0].step, parsed[0].sync, parsed[0].phase, list(parsed[0].shape)) == (7, True, 'train', [2, 3])
   assert parsed[0].raw == np.arange(6, dtype=np.float32).tobytes()
   messages = serde.parse_frames(b''.join(records))
@@ -82,8 +101,13 @@ def test_large_frames_are_parsed_without_protobuf_and_roundtrip():
   """Frames above the small-frame size take the zero-copy path: strings, byte order and neighbours survive."""
   strings = np.array([b'x' * 50000, b'', b'yz' * 30000], dtype=object)
   big_endian = np.arange(100000, dtype='>f8').reshape(1000, 100)
-  data = b''.join([serde.encode_record('s', 1, strings), serde.encode_record('b', 2, big_endian),
-                   serde.encode_record('c', 3, np.float32(1.5))])
+  data = b''.join(
+    [
+      serde.encode_record('s', 1, strings),
+      serde.encode_record('b', 2, big_endian),
+      serde.encode_record('c', 3, np.float32(1.5)),
+    ]
+  )
   messages = serde.parse_frames(data)
   assert [m.header.name for m in messages] == ['s', 'b', 'c']
   assert isinstance(messages[0].payload, memoryview) and isinstance(messages[1].payload, memoryview)
@@ -95,8 +119,14 @@ def test_large_frames_are_parsed_without_protobuf_and_roundtrip():
 
 def test_cached_layouts_carry_each_records_own_step_shape_and_phase():
   """A channel's frame layout is serialized once; every record still parses with its own fields."""
-  cases = [(0, (2, 3), 'train', True), (127, (2, 3), 'train', True), (128, (2, 3), 'eval', True),
-           (1 << 40, (4, 3), 'train', True), (5, (2, 3), 'train', False), (-1, (2, 3), 'train', True)]
+  cases = [
+    (0, (2, 3), 'train', True),
+    (127, (2, 3), 'train', True),
+    (128, (2, 3), 'eval', True),
+    (1 << 40, (4, 3), 'train', True),
+    (5, (2, 3), 'train', False),
+    (-1, (2, 3), 'train', True),
+  ]
   for step, shape, phase, sync in cases:
     array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + step
     frame = pb.Frames.FromString(serde.encode_record('a', step, array, sync=sync, phase=phase)).frames[0]

@@ -1,4 +1,5 @@
 """TLS with certificates made by the openssl CLI: mutual TLS works, a certificate of another CA is refused."""
+
 import os
 import socket
 
@@ -13,8 +14,10 @@ from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from cert_helpers import HAVE_OPENSSL, make_ca, make_leaf
 from comm_helpers import close_all, connect_both, free_port
 
-pytestmark = pytest.mark.skipif(not HAVE_OPENSSL,
-                                reason='the openssl command-line tool is needed to make test certificates')
+pytestmark = pytest.mark.skipif(
+  not HAVE_OPENSSL, reason='the openssl command-line tool is needed to make test certificates'
+)
+
 
 @pytest.fixture(scope='module')
 def certs(tmp_path_factory):
@@ -22,11 +25,11 @@ def certs(tmp_path_factory):
   ca_key, ca_cert = make_ca(directory, 'ca')
   other_key, other_cert = make_ca(directory, 'other_ca')
   return {
-      'ca': ca_cert,
-      'other_ca': other_cert,
-      'leader': make_leaf(directory, 'leader', ca_key, ca_cert),
-      'follower': make_leaf(directory, 'follower', ca_key, ca_cert),
-      'stranger': make_leaf(directory, 'stranger', other_key, other_cert),
+    'ca': ca_cert,
+    'other_ca': other_cert,
+    'leader': make_leaf(directory, 'leader', ca_key, ca_cert),
+    'follower': make_leaf(directory, 'follower', ca_key, ca_cert),
+    'stranger': make_leaf(directory, 'stranger', other_key, other_cert),
   }
 
 

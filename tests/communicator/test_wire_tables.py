@@ -1,4 +1,5 @@
 """The transport's shared tables (efl/transport/wire.py, the protocol's Frame) reach both languages."""
+
 import os
 
 import pytest
@@ -54,8 +55,11 @@ def test_built_library_was_compiled_from_the_current_tables():
 def test_kernel_dtypes_are_the_python_tables():
   _native_or_skip()
   for op_name in ('EflNativeSend', 'EflNativeRecv'):
-    op_def = (op_def_registry.get(op_name) if hasattr(op_def_registry, 'get')  # TF 2
-              else op_def_registry.get_registered_ops()[op_name])
+    op_def = (
+      op_def_registry.get(op_name)
+      if hasattr(op_def_registry, 'get')  # TF 2
+      else op_def_registry.get_registered_ops()[op_name]
+    )
     attr = [a for a in op_def.attr if a.name == 'T'][0]
     allowed = {tf.as_dtype(t) for t in attr.allowed_values.list.type}
     assert allowed == set(ops.SUPPORTED_DTYPES) - {tf.string}, op_name

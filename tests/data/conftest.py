@@ -1,4 +1,5 @@
 """Fixtures of the data reader tests (the helpers live in data_helpers.py)."""
+
 import pytest
 import tensorflow.compat.v1 as tf
 

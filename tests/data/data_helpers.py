@@ -1,4 +1,5 @@
 """Helpers for the data reader tests: TFRecord files in tmp dirs, sessions, connected communicator pairs."""
+
 import os
 import socket
 import threading
@@ -11,9 +12,9 @@ tf.disable_eager_execution()
 def example(sample_id, offset=0, dense_len=3, **extra):
   """A tf.Example with `sample_id`, `dense` = [sample_id + offset] * dense_len, `label`, plus `extra` lists."""
   feature = {
-      'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[sample_id])),
-      'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[float(sample_id + offset)] * dense_len)),
-      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[sample_id % 2])),
+    'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[sample_id])),
+    'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[float(sample_id + offset)] * dense_len)),
+    'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[sample_id % 2])),
   }
   for name, values in extra.items():
     if values and isinstance(values[0], bytes):
@@ -39,8 +40,9 @@ def write_dataset(base, num_files, per_file, offset=0, name='data_{}.tfrd', comp
   paths = []
   for f in range(num_files):
     ids = range(f * per_file, (f + 1) * per_file)
-    paths.append(write_records(os.path.join(str(base), name.format(f)),
-                               [example(i, offset, **kwargs) for i in ids], compression))
+    paths.append(
+      write_records(os.path.join(str(base), name.format(f)), [example(i, offset, **kwargs) for i in ids], compression)
+    )
   return paths
 
 
@@ -96,6 +98,7 @@ class CommPairs(object):
 
   def make(self):
     from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
+
     pl, pf = free_port(), free_port()
     leader = Communicator('leader', '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl)
     follower = Communicator('follower', '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf)

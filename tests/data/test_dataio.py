@@ -1,4 +1,5 @@
 """DataIO: order, sharding, epochs, batching, varlen, compression, exact resume, FederalDataset."""
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -104,8 +105,10 @@ def test_varlen_feature(tmp_path):
   assert sparse.indices[:, 0].tolist() == [1, 2, 2, 3, 3, 3]
 
 
-@pytest.mark.parametrize('name,compression,argument', [
-    ('f.tfrd.gz', 'GZIP', None), ('f.tfrd.zlib', 'ZLIB', None), ('f.tfrd', 'GZIP', 'GZIP'), ('f.tfrd', 'ZLIB', 'zlib')])
+@pytest.mark.parametrize(
+  'name,compression,argument',
+  [('f.tfrd.gz', 'GZIP', None), ('f.tfrd.zlib', 'ZLIB', None), ('f.tfrd', 'GZIP', 'GZIP'), ('f.tfrd', 'ZLIB', 'zlib')],
+)
 def test_compressed_files(tmp_path, name, compression, argument):
   write_records(str(tmp_path / name), [example(i) for i in range(5)], compression)
   io = _reader(tmp_path, 2, compression_type=argument)
@@ -164,8 +167,8 @@ def _save_after(tmp_path, ckpt_dir, batches_to_read, prefetch):
     saver_hook = tf.train.CheckpointSaverHook(str(ckpt_dir), save_steps=1000)
     got = []
     with tf.train.MonitoredSession(
-            session_creator=tf.train.ChiefSessionCreator(checkpoint_dir=str(ckpt_dir)),
-            hooks=[io.get_hook(), saver_hook]) as sess:
+      session_creator=tf.train.ChiefSessionCreator(checkpoint_dir=str(ckpt_dir)), hooks=[io.get_hook(), saver_hook]
+    ) as sess:
       for _ in range(batches_to_read):
         got.append(sess.run([features, train_op])[0])
       # Runs that do not evaluate the features must not move the recorded position.
@@ -185,8 +188,7 @@ def test_exact_resume_with_prefetch(tmp_path):
   with tf.Graph().as_default():
     io = _reader(data, 3, num_epochs=2)
     features = io.read()
-    rest = read_all(features, [io.get_hook()],
-                    session_creator=tf.train.ChiefSessionCreator(checkpoint_dir=str(ckpt)))
+    rest = read_all(features, [io.get_hook()], session_creator=tf.train.ChiefSessionCreator(checkpoint_dir=str(ckpt)))
   assert _ids(rest) == [[6, 7, 8], [9, 10, 11], [12, 13, 14]]
 
 
@@ -235,10 +237,12 @@ def test_pipelines_leave_no_temporary_files(tmp_path):
   import os
   import subprocess
   import sys
+
   data, scratch = tmp_path / 'data', tmp_path / 'scratch'
   write_dataset(data, 2, 3)
   scratch.mkdir()
-  script = '\n'.join([
+  script = '\n'.join(
+    [
       'import os, sys',
       'import tensorflow.compat.v1 as tf',
       'import efl',
@@ -250,10 +254,12 @@ def test_pipelines_leave_no_temporary_files(tmp_path):
       "efl.data.FederalDataset(paths, block_ids=['a', 'b'])",
       'sys.stdout.flush()',
       'os._exit(0)',  # as a killed process: no cleanup at exit
-  ])
+    ]
+  )
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2')
-  done = subprocess.run([sys.executable, '-c', script, str(data)], env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, timeout=120)
+  done = subprocess.run(
+    [sys.executable, '-c', script, str(data)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120
+  )
   assert done.returncode == 0, done.stdout.decode('utf-8', 'replace')[-2000:]
   assert sorted(os.listdir(str(scratch))) == []

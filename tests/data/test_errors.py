@@ -1,4 +1,5 @@
 """Bad input: each problem is reported with what is wrong, where, and how to fix it."""
+
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -39,10 +40,19 @@ def test_more_workers_than_files(tmp_path):
 
 
 def test_missing_feature_names_feature_and_file(tmp_path):
-  path = write_records(str(tmp_path / 'f.tfrd'), [
-      tf.train.Example(features=tf.train.Features(feature={
-          'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
-          'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[1., 2., 3.]))})).SerializeToString()])
+  path = write_records(
+    str(tmp_path / 'f.tfrd'),
+    [
+      tf.train.Example(
+        features=tf.train.Features(
+          feature={
+            'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+            'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[1.0, 2.0, 3.0])),
+          }
+        )
+      ).SerializeToString()
+    ],
+  )
   with pytest.raises(efl.data.SchemaError) as info:
     _read(tmp_path)
   message = str(info.value)
@@ -54,15 +64,15 @@ def test_wrong_dtype(tmp_path):
   write_records(str(tmp_path / 'f.tfrd'), [example(0)])
   io = efl.data.DataIO(str(tmp_path), 2)
   io.fixedlen_feature('label', 1, dtype=tf.float32)
-  with pytest.raises(efl.data.SchemaError,
-                     match=r"feature 'label' is declared as float32 but .*f.tfrd' stores it as int64_list"):
+  with pytest.raises(
+    efl.data.SchemaError, match=r"feature 'label' is declared as float32 but .*f.tfrd' stores it as int64_list"
+  ):
     io.read()
 
 
 def test_wrong_length(tmp_path):
   write_records(str(tmp_path / 'f.tfrd'), [example(0, dense_len=4)])
-  with pytest.raises(efl.data.SchemaError,
-                     match=r"feature 'dense' is declared with 3 value\(s\) per record .* has 4"):
+  with pytest.raises(efl.data.SchemaError, match=r"feature 'dense' is declared with 3 value\(s\) per record .* has 4"):
     _read(tmp_path)
 
 
@@ -75,7 +85,7 @@ def test_not_an_example(tmp_path):
 def test_truncated_first_file(tmp_path):
   path = write_records(str(tmp_path / 'f.tfrd'), [example(0)])
   data = open(path, 'rb').read()
-  open(path, 'wb').write(data[:len(data) - 5])
+  open(path, 'wb').write(data[: len(data) - 5])
   with pytest.raises(efl.data.CorruptFileError, match=r"cannot read '.*f.tfrd' as a TFRecord file"):
     _read(tmp_path)
 
@@ -110,8 +120,8 @@ def test_bad_record_later_is_named_by_the_parser(tmp_path):
   clearer = efl.data.explain_error(info.value)
   assert isinstance(clearer, tf.errors.InvalidArgumentError)
   assert "Reader 'dataio': a record does not match the declared features" in clearer.message
-  assert "Key: dense" in clearer.message and bad in clearer.message
-  assert "function_node" not in clearer.message
+  assert 'Key: dense' in clearer.message and bad in clearer.message
+  assert 'function_node' not in clearer.message
 
 
 def test_explain_ignores_other_errors():
@@ -121,9 +131,14 @@ def test_explain_ignores_other_errors():
 
 def test_later_record_without_a_feature_is_explained(tmp_path):
   write_records(str(tmp_path / 'a.tfrd'), [example(i) for i in range(2)])
-  lacking = tf.train.Example(features=tf.train.Features(feature={
-      'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
-      'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[1., 2., 3.]))})).SerializeToString()
+  lacking = tf.train.Example(
+    features=tf.train.Features(
+      feature={
+        'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
+        'dense': tf.train.Feature(float_list=tf.train.FloatList(value=[1.0, 2.0, 3.0])),
+      }
+    )
+  ).SerializeToString()
   bad = write_records(str(tmp_path / 'b.tfrd'), [lacking])
   io, features = _read(tmp_path, prefetch=0)
   with pytest.raises(tf.errors.InvalidArgumentError) as info:

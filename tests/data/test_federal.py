@@ -1,4 +1,5 @@
 """FederalDataIO with two real Communicators on 127.0.0.1, the parties in two threads of one process."""
+
 import os
 import threading
 import time
@@ -51,8 +52,9 @@ def _pair(comm_pairs, leader_bases, follower_bases, **kwargs):
 def test_leader_and_follower_read_the_same_samples(tmp_path, comm_pairs):
   write_dataset(tmp_path / 'leader', 3, 5)
   write_dataset(tmp_path / 'follower', 3, 5, offset=100)
-  leader, follower = _pair(comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local',
-                           num_epochs=2, prefetch=3)
+  leader, follower = _pair(
+    comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local', num_epochs=2, prefetch=3
+  )
   (lb, fb), errors = _run_pair(leader, follower, Party.read_all, Party.read_all)
   assert errors == [None, None]
   expected = list(range(15)) * 2
@@ -78,8 +80,9 @@ def test_different_file_sets(tmp_path, comm_pairs):
   write_dataset(tmp_path / 'leader', 3, 2)
   follower_paths = write_dataset(tmp_path / 'follower', 3, 2)
   os.rename(follower_paths[1], follower_paths[1] + '.old')  # the follower lacks data_1.tfrd
-  leader, follower = _pair(comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local',
-                           batch_size=2, prefetch=0)
+  leader, follower = _pair(
+    comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local', batch_size=2, prefetch=0
+  )
   (lb, _), errors = _run_pair(leader, follower, Party.read_all, Party.read_all)
   assert errors[0] is None and len(lb) == 3  # the leader alone does not notice
   assert isinstance(errors[1], tf.errors.OpError)
@@ -98,7 +101,8 @@ def test_different_batch_sizes(tmp_path, comm_pairs):
   _, errors = _run_pair(leader, follower, Party.read_all, Party.read_all)
   assert errors[0] is None
   assert 'the leader batches with batch_size=2, drop_remainder=False but the follower with batch_size=3' in (
-      errors[1].message)
+    errors[1].message
+  )
 
 
 def test_role_and_mode_checks(tmp_path, comm_pairs):
@@ -123,9 +127,13 @@ def test_readers_with_the_same_name_use_their_own_channels(tmp_path, comm_pairs)
   for party, offset in (('leader', 0), ('follower', 100)):
     write_dataset(tmp_path / party / 'train', 2, 4, offset=offset)
     write_records(str(tmp_path / party / 'eval' / 'e.tfrd'), [example(1000 + i, offset) for i in range(6)])
-  leader, follower = _pair(comm_pairs, [tmp_path / 'leader' / 'train', tmp_path / 'leader' / 'eval'],
-                           [tmp_path / 'follower' / 'train', tmp_path / 'follower' / 'eval'], data_mode='local',
-                           batch_size=3)
+  leader, follower = _pair(
+    comm_pairs,
+    [tmp_path / 'leader' / 'train', tmp_path / 'leader' / 'eval'],
+    [tmp_path / 'follower' / 'train', tmp_path / 'follower' / 'eval'],
+    data_mode='local',
+    batch_size=3,
+  )
   assert [io.channel for io in leader.readers] == ['efl_data/dataio/blocks', 'efl_data/dataio_1/blocks']
 
   def interleaved(party):
@@ -147,8 +155,9 @@ def test_readers_with_the_same_name_use_their_own_channels(tmp_path, comm_pairs)
 def test_reinitialization_discards_blocks_read_ahead(tmp_path, comm_pairs):
   write_dataset(tmp_path / 'leader', 6, 2)
   write_dataset(tmp_path / 'follower', 6, 2, offset=100)
-  leader, follower = _pair(comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local',
-                           batch_size=2, prefetch=3)
+  leader, follower = _pair(
+    comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local', batch_size=2, prefetch=3
+  )
 
   def twice(party):
     with party.graph.as_default():
@@ -184,11 +193,15 @@ def test_federal_resume(tmp_path, comm_pairs):
       return _ids(got), got
 
   def session(batches, follower_ckpt):
-    leader, follower = _pair(comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local',
-                             batch_size=2, prefetch=4)
-    (lead, follow), errors = _run_pair(leader, follower,
-                                       lambda p: run(p, batches, str(tmp_path / 'ckpt_leader')),
-                                       lambda p: run(p, batches, str(tmp_path / follower_ckpt)))
+    leader, follower = _pair(
+      comm_pairs, [tmp_path / 'leader'], [tmp_path / 'follower'], data_mode='local', batch_size=2, prefetch=4
+    )
+    (lead, follow), errors = _run_pair(
+      leader,
+      follower,
+      lambda p: run(p, batches, str(tmp_path / 'ckpt_leader')),
+      lambda p: run(p, batches, str(tmp_path / follower_ckpt)),
+    )
     assert errors == [None, None]
     for ln, f in zip(lead[1], follow[1]):
       np.testing.assert_allclose(f['dense'], ln['dense'] + 100)
@@ -203,6 +216,7 @@ def test_federal_resume(tmp_path, comm_pairs):
 
 def test_block_message_round_trip():
   from efl.data.federal_dataio import BlockMessage  # pylint: disable=g-import-not-at-top
+
   message = BlockMessage(b'BLOCK', 3, 17, 'day1/part-*-00001.tfrd', 250, 40, 256, True)
   encoded = message.encode()
   assert encoded.dtype == object and all(isinstance(v, bytes) for v in encoded)

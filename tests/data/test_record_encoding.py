@@ -1,11 +1,12 @@
 """Tests of efl/data/record_encoding.py against the bytes TensorFlow's protos and TFRecord writer produce."""
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from efl.data import record_encoding as enc
 
-INT64_VALUES = [0, 1, 127, 128, 300, 16383, 16384, 2 ** 31, 2 ** 56, 2 ** 63 - 1, -1, -300, -2 ** 63]
+INT64_VALUES = [0, 1, 127, 128, 300, 16383, 16384, 2**31, 2**56, 2**63 - 1, -1, -300, -(2**63)]
 
 
 def _int64(values):
@@ -40,15 +41,15 @@ def test_varint_matches_the_packed_int64_list():
   for value in INT64_VALUES:
     # Int64List: tag 0x0a, length of the packed values (< 128 here), then the varint.
     assert enc.varint(value) == tf.train.Int64List(value=[value]).SerializeToString()[2:], value
-  assert enc.varint(2 ** 64 - 1) == enc.varint(-1)  # the same 64 bits
+  assert enc.varint(2**64 - 1) == enc.varint(-1)  # the same 64 bits
   assert enc.varint(np.int64(300)) == enc.varint(300)
 
 
 def test_varint_rejects_what_does_not_fit():
   with pytest.raises(ValueError, match='int64 or a uint64. Found 18446744073709551616'):
-    enc.varint(2 ** 64)
+    enc.varint(2**64)
   with pytest.raises(ValueError, match='Found -9223372036854775809'):
-    enc.varint(-2 ** 63 - 1)
+    enc.varint(-(2**63) - 1)
   with pytest.raises(TypeError):
     enc.varint(1.5)
 
@@ -67,16 +68,19 @@ def test_varints_match_varint():
     enc.varints(np.array([[1, 2]]))
 
 
-@pytest.mark.parametrize('key,list_tag,payload,feature', [
+@pytest.mark.parametrize(
+  'key,list_tag,payload,feature',
+  [
     (b'id', enc.INT64_LIST, enc.varint(5), _int64([5])),
-    (b'id', enc.INT64_LIST, enc.varint(-7) + enc.varint(2 ** 40), _int64([-7, 2 ** 40])),
+    (b'id', enc.INT64_LIST, enc.varint(-7) + enc.varint(2**40), _int64([-7, 2**40])),
     (b'x', enc.FLOAT_LIST, np.arange(3, dtype='<f4').tobytes(), _float([0.0, 1.0, 2.0])),
     # Lengths of 128 and more take varints of two bytes at every level.
     (b'x' * 130, enc.FLOAT_LIST, np.arange(40, dtype='<f4').tobytes(), _float(list(range(40)))),
     (b's', enc.BYTES_LIST, b'abc', _bytes([b'abc'])),
     (b's', enc.BYTES_LIST, b'', _bytes([b''])),
     (b's', enc.BYTES_LIST, b'\x00q' * 9000, _bytes([b'\x00q' * 9000])),
-])
+  ],
+)
 def test_entry_prefix_builds_the_example_bytes(key, list_tag, payload, feature):
   entry = enc.entry_prefix(key, list_tag, len(payload)) + payload
   record = b'\x0a' + enc.varint(len(entry)) + entry
@@ -85,8 +89,8 @@ def test_entry_prefix_builds_the_example_bytes(key, list_tag, payload, feature):
 
 def test_masked_crc32c_of_a_known_vector():
   # CRC32C('123456789') = 0xe3069283 (RFC 3720, B.4); TFRecord masks it as rotate-right-15 plus 0xa282ead8.
-  crc = 0xe3069283
-  masked = (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
+  crc = 0xE3069283
+  masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
   rows = np.frombuffer(b'123456789' * 2, dtype=np.uint8).reshape(2, 9)
   assert enc.masked_crc32c(rows).tolist() == [masked, masked]
   assert enc.masked_crc32c(rows).dtype == np.uint32
@@ -100,7 +104,8 @@ def test_frame_records_matches_the_tfrecord_writer(tmp_path):
   assert frames.shape == (5, 316)
   assert frames.tobytes() == expected
   assert enc.frame_records(np.zeros((2, 0), np.uint8)).tobytes() == _write_with_tf(
-      str(tmp_path / 'empty.tfrd'), [b'', b''])
+    str(tmp_path / 'empty.tfrd'), [b'', b'']
+  )
 
 
 def test_fields_hold_the_values():
@@ -120,14 +125,25 @@ def test_fields_hold_the_values():
 def _mixed_fields(n, seed):
   """Fields whose lengths vary between records, in sorted key order; with the equivalent tf.train.Examples."""
   rng = np.random.RandomState(seed)
-  ids = np.concatenate([rng.randint(0, 2 ** 62, size=n // 2, dtype=np.int64), rng.randint(-5, 400, size=n // 2)])
+  ids = np.concatenate([rng.randint(0, 2**62, size=n // 2, dtype=np.int64), rng.randint(-5, 400, size=n // 2)])
   rng.shuffle(ids)
   dense = rng.randn(n, 3).astype(np.float32)
   words = np.array([b'w' * k for k in rng.randint(0, 7, size=n)], dtype='S6')
-  fields = [enc.float_field(b'dense', dense), enc.int64_field(b'label', ids % 2),
-            enc.int64_field(b'sample_id', ids), enc.bytes_field(b'word', words)]
-  examples = [_example(dense=_float(dense[i].tolist()), label=_int64([int(ids[i] % 2)]),
-                       sample_id=_int64([int(ids[i])]), word=_bytes([words[i]])) for i in range(n)]
+  fields = [
+    enc.float_field(b'dense', dense),
+    enc.int64_field(b'label', ids % 2),
+    enc.int64_field(b'sample_id', ids),
+    enc.bytes_field(b'word', words),
+  ]
+  examples = [
+    _example(
+      dense=_float(dense[i].tolist()),
+      label=_int64([int(ids[i] % 2)]),
+      sample_id=_int64([int(ids[i])]),
+      word=_bytes([words[i]]),
+    )
+    for i in range(n)
+  ]
   return fields, examples, ids, dense, words
 
 
@@ -146,8 +162,12 @@ def test_written_records_parse_with_tf_data(tmp_path):
   fields, _, ids, dense, words = _mixed_fields(40, seed=2)
   path = str(tmp_path / 'data.tfrd')
   enc.write_examples(path, fields)
-  spec = {'sample_id': tf.FixedLenFeature([1], tf.int64), 'dense': tf.FixedLenFeature([3], tf.float32),
-          'label': tf.FixedLenFeature([1], tf.int64), 'word': tf.FixedLenFeature([], tf.string)}
+  spec = {
+    'sample_id': tf.FixedLenFeature([1], tf.int64),
+    'dense': tf.FixedLenFeature([3], tf.float32),
+    'label': tf.FixedLenFeature([1], tf.int64),
+    'word': tf.FixedLenFeature([], tf.string),
+  }
   batch = tf.data.TFRecordDataset(path).batch(100)
   parsed = tf.io.parse_example(tf.data.make_one_shot_iterator(batch).get_next(), spec)
   with tf.Session() as sess:

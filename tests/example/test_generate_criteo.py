@@ -1,4 +1,5 @@
 """Tests of efl/example/criteo/generate_data.py on synthetic data in the Kaggle train.txt format."""
+
 import glob
 import os
 import subprocess
@@ -31,7 +32,7 @@ def _reference(path):
 
 def _files(directory):
   names = os.listdir(directory)
-  return sorted(names, key=lambda n: int(n[len('data_'):-len('.tfrd')]))
+  return sorted(names, key=lambda n: int(n[len('data_') : -len('.tfrd')]))
 
 
 def _read(out_dir, split):
@@ -93,8 +94,9 @@ def test_synthetic_format(tmp_path):
 def test_end_to_end(criteo_txt, tmp_path):
   out = str(tmp_path / 'out')
   reference = _reference(criteo_txt)
-  summary = generate_data.generate(criteo_txt, out, rows_per_file=500, seed=7, test_fraction=0.3, workers=1,
-                                   chunk_bytes=100000, progress=False)
+  summary = generate_data.generate(
+    criteo_txt, out, rows_per_file=500, seed=7, test_fraction=0.3, workers=1, chunk_bytes=100000, progress=False
+  )
   positives = sum(c for k, c in reference.items() if k[0] == 1)
   negatives = sum(c for k, c in reference.items() if k[0] == 0)
   assert summary['input_rows'] == 5000
@@ -133,15 +135,20 @@ def test_end_to_end(criteo_txt, tmp_path):
 def test_tensorflow_reads_the_example_spec(criteo_txt, tmp_path):
   out = str(tmp_path / 'out')
   generate_data.generate(criteo_txt, out, rows_per_file=400, workers=1, progress=False)
-  spec = {'sample_id': tf.FixedLenFeature([1], tf.int64), 'dense': tf.FixedLenFeature([10], tf.float32),
-          'label': tf.FixedLenFeature([1], tf.int64)}
-  fspec = dict([('sample_id', tf.FixedLenFeature([1], tf.int64))] +
-               [('feature%d' % i, tf.FixedLenFeature([1], tf.string)) for i in range(21)])
+  spec = {
+    'sample_id': tf.FixedLenFeature([1], tf.int64),
+    'dense': tf.FixedLenFeature([10], tf.float32),
+    'label': tf.FixedLenFeature([1], tf.int64),
+  }
+  fspec = dict(
+    [('sample_id', tf.FixedLenFeature([1], tf.int64))]
+    + [('feature%d' % i, tf.FixedLenFeature([1], tf.string)) for i in range(21)]
+  )
   with tf.Graph().as_default():
     tensors = []
     for side, feature_spec in (('leader', spec), ('follower', fspec)):
       files = sorted(glob.glob(os.path.join(out, side + '_train', '*.tfrd')))
-      dataset = tf.data.TFRecordDataset(files).batch(10 ** 6)  # reads and checks every CRC
+      dataset = tf.data.TFRecordDataset(files).batch(10**6)  # reads and checks every CRC
       tensors.append(tf.io.parse_example(tf.data.make_one_shot_iterator(dataset).get_next(), feature_spec))
     with tf.Session() as sess:
       leader, follower = sess.run(tensors)
@@ -154,9 +161,27 @@ def test_cli_with_workers_matches_single_process(criteo_txt, tmp_path):
   single = str(tmp_path / 'single')
   generate_data.generate(criteo_txt, single, rows_per_file=700, seed=5, workers=1, progress=False)
   multi = str(tmp_path / 'multi')
-  proc = subprocess.run([sys.executable, SCRIPT, '--input', criteo_txt, '--output_dir', multi, '--rows_per_file',
-                         '700', '--seed', '5', '--workers', '2', '--chunk_mb', '0.1'],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      SCRIPT,
+      '--input',
+      criteo_txt,
+      '--output_dir',
+      multi,
+      '--rows_per_file',
+      '700',
+      '--seed',
+      '5',
+      '--workers',
+      '2',
+      '--chunk_mb',
+      '0.1',
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr.decode()
   assert b'pass 3/3' in proc.stderr and b'kept' in proc.stdout
   for split in ('train', 'test'):
@@ -175,7 +200,7 @@ def test_sample_size_adapts_to_small_input(tmp_path):
   reference = _reference(path)
   positives = sum(c for k, c in reference.items() if k[0] == 1)
   negatives = sum(c for k, c in reference.items() if k[0] == 0)
-  summary = generate_data.generate(path, str(tmp_path / 'a'), sample_size=10 ** 6, workers=1, progress=False)
+  summary = generate_data.generate(path, str(tmp_path / 'a'), sample_size=10**6, workers=1, progress=False)
   assert summary['per_class'] == min(positives, negatives)
   summary = generate_data.generate(path, str(tmp_path / 'b'), sample_size=5, workers=1, progress=False)
   assert summary['per_class'] == 5 and summary['train_rows'] + summary['test_rows'] == 10
@@ -186,8 +211,12 @@ def test_sample_size_adapts_to_small_input(tmp_path):
 def test_missing_input_says_where_to_get_it(tmp_path):
   with pytest.raises(IOError, match='Kaggle'):
     generate_data.generate(str(tmp_path / 'train.txt'), str(tmp_path / 'out'), progress=False)
-  proc = subprocess.run([sys.executable, SCRIPT, '--input', str(tmp_path / 'train.txt'), '--output_dir',
-                         str(tmp_path / 'out')], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+  proc = subprocess.run(
+    [sys.executable, SCRIPT, '--input', str(tmp_path / 'train.txt'), '--output_dir', str(tmp_path / 'out')],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=60,
+  )
   assert proc.returncode == 2 and b'Display Advertising Challenge' in proc.stderr
 
 
@@ -200,13 +229,27 @@ def test_format_errors_name_the_line(tmp_path):
   bad_fields[321] = bad_fields[321].rsplit(b'\t', 1)[0]  # 39 fields on line 322
   with open(path, 'wb') as f:
     f.write(b'\n'.join(bad_fields))
-  for chunk_bytes in (10 ** 6, 3000):  # one chunk, and many chunks
+  for chunk_bytes in (10**6, 3000):  # one chunk, and many chunks
     with pytest.raises(generate_data.CriteoFormatError, match=r'line 322: found 39 tab-separated field'):
       generate_data.generate(path, str(tmp_path / 'out'), workers=1, chunk_bytes=chunk_bytes, progress=False)
   # The same through worker processes (in a fresh process: forking the test process is not safe).
-  proc = subprocess.run([sys.executable, SCRIPT, '--input', path, '--output_dir', str(tmp_path / 'out'),
-                         '--workers', '2', '--chunk_mb', '0.003'],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      SCRIPT,
+      '--input',
+      path,
+      '--output_dir',
+      str(tmp_path / 'out'),
+      '--workers',
+      '2',
+      '--chunk_mb',
+      '0.003',
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=60,
+  )
   assert proc.returncode == 2 and b'line 322: found 39' in proc.stderr, proc.stderr
   bad_label = list(lines)
   bad_label[9] = b'x' + bad_label[9][1:]
@@ -216,15 +259,19 @@ def test_format_errors_name_the_line(tmp_path):
     generate_data.generate(path, str(tmp_path / 'out'), workers=1, progress=False)
   # A non-number in an integer column of a chosen row (every complete positive is chosen: the rarer class).
   bad_number = list(lines)
-  target = next(i for i, line in enumerate(lines[:-1]) if line.startswith(b'1') and
-                all(v for j, v in enumerate(line.split(b'\t')) if j not in DROPPED) and i > 200)
+  target = next(
+    i
+    for i, line in enumerate(lines[:-1])
+    if line.startswith(b'1') and all(v for j, v in enumerate(line.split(b'\t')) if j not in DROPPED) and i > 200
+  )
   fields = bad_number[target].split(b'\t')
   fields[2] = b'12a'
   bad_number[target] = b'\t'.join(fields)
   with open(path, 'wb') as f:
     f.write(b'\n'.join(bad_number))
-  with pytest.raises(generate_data.CriteoFormatError,
-                     match=r"line %d: integer feature I2 must be a number, found b'12a'" % (target + 1)):
+  with pytest.raises(
+    generate_data.CriteoFormatError, match=r"line %d: integer feature I2 must be a number, found b'12a'" % (target + 1)
+  ):
     generate_data.generate(path, str(tmp_path / 'out'), workers=1, chunk_bytes=5000, progress=False)
   assert not os.path.exists(str(tmp_path / 'out' / 'leader_train'))
   assert os.listdir(str(tmp_path / 'out')) == []  # no scratch directory left behind
@@ -239,9 +286,11 @@ def test_no_trailing_newline_and_bad_arguments(tmp_path):
     f.write(data.rstrip(b'\n'))
   summary = generate_data.generate(path, str(tmp_path / 'out'), workers=1, progress=False)
   assert summary['input_rows'] == 300
-  for kwargs, message in (({'rows_per_file': 0}, 'rows_per_file must be positive'),
-                          ({'sample_size': 0}, 'sample_size must be positive'),
-                          ({'test_fraction': 1.0}, r'test_fraction must be in \(0, 1\)')):
+  for kwargs, message in (
+    ({'rows_per_file': 0}, 'rows_per_file must be positive'),
+    ({'sample_size': 0}, 'sample_size must be positive'),
+    ({'test_fraction': 1.0}, r'test_fraction must be in \(0, 1\)'),
+  ):
     with pytest.raises(ValueError, match=message):
       generate_data.generate(path, str(tmp_path / 'out'), progress=False, **kwargs)
 
@@ -251,10 +300,16 @@ def test_cli_reads_and_writes_in_the_directory_it_runs_in(criteo_txt, tmp_path):
   work = tmp_path / 'data'
   work.mkdir()
   os.symlink(criteo_txt, str(work / 'train.txt'))
-  proc = subprocess.run([sys.executable, SCRIPT, '--workers', '1', '--quiet'], cwd=str(work),
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, SCRIPT, '--workers', '1', '--quiet'],
+    cwd=str(work),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr.decode()
   assert sorted(n for n in os.listdir(str(work)) if not n.startswith('.')) == sorted(SPLITS + ('train.txt',))
-  missing = subprocess.run([sys.executable, SCRIPT, '--quiet'], cwd=str(tmp_path), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=120)
+  missing = subprocess.run(
+    [sys.executable, SCRIPT, '--quiet'], cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120
+  )
   assert missing.returncode == 2 and b'train.txt' in missing.stderr

@@ -1,4 +1,5 @@
 """Tests of efl/example/mnist/generate_data.py: the column split, file layout, ids and labels."""
+
 import glob
 import os
 import subprocess
@@ -16,10 +17,12 @@ SPLITS = ('leader_train', 'follower_train', 'leader_test', 'follower_test')
 
 def _tiny_npz(path, train=47, test=13, seed=0):
   rng = np.random.RandomState(seed)
-  data = {'x_train': rng.randint(0, 256, size=(train, 28, 28)).astype(np.uint8),
-          'y_train': rng.randint(0, 10, size=train).astype(np.uint8),
-          'x_test': rng.randint(0, 256, size=(test, 28, 28)).astype(np.uint8),
-          'y_test': rng.randint(0, 10, size=test).astype(np.uint8)}
+  data = {
+    'x_train': rng.randint(0, 256, size=(train, 28, 28)).astype(np.uint8),
+    'y_train': rng.randint(0, 10, size=train).astype(np.uint8),
+    'x_test': rng.randint(0, 256, size=(test, 28, 28)).astype(np.uint8),
+    'y_test': rng.randint(0, 10, size=test).astype(np.uint8),
+  }
   np.savez(path, **data)
   return data
 
@@ -27,8 +30,9 @@ def _tiny_npz(path, train=47, test=13, seed=0):
 def _read_dir(directory):
   """Returns ({file name: record count}, ids, features [N, 392], labels [N]) in file-name then record order."""
   counts, ids, features, labels = {}, [], [], []
-  files = sorted(glob.glob(os.path.join(directory, '*')),
-                 key=lambda p: int(os.path.basename(p)[len('data_'):-len('.tfrd')]))
+  files = sorted(
+    glob.glob(os.path.join(directory, '*')), key=lambda p: int(os.path.basename(p)[len('data_') : -len('.tfrd')])
+  )
   for path in files:
     records = list(tf.io.tf_record_iterator(path))
     counts[os.path.basename(path)] = len(records)
@@ -82,8 +86,11 @@ def test_records_parse_with_the_example_feature_spec(tmp_path):
   _tiny_npz(str(tmp_path / 'mnist.npz'), train=12, test=10)
   out = str(tmp_path / 'out')
   generate_data.generate(out, mnist_npz=str(tmp_path / 'mnist.npz'), num_files=2)
-  spec = {'sample_id': tf.FixedLenFeature([1], tf.int64), 'feature': tf.FixedLenFeature([392], tf.float32),
-          'label': tf.FixedLenFeature([1], tf.float32)}
+  spec = {
+    'sample_id': tf.FixedLenFeature([1], tf.int64),
+    'feature': tf.FixedLenFeature([392], tf.float32),
+    'label': tf.FixedLenFeature([1], tf.float32),
+  }
   with tf.Graph().as_default():
     batch = tf.data.TFRecordDataset(os.path.join(out, 'follower_train', 'data_1.tfrd')).batch(100)
     parsed = tf.io.parse_example(tf.data.make_one_shot_iterator(batch).get_next(), spec)
@@ -116,8 +123,12 @@ def test_env_var_is_used(tmp_path, monkeypatch):
 def test_missing_file_error_says_how_to_pass_it(tmp_path):
   with pytest.raises(generate_data.MnistNotFoundError, match='does not exist'):
     generate_data.load_mnist(str(tmp_path / 'nope.npz'))
-  proc = subprocess.run([sys.executable, SCRIPT, '--mnist_npz', str(tmp_path / 'nope.npz'), '--output_dir',
-                         str(tmp_path / 'out')], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, SCRIPT, '--mnist_npz', str(tmp_path / 'nope.npz'), '--output_dir', str(tmp_path / 'out')],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert proc.returncode == 2
   assert b'--mnist_npz points to' in proc.stderr
   assert not os.path.exists(str(tmp_path / 'out'))
@@ -127,8 +138,13 @@ def test_wrong_layout_is_rejected(tmp_path):
   np.savez(str(tmp_path / 'bad.npz'), x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.zeros(3))
   with pytest.raises(ValueError, match='lacks x_test, y_test'):
     generate_data.load_mnist(str(tmp_path / 'bad.npz'))
-  np.savez(str(tmp_path / 'bad2.npz'), x_train=np.zeros((3, 28, 27), np.uint8), y_train=np.zeros(3),
-           x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.zeros(3))
+  np.savez(
+    str(tmp_path / 'bad2.npz'),
+    x_train=np.zeros((3, 28, 27), np.uint8),
+    y_train=np.zeros(3),
+    x_test=np.zeros((3, 28, 28), np.uint8),
+    y_test=np.zeros(3),
+  )
   with pytest.raises(ValueError, match=r'x_train must be \[N, 28, 28\]'):
     generate_data.load_mnist(str(tmp_path / 'bad2.npz'))
   _tiny_npz(str(tmp_path / 'mnist.npz'), train=5, test=5)
@@ -138,9 +154,23 @@ def test_wrong_layout_is_rejected(tmp_path):
 
 def test_real_mnist_subset(tmp_path, mnist_npz):
   out = str(tmp_path / 'out')
-  proc = subprocess.run([sys.executable, SCRIPT, '--mnist_npz', mnist_npz, '--output_dir', out,
-                         '--train_rows', '600', '--test_rows', '100'],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      SCRIPT,
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      out,
+      '--train_rows',
+      '600',
+      '--test_rows',
+      '100',
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr.decode()
   with np.load(mnist_npz) as real:
     _check_split(out, 'train', real['x_train'][:600], real['y_train'][:600], 10)

@@ -1,5 +1,6 @@
 """The MNIST example's party (leader.py or follower.py by --federal_role), recording the sample ids of every
 training batch this worker consumed to `$EFL_TEST_IDS_DIR/<role>_w<task index>.txt`."""
+
 import importlib.util
 import os
 
@@ -8,8 +9,9 @@ import tensorflow.compat.v1 as tf
 import efl
 from efl.example import modes
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       'efl', 'example', 'mnist')
+EXAMPLE = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'efl', 'example', 'mnist'
+)
 
 
 class IdsRecorder(tf.train.SessionRunHook):

@@ -7,6 +7,7 @@ leader sends back. Leader: receives `h` and computes a per-example loss, either 
 exchange in numpy. Each party writes `<out>/<role>.npz`: one array per recorded tensor and run, stacked
 (`<name>`: [steps, ...]), plus the variables at the end (`var:<name>`).
 """
+
 import argparse
 import os
 
@@ -27,9 +28,11 @@ def make_data(seed=0):
 
 def init_weights(seed=1, linear_c=0.01):
   rng = np.random.RandomState(seed)
-  return {'w': rng.normal(scale=0.5, size=(D, H)).astype(np.float32),
-          'v': rng.normal(scale=0.5, size=(H, C)).astype(np.float32),
-          'c': np.full([H], linear_c, np.float32)}
+  return {
+    'w': rng.normal(scale=0.5, size=(D, H)).astype(np.float32),
+    'v': rng.normal(scale=0.5, size=(H, C)).astype(np.float32),
+    'c': np.full([H], linear_c, np.float32),
+  }
 
 
 class Recorder(tf.train.SessionRunHook):
@@ -62,8 +65,8 @@ def main():
   p.add_argument('--backend', default=None, help="opt_config['BACKEND_MODE'] (None: the default)")
   p.add_argument('--leader_loss', default='ce', choices=('ce', 'linear'))
   p.add_argument('--linear_c', type=float, default=0.01)
-  p.add_argument('--clip', type=float, default=1.0, help='this party\'s l2_norm_clip')
-  p.add_argument('--sigma', type=float, default=1.0, help='this party\'s noise_multiplier')
+  p.add_argument('--clip', type=float, default=1.0, help="this party's l2_norm_clip")
+  p.add_argument('--sigma', type=float, default=1.0, help="this party's noise_multiplier")
   p.add_argument('--microbatches', type=int, default=0, help='num_microbatches (0: one per example)')
   p.add_argument('--lr', type=float, default=0.1)
   p.add_argument('--num_examples', type=int, default=0, help="opt_config['NUM_EXAMPLES'] (0: not given)")
@@ -88,7 +91,7 @@ def main():
       xb = sample['x']
       h = tf.matmul(xb, w)
       model.send('h', h, require_grad=True)
-      (_, grad), = model.require_grad_ops[None]
+      ((_, grad),) = model.require_grad_ops[None]
       model.add_hooks([Recorder({'x': xb, 'grad': grad}, path)])
       return h
     h = tf.reshape(model.recv('h', require_grad=True), [-1, H])
@@ -106,8 +109,11 @@ def main():
     return loss
 
   opt = efl.DPGradientDescentGaussianOptimizer(
-      l2_norm_clip=args.clip, noise_multiplier=args.sigma, num_microbatches=args.microbatches or None,
-      learning_rate=args.lr)
+    l2_norm_clip=args.clip,
+    noise_multiplier=args.sigma,
+    num_microbatches=args.microbatches or None,
+    learning_rate=args.lr,
+  )
   model = efl.FederalModel()
   model.input_fn(input_fn)
   model.loss_fn(loss_fn)

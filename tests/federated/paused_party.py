@@ -1,5 +1,6 @@
 """Runs the script named by $EFL_TEST_SCRIPT with a pause of $EFL_TEST_PAUSE_S after every monitored run, so
 that a test can kill a party in the middle of a run of known length. Arguments go to the script."""
+
 import os
 import runpy
 import sys
@@ -11,7 +12,6 @@ import efl
 
 
 class _Pause(tf.train.SessionRunHook):
-
   def after_run(self, run_context, run_values):
     time.sleep(float(os.environ['EFL_TEST_PAUSE_S']))
 
@@ -20,6 +20,7 @@ def _fit_with_pause(fit):
   def wrapped(self, *args, **kwargs):
     kwargs['hooks'] = list(kwargs.get('hooks') or []) + [_Pause()]
     return fit(self, *args, **kwargs)
+
   return wrapped
 
 

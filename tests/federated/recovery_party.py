@@ -2,6 +2,7 @@
 traces the sample ids of every training step (`<out>/<role>_trace.jsonl`: one line per step, the global step
 after it and the ids), so that a test can check that every sample is used exactly once per epoch across a
 crash and a recovery."""
+
 import argparse
 import json
 import os
@@ -26,8 +27,9 @@ class Trace(tf.train.SessionRunHook):
   def after_run(self, run_context, run_values):
     gstep = int(run_context.session.run(self._step))
     with open(self._path, 'a') as f:
-      f.write(json.dumps({'gstep': gstep, 'pid': os.getpid(),
-                          'ids': [int(i) for i in run_values.results.reshape(-1)]}) + '\n')
+      f.write(
+        json.dumps({'gstep': gstep, 'pid': os.getpid(), 'ids': [int(i) for i in run_values.results.reshape(-1)]}) + '\n'
+      )
     time.sleep(self._pause_s)  # a step long enough for a test to kill this process in the middle
 
 
@@ -41,8 +43,17 @@ def main():
   role = efl.get_federal_role()
 
   def input_fn(model, mode):
-    dataio = efl.data.FederalDataIO(os.path.join(args.data, role), BATCH, model.communicator, model.federal_role,
-                                    0, 1, num_epochs=args.epochs, data_mode='local', name='train')
+    dataio = efl.data.FederalDataIO(
+      os.path.join(args.data, role),
+      BATCH,
+      model.communicator,
+      model.federal_role,
+      0,
+      1,
+      num_epochs=args.epochs,
+      data_mode='local',
+      name='train',
+    )
     dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
     dataio.fixedlen_feature('x', DIM, dtype=tf.float32)
     if role == 'leader':
@@ -52,10 +63,12 @@ def main():
     columns = {'x': [tf.feature_column.numeric_column('x', DIM)]}
     if role == 'leader':
       columns['label'] = [tf.feature_column.numeric_column('label', 1)]
-    sample = efl.FederalSample(features, columns, model.federal_role, model.communicator,
-                               sample_id_name='sample_id', name='train')
-    model.add_hooks([Trace(sample.sample_ids, model.global_step,
-                           os.path.join(args.out, '%s_trace.jsonl' % role), args.pause_s)])
+    sample = efl.FederalSample(
+      features, columns, model.federal_role, model.communicator, sample_id_name='sample_id', name='train'
+    )
+    model.add_hooks(
+      [Trace(sample.sample_ids, model.global_step, os.path.join(args.out, '%s_trace.jsonl' % role), args.pause_s)]
+    )
     return sample
 
   def loss_fn(model, sample):
@@ -72,8 +85,13 @@ def main():
   model.loss_fn(loss_fn)
   model.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.1)))
   model.compile()
-  model.fit(efl.procedure_fn.train(), log_step=1, project_name='recovery',
-            checkpoint_dir=os.path.join(args.out, 'ckpt_' + role), save_checkpoint_steps=4)
+  model.fit(
+    efl.procedure_fn.train(),
+    log_step=1,
+    project_name='recovery',
+    checkpoint_dir=os.path.join(args.out, 'ckpt_' + role),
+    save_checkpoint_steps=4,
+  )
 
 
 if __name__ == '__main__':

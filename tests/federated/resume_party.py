@@ -7,6 +7,7 @@ party stops making progress after recording step S (the test then kills it).
 Data layout (written by the test): `<data>/data_<i>.tfrd` with `sample_id` (int64), `x` (float[D]) and, on the
 leader, `label` (int64).
 """
+
 import argparse
 import json
 import os
@@ -31,8 +32,10 @@ def write_data(base, role, files, per_file, name='data_{}.tfrd'):
     with tf.io.TFRecordWriter(paths[-1]) as writer:
       for i in range(f * per_file, (f + 1) * per_file):
         x = [float(i % 7), float(i % 3), 1.0] if role == 'leader' else [float(-i % 5), 0.5, float(i % 2)]
-        feature = {'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
-                   'x': tf.train.Feature(float_list=tf.train.FloatList(value=x))}
+        feature = {
+          'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
+          'x': tf.train.Feature(float_list=tf.train.FloatList(value=x)),
+        }
         if role == 'leader':
           feature['label'] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2]))
         writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
@@ -51,8 +54,7 @@ class Recorder(tf.train.SessionRunHook):
   def after_run(self, run_context, run_values):
     step = int(run_context.session.run(self._step))
     with open(self._path, 'a') as f:
-      f.write(json.dumps({'tag': self._tag, 'step': step,
-                          'ids': [int(i) for i in run_values.results.ravel()]}) + '\n')
+      f.write(json.dumps({'tag': self._tag, 'step': step, 'ids': [int(i) for i in run_values.results.ravel()]}) + '\n')
       f.flush()
     if 0 <= self._stall_at <= step:
       while True:  # wait to be killed, after the checkpoints of the earlier steps are complete
@@ -76,20 +78,30 @@ def main():
   def input_fn(model, mode):
     if mode != efl.MODE.TRAIN:
       return None  # train only: no eval reader
-    io = efl.data.FederalDataIO(args.data, args.batch, model.communicator, model.federal_role,
-                                num_epochs=args.epochs, prefetch=2, data_mode='local', name='train')
+    io = efl.data.FederalDataIO(
+      args.data,
+      args.batch,
+      model.communicator,
+      model.federal_role,
+      num_epochs=args.epochs,
+      prefetch=2,
+      data_mode='local',
+      name='train',
+    )
     io.fixedlen_feature('sample_id', 1, dtype=tf.int64)
     io.fixedlen_feature('x', D)
     if role == 'leader':
       io.fixedlen_feature('label', 1, dtype=tf.int64)
     features = io.read()
-    model.add_hooks([io.get_hook(), Recorder(features['sample_id'], model.global_step, args.record, args.tag,
-                                             args.stall_at)])
+    model.add_hooks(
+      [io.get_hook(), Recorder(features['sample_id'], model.global_step, args.record, args.tag, args.stall_at)]
+    )
     columns = {'x': [tf.feature_column.numeric_column('x', D)]}
     if role == 'leader':
       columns['label'] = [tf.feature_column.numeric_column('label', 1)]
-    return efl.FederalSample(features, columns, model.federal_role, model.communicator,
-                             sample_id_name='sample_id', name='train')
+    return efl.FederalSample(
+      features, columns, model.federal_role, model.communicator, sample_id_name='sample_id', name='train'
+    )
 
   def loss_fn(model, sample):
     with tf.variable_scope('net'):
@@ -106,8 +118,13 @@ def main():
   model.loss_fn(loss_fn)
   model.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.1)))
   model.compile()
-  model.fit(efl.procedure_fn.train(args.steps), log_step=1, project_name='resume', checkpoint_dir=args.ckpt,
-            save_checkpoint_steps=args.save_steps)
+  model.fit(
+    efl.procedure_fn.train(args.steps),
+    log_step=1,
+    project_name='resume',
+    checkpoint_dir=args.ckpt,
+    save_checkpoint_steps=args.save_steps,
+  )
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 Both parties build the data and initial weights from the same seed, so the test can compute the same
 network in one process and compare. Writes `<out>/<role>.json` with what it saw.
 """
+
 import argparse
 import json
 import os
@@ -25,9 +26,11 @@ def make_data(seed=0):
 
 def init_weights(seed=1):
   rng = np.random.RandomState(seed)
-  return {'w_l': rng.normal(scale=0.5, size=(D_L, H)).astype(np.float32),
-          'w_f': rng.normal(scale=0.5, size=(D_F, H)).astype(np.float32),
-          'v': rng.normal(scale=0.5, size=(2 * H, 1)).astype(np.float32)}
+  return {
+    'w_l': rng.normal(scale=0.5, size=(D_L, H)).astype(np.float32),
+    'w_f': rng.normal(scale=0.5, size=(D_F, H)).astype(np.float32),
+    'v': rng.normal(scale=0.5, size=(2 * H, 1)).astype(np.float32),
+  }
 
 
 class Recorder(tf.train.SessionRunHook):
@@ -67,8 +70,7 @@ def main():
   x_own = x_l if role == 'leader' else x_f
   if role == 'follower' and args.mismatch_at >= 0:
     ids = ids.copy()
-    ids[args.mismatch_at * BATCH + 1:] += 100000
-
+    ids[args.mismatch_at * BATCH + 1 :] += 100000
 
   def input_fn(model, mode):
     ds = tf.data.Dataset.from_tensor_slices({'x': x_own, 'label': y, 'sample_id': ids}).batch(BATCH).repeat()
@@ -79,19 +81,32 @@ def main():
       def stall(s):
         if s >= args.stall_at:
           import time
+
           time.sleep(3600)
         return s
+
       feats['x'] = feats['x'] + 0 * tf.cast(tf.py_func(stall, [step], tf.int64), tf.float32)
     if args.pause_s > 0:
+
       def pause(x):
         import time
+
         time.sleep(args.pause_s)
         return x
+
       feats['x'] = tf.py_func(pause, [feats['x']], tf.float32)
-    cols = {'x': [tf.feature_column.numeric_column('x', x_own.shape[1])],
-            'label': [tf.feature_column.numeric_column('label', 1)]}
-    return efl.FederalSample(feats, cols, model.federal_role, model.communicator, sample_id_name='sample_id',
-                             name='train' if mode == efl.MODE.TRAIN else 'eval')
+    cols = {
+      'x': [tf.feature_column.numeric_column('x', x_own.shape[1])],
+      'label': [tf.feature_column.numeric_column('label', 1)],
+    }
+    return efl.FederalSample(
+      feats,
+      cols,
+      model.federal_role,
+      model.communicator,
+      sample_id_name='sample_id',
+      name='train' if mode == efl.MODE.TRAIN else 'eval',
+    )
 
   def body(model, sample, training):
     w = tf.get_variable('w_' + role[0], initializer=w0['w_' + role[0]])
@@ -112,8 +127,7 @@ def main():
   def loss_fn(model, sample):
     with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
       out, fetches = body(model, sample, True)
-    rec = Recorder(fetches, {v.op.name: v for v in tf.trainable_variables()},
-                   os.path.join(args.out, '%s.json' % role))
+    rec = Recorder(fetches, {v.op.name: v for v in tf.trainable_variables()}, os.path.join(args.out, '%s.json' % role))
     model.add_hooks([rec])
     return out
 
@@ -132,8 +146,7 @@ def main():
     proc = efl.procedure_fn.train(args.steps)
   else:
     proc = efl.procedure_fn.train_and_evaluate(train_step=args.steps, eval_step=args.eval_steps, max_iter=2)
-  model.fit(proc, log_step=1, project_name='split', checkpoint_dir=args.ckpt,
-            save_checkpoint_steps=args.save_steps)
+  model.fit(proc, log_step=1, project_name='split', checkpoint_dir=args.ckpt, save_checkpoint_steps=args.save_steps)
 
 
 if __name__ == '__main__':

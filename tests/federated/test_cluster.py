@@ -1,5 +1,6 @@
 """Each party as a TensorFlow cluster (parameter servers and several workers, worker i paired with the peer's
 worker i): configuration errors, and federated MNIST trained by 2 x (1 ps + 2 workers) as by one pair."""
+
 import io
 import json
 import os
@@ -56,8 +57,13 @@ def test_ps_task_without_parameter_servers():
 def test_cluster_spec_without_own_address():
   msg = _spec_error('--ps_num=1', '--worker_num=3', '--task_index=2', '-c', CLUSTER)
   assert 'lists 2 "worker" address(es) but --worker_num is 3' in msg
-  msg = _spec_error('--ps_num=1', '--worker_num=2', '--task_index=1',
-                    '-c', '{"cluster": {"ps": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", ""]}}')
+  msg = _spec_error(
+    '--ps_num=1',
+    '--worker_num=2',
+    '--task_index=1',
+    '-c',
+    '{"cluster": {"ps": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", ""]}}',
+  )
   assert 'no address for this task (worker 1)' in msg
   msg = _spec_error('--ps_num=1', '--worker_num=2')
   assert 'no cluster is configured' in msg and 'TF_CONFIG' in msg
@@ -69,8 +75,9 @@ def test_several_workers_need_parameter_servers():
 
 
 def test_worker_addresses_from_config():
-  flags.parse(['--federal_role=follower', '--task_index=1', '-c',
-               '{"local_addrs": ["h:1", "h:2"], "peer_addrs": ["p:1", "p:2"]}'])
+  flags.parse(
+    ['--federal_role=follower', '--task_index=1', '-c', '{"local_addrs": ["h:1", "h:2"], "peer_addrs": ["p:1", "p:2"]}']
+  )
   assert (flags.get_local_addr(), flags.get_peer_addr()) == ('h:2', 'p:2')
   flags.parse(['--task_index=2', '-c', '{"local_addrs": ["h:1", "h:2"]}'])
   with pytest.raises(ValueError, match='one "host:port" per worker, with one for --task_index=2'):
@@ -80,27 +87,44 @@ def test_worker_addresses_from_config():
 def test_handshake_refuses_different_worker_counts():
   flags.parse(['--federal_role=leader'])
   with pytest.raises(federal_model.ClusterMismatchError) as e:
-    federal_model._check_peer_cluster('leader', {'worker_num': 2, 'task_index': 0},
-                                      {'worker_num': 1, 'task_index': 0, 'checkpoint_steps': []})
-  assert ('this leader has --worker_num=2, the follower has --worker_num=1' in str(e.value)
-          and 'same --worker_num' in str(e.value))
-  with pytest.raises(federal_model.ClusterMismatchError, match='worker 1 is connected to the follower\'s worker 0'):
-    federal_model._check_peer_cluster('leader', {'worker_num': 2, 'task_index': 1},
-                                      {'worker_num': 2, 'task_index': 0})
+    federal_model._check_peer_cluster(
+      'leader', {'worker_num': 2, 'task_index': 0}, {'worker_num': 1, 'task_index': 0, 'checkpoint_steps': []}
+    )
+  assert 'this leader has --worker_num=2, the follower has --worker_num=1' in str(
+    e.value
+  ) and 'same --worker_num' in str(e.value)
+  with pytest.raises(federal_model.ClusterMismatchError, match="worker 1 is connected to the follower's worker 0"):
+    federal_model._check_peer_cluster('leader', {'worker_num': 2, 'task_index': 1}, {'worker_num': 2, 'task_index': 0})
   # A peer of an older efl sends no cluster fields: the one-worker form.
   federal_model._check_peer_cluster('leader', {'worker_num': 1, 'task_index': 0}, {})
 
 
 def _mnist(tmp_path, mnist_npz, rows):
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--output_dir', str(tmp_path), '--train_rows', str(rows), '--test_rows', '256'],
-                       env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      str(tmp_path),
+      '--train_rows',
+      str(rows),
+      '--test_rows',
+      '256',
+    ],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
 
 
 def _accuracies(log, prefix):
-  return [float(a) for a in re.findall(r'^\[%s\] .*train done: \[train\] .*accuracy=([\d.]+)' % re.escape(prefix),
-                                        log, re.M)]
+  return [
+    float(a) for a in re.findall(r'^\[%s\] .*train done: \[train\] .*accuracy=([\d.]+)' % re.escape(prefix), log, re.M)
+  ]
 
 
 def _ids(path):
@@ -123,15 +147,24 @@ def test_two_clusters_train_mnist_like_one_pair(tmp_path, mnist_npz):
         continue
       ports[label] = sorted(listening_ports(p.pid))
       with open('/proc/%d/cmdline' % p.pid) as f:
-        config = json.loads([a for a in f.read().split('\0') if a.startswith('--config=')][0][len('--config='):])
+        config = json.loads([a for a in f.read().split('\0') if a.startswith('--config=')][0][len('--config=') :])
       i = int(label[-1])
-      expected[label] = sorted(int(a.rsplit(':', 1)[1]) for a in (config['cluster']['worker'][i],
-                                                                   config['local_addrs'][i]))
+      expected[label] = sorted(
+        int(a.rsplit(':', 1)[1]) for a in (config['cluster']['worker'][i], config['local_addrs'][i])
+      )
 
   out = _OnLine('[L w1]', 'consumed batch 2\n', look)
-  codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=150,
-                                env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=out,
-                                started=lambda procs: setattr(out, 'procs', procs))
+  codes = launcher.run_clusters(
+    str(tmp_path),
+    script,
+    script,
+    worker_num=2,
+    ps_num=1,
+    timeout_s=150,
+    env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}),
+    out=out,
+    started=lambda procs: setattr(out, 'procs', procs),
+  )
   log = out.getvalue()
   assert all(c == 0 for c in codes.values()), '%s\n%s' % (codes, log[-4000:])
   assert len(codes) == 6
@@ -153,8 +186,9 @@ def test_two_clusters_train_mnist_like_one_pair(tmp_path, mnist_npz):
   ids_dir = tmp_path / 'ids_pair'
   ids_dir.mkdir()
   out = io.StringIO()
-  codes = launcher.run_parties(str(tmp_path), script, script, timeout_s=150,
-                               env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=out)
+  codes = launcher.run_parties(
+    str(tmp_path), script, script, timeout_s=150, env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=out
+  )
   log = out.getvalue()
   assert codes == {'leader': 0, 'follower': 0}, log[-4000:]
   pair_acc = _accuracies(log, 'leader  ')
@@ -162,7 +196,7 @@ def test_two_clusters_train_mnist_like_one_pair(tmp_path, mnist_npz):
   # Tolerance: the streaming training accuracy of one epoch; asynchronous updates from two workers may cost a
   # little (tolerance 0.15), never most of it.
   mean = sum(cluster_acc) / len(cluster_acc)
-  print("training accuracy: cluster workers %s, one pair %s" % (cluster_acc, pair_acc))
+  print('training accuracy: cluster workers %s, one pair %s' % (cluster_acc, pair_acc))
   assert mean >= pair_acc[0] - 0.15, (cluster_acc, pair_acc)
 
 
@@ -201,18 +235,27 @@ def _kill_one(tmp_path, mnist_npz, victim, prefix):
   def started(procs):
     sink.procs = procs
 
-  codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=120,
-                                grace_s=60, env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}), out=sink,
-                                started=started)
+  codes = launcher.run_clusters(
+    str(tmp_path),
+    script,
+    script,
+    worker_num=2,
+    ps_num=1,
+    timeout_s=120,
+    grace_s=60,
+    env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir)}),
+    out=sink,
+    started=started,
+  )
   log = sink.getvalue()
   (tmp_path / 'cluster.log').write_text(log)
   assert sink.done_at is not None, log[-3000:]
   return codes, log, sink
 
 
-@pytest.mark.parametrize('victim,prefix,dead', [
-    ('leader worker 1', '[L w1]', 'leader worker 1'),
-    ('follower ps 0', '[L w0]', 'follower ps 0')])
+@pytest.mark.parametrize(
+  'victim,prefix,dead', [('leader worker 1', '[L w1]', 'leader worker 1'), ('follower ps 0', '[L w0]', 'follower ps 0')]
+)
 def test_a_killed_task_stops_both_parties(tmp_path, mnist_npz, victim, prefix, dead):
   """Slow (~45 s): kill -9 of a task mid-training; both parties' parameter servers and the victim's pair fail
   naming it, and nothing has to be stopped. A pair that completes its share before the failure is known ends
@@ -228,8 +271,9 @@ def test_a_killed_task_stops_both_parties(tmp_path, mnist_npz, victim, prefix, d
     assert codes[label] > 0, '%s exited %s\n%s' % (label, codes[label], log[-4000:])
   for label, code in codes.items():
     if label != victim and code == 0:
-      assert re.search(r'^\[%s%s\] .*%s finished' % (label[0].upper(), ' w' + label[-1], re.escape(label)), log,
-                       re.M), '%s exited 0 without finishing its share\n%s' % (label, log[-4000:])
+      assert re.search(
+        r'^\[%s%s\] .*%s finished' % (label[0].upper(), ' w' + label[-1], re.escape(label)), log, re.M
+      ), '%s exited 0 without finishing its share\n%s' % (label, log[-4000:])
   assert dead in log, log[-4000:]
 
 
@@ -257,8 +301,18 @@ def test_a_restarted_cluster_resumes_every_worker_from_the_checkpoint(tmp_path, 
     def started(procs, sink=sink):
       sink.procs = procs
 
-    codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=150,
-                                  grace_s=60, env=env, out=sink, started=started)
+    codes = launcher.run_clusters(
+      str(tmp_path),
+      script,
+      script,
+      worker_num=2,
+      ps_num=1,
+      timeout_s=150,
+      grace_s=60,
+      env=env,
+      out=sink,
+      started=started,
+    )
     log = sink.getvalue()
     (tmp_path / ('run%d.log' % run)).write_text(log)
     if run == 1:
@@ -280,7 +334,7 @@ def test_a_restarted_cluster_resumes_every_worker_from_the_checkpoint(tmp_path, 
     # pair may have finished its share before the kill.
     resume = next((i for i, batch in enumerate(first) if second and batch == second[0]), len(first))
     repeated = first[resume:]
-    assert second[:len(repeated)] == repeated, 'worker %d did not resume at a batch boundary of run 1' % w
+    assert second[: len(repeated)] == repeated, 'worker %d did not resume at a batch boundary of run 1' % w
     kept.extend(x for batch in first[:resume] + second for x in batch)
   assert runs[1][1], 'the killed worker 1 had nothing left to do after the restart'
   assert sorted(kept) == list(range(rows)), 'a sample lost or repeated before the checkpoint'
@@ -288,6 +342,7 @@ def test_a_restarted_cluster_resumes_every_worker_from_the_checkpoint(tmp_path, 
 
 def _variables(ckpt_dir):
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
   return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
@@ -303,9 +358,16 @@ def test_synchronous_training_is_deterministic(tmp_path, mnist_npz):
     ids_dir.mkdir()
     script = [sys.executable, os.path.join(HERE, 'cluster_party.py'), '--ckpt_dir', str(tmp_path / ('ckpt%d' % run))]
     out = io.StringIO()
-    codes = launcher.run_clusters(str(tmp_path), script, script, worker_num=2, ps_num=1, timeout_s=150,
-                                  env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir), 'EFL_TEST_SYNC_SEED': '7'}),
-                                  out=out)
+    codes = launcher.run_clusters(
+      str(tmp_path),
+      script,
+      script,
+      worker_num=2,
+      ps_num=1,
+      timeout_s=150,
+      env=party_env({'EFL_TEST_IDS_DIR': str(ids_dir), 'EFL_TEST_SYNC_SEED': '7'}),
+      out=out,
+    )
     log = out.getvalue()
     (tmp_path / ('run%d.log' % run)).write_text(log)
     assert all(c == 0 for c in codes.values()), '%s\n%s' % (codes, log[-4000:])

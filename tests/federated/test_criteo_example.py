@@ -4,6 +4,7 @@ The rows are synthetic (`efl.example.criteo.synthetic`, with a planted signal), 
 real processes in the directory generate_data.py wrote. The seed's hash-bucket sizes (about 10M embedding
 rows on the follower) make each Adam step take seconds, so the run is a few steps only.
 """
+
 import importlib.util
 import os
 import re
@@ -28,10 +29,25 @@ def criteo_dir(tmp_path_factory):
   """30k synthetic rows turned into {leader,follower}_{train,test}/ by the example's generate_data.py."""
   work = tmp_path_factory.mktemp('criteo')
   synthetic.write_synthetic_criteo(str(work / 'train.txt'), 30000, seed=0)
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--input',
-                        str(work / 'train.txt'), '--output_dir', str(work), '--rows_per_file', '2000',
-                        '--workers', '1', '--quiet'], env=party_env(), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=120)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--input',
+      str(work / 'train.txt'),
+      '--output_dir',
+      str(work),
+      '--rows_per_file',
+      '2000',
+      '--workers',
+      '1',
+      '--quiet',
+    ],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
   # About 10k complete, class-balanced rows: ~6.9k train rows (7 batches of 1000), ~3.3k test rows.
   for split in ('leader_train', 'follower_train', 'leader_test', 'follower_test'):
@@ -63,8 +79,9 @@ def test_plain_adam_leader_learns_the_planted_signal(criteo_dir, tmp_path):
   assert "sends ['efl_data/dataio/blocks', 'efl_data/dataio_1/blocks'" in leader
 
 
-@pytest.mark.skipif(not os.environ.get('EFL_LONG_TESTS'),
-                    reason='another minute of Criteo training; set EFL_LONG_TESTS=1 to run it')
+@pytest.mark.skipif(
+  not os.environ.get('EFL_LONG_TESTS'), reason='another minute of Criteo training; set EFL_LONG_TESTS=1 to run it'
+)
 def test_dp_leader_trains_with_the_same_follower(criteo_dir, tmp_path):
   res = _run(criteo_dir, DP_LEADER, tmp_path)
   leader = res['leader'][1]
@@ -87,17 +104,26 @@ def test_scripts_accept_the_seed_command_line(script):
   assert (args.train_step, args.eval_step, args.max_iter, args.log_step) == (8000, 3800, 10, 1000)
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (['--mode=predict', '--output=p.csv'], '--mode=predict works on a trained checkpoint: pass --ckpt_dir'),
     (['--mode=predict', '--ckpt_dir=ckpt'], '--mode=predict needs --output=FILE'),
     (['--mode=export', '--ckpt_dir=ckpt'], '--mode=export needs --export_dir=DIR'),
     (['--mode=export', '--ckpt_dir=ckpt', '--export_dir=out'], 'export: no checkpoint to export in'),
     (['--mode=serve', '--ckpt_dir=ckpt'], '--mode must be train, eval, predict or export'),
-])
+  ],
+)
 def test_modes_refuse_what_they_cannot_do(criteo_dir, tmp_path, args, message):
   # The Criteo scripts take the MNIST example's modes; a checkpoint of their 10M embedding rows is >1 GB, so the
   # full predict/export round is tested on MNIST (tests/federated/test_predict_export.py).
-  out = subprocess.run([sys.executable, PLAIN_LEADER, '--federal_role=leader'] + args, cwd=criteo_dir,
-                       env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+  out = subprocess.run(
+    [sys.executable, PLAIN_LEADER, '--federal_role=leader'] + args,
+    cwd=criteo_dir,
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   log = out.stdout.decode('utf-8', 'replace')
   assert out.returncode != 0 and message in log, log[-3000:]

@@ -3,6 +3,7 @@
 The parties are resume_party.py (FederalDataIO in 'local' mode, sample-id checks, checkpoints every 4 steps).
 The single-process checks of each error are in tests/data/test_errors.py.
 """
+
 import os
 import re
 import sys
@@ -23,19 +24,35 @@ FILES, PER_FILE, BATCH = 4, 8, 4
 
 
 def _data(tmp_path):
-  return {role: resume_party.write_data(str(tmp_path / ('data_' + role)), role, FILES, PER_FILE)
-          for role in ('leader', 'follower')}
+  return {
+    role: resume_party.write_data(str(tmp_path / ('data_' + role)), role, FILES, PER_FILE)
+    for role in ('leader', 'follower')
+  }
 
 
 def _run(tmp_path, timeout=90, env=None, data=None):
   args = {}
   for role in ('leader', 'follower'):
-    args[role] = ['--data', (data or {}).get(role) or str(tmp_path / ('data_' + role)),
-                  '--ckpt', str(tmp_path / ('ckpt_' + role)), '--record', str(tmp_path / ('%s.jsonl' % role)),
-                  '--steps', '100', '--epochs', '1', '--batch', str(BATCH), '--save_steps', '4']
+    args[role] = [
+      '--data',
+      (data or {}).get(role) or str(tmp_path / ('data_' + role)),
+      '--ckpt',
+      str(tmp_path / ('ckpt_' + role)),
+      '--record',
+      str(tmp_path / ('%s.jsonl' % role)),
+      '--steps',
+      '100',
+      '--epochs',
+      '1',
+      '--batch',
+      str(BATCH),
+      '--save_steps',
+      '4',
+    ]
   start = time.time()
-  res = run_pair(SCRIPT, SCRIPT, args['leader'], args['follower'], cwd=HERE, timeout=timeout, env=env,
-                 tmp_path=tmp_path)
+  res = run_pair(
+    SCRIPT, SCRIPT, args['leader'], args['follower'], cwd=HERE, timeout=timeout, env=env, tmp_path=tmp_path
+  )
   return res, time.time() - start
 
 
@@ -67,7 +84,7 @@ def _flip_a_byte(path):
 
 def _truncate(path):
   data = open(path, 'rb').read()
-  open(path, 'wb').write(data[:len(data) * 2 // 3])
+  open(path, 'wb').write(data[: len(data) * 2 // 3])
 
 
 def _bad_later_record(path):
@@ -82,12 +99,19 @@ def _bad_later_record(path):
       writer.write(record)
 
 
-@pytest.mark.parametrize('side,damage,reason', [
+@pytest.mark.parametrize(
+  'side,damage,reason',
+  [
     ('follower', _flip_a_byte, "DataLossError: Reader 'train': file '{path}' (block 1) is truncated or corrupt"),
     ('leader', _truncate, "DataLossError: Reader 'train': file '{path}' (block 1) is truncated or corrupt"),
-    ('leader', _bad_later_record, "InvalidArgumentError: Reader 'train': a record does not match the declared "
-                                  "features: Name: {path}:5, Key: x"),
-], ids=['corrupt-follower-file', 'truncated-leader-file', 'bad-leader-record'])
+    (
+      'leader',
+      _bad_later_record,
+      "InvalidArgumentError: Reader 'train': a record does not match the declared features: Name: {path}:5, Key: x",
+    ),
+  ],
+  ids=['corrupt-follower-file', 'truncated-leader-file', 'bad-leader-record'],
+)
 def test_bad_file_met_while_training_stops_both(tmp_path, side, damage, reason):
   paths = _data(tmp_path)
   damage(paths[side][1])  # the 2nd file: the checks before training pass, training meets the damage
@@ -98,9 +122,11 @@ def test_bad_file_met_while_training_stops_both(tmp_path, side, damage, reason):
   assert res['leader'][0] != 0 and res['follower'][0] != 0, (res['leader'][1][-2000:], res['follower'][1][-2000:])
   assert 'training failed: ' + reason in res[side][1], res[side][1][-3000:]
   # the peer learns why, in its one last line
-  assert re.search(r'efl: the %s at 127\.0\.0\.1:\d+ failed (at step \d+|before the first step) \(%s.*\); '
-                   r'fix that, then restart both parties' % (side, re.escape(reason)), res[other][1]), (
-                       res[other][1][-3000:])
+  assert re.search(
+    r'efl: the %s at 127\.0\.0\.1:\d+ failed (at step \d+|before the first step) \(%s.*\); '
+    r'fix that, then restart both parties' % (side, re.escape(reason)),
+    res[other][1],
+  ), res[other][1][-3000:]
   assert res[other][1].count(reason) == 1
   assert _steps(tmp_path, 'leader') <= 3  # the 2nd file starts in batch 3
   assert checkpoint_steps(str(tmp_path / ('ckpt_' + side))) == [0]  # only the one written at the start
@@ -113,14 +139,24 @@ def test_schema_error_stops_the_party_before_it_connects(tmp_path):
   bad = tmp_path / 'bad_follower'
   bad.mkdir()
   with tf.io.TFRecordWriter(str(bad / 'data_0.tfrd')) as writer:
-    writer.write(tf.train.Example(features=tf.train.Features(feature={
-        'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
-        'x': tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2, 3]))})).SerializeToString())
+    writer.write(
+      tf.train.Example(
+        features=tf.train.Features(
+          feature={
+            'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+            'x': tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2, 3])),
+          }
+        )
+      ).SerializeToString()
+    )
   res, seconds = _run(tmp_path, env={'EFL_CONNECT_TIMEOUT_S': '5'}, data={'follower': str(bad)})
   (lrc, leader), (frc, follower) = res['leader'], res['follower']
   assert frc != 0, follower[-3000:]
-  assert "SchemaError: Reader 'train': feature 'x' is declared as float32 but '%s' stores it as int64_list" % (
-      bad / 'data_0.tfrd') in follower, follower[-3000:]
+  assert (
+    "SchemaError: Reader 'train': feature 'x' is declared as float32 but '%s' stores it as int64_list"
+    % (bad / 'data_0.tfrd')
+    in follower
+  ), follower[-3000:]
   # The leader learns it from the follower's last words if its server was up when the follower exited, or else
   # that its peer never answered, after its connect timeout.
   told = 'failed before the parties connected' in leader and 'SchemaError' in leader

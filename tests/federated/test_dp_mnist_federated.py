@@ -4,6 +4,7 @@ Both parties run for a few steps through the launcher, on real MNIST images (EFL
 127.0.0.1: they must exit 0, agree on every batch's sample ids, log the leader's eval accuracy, and log
 epsilon when the dataset size is known.
 """
+
 import os
 import re
 import subprocess
@@ -29,10 +30,28 @@ def example_run(tmp_path_factory):
     pytest.skip('real MNIST not available: set EFL_MNIST_NPZ to a Keras-layout mnist.npz')
   npz = str(tmp_path_factory.mktemp('dp_mnist') / 'mnist.npz')
   with np.load(path) as f:
-    np.savez(npz, x_train=f['x_train'][:N_TRAIN], y_train=f['y_train'][:N_TRAIN],
-             x_test=f['x_test'][:N_TEST], y_test=f['y_test'][:N_TEST])
-  cmd = [sys.executable, '-m', 'efl.launcher', '--timeout_s', '150', EXAMPLE, '--',
-         '--train_step', str(TRAIN_STEP), '--eval_step', str(EVAL_STEP), '--max_iter', '1']
+    np.savez(
+      npz,
+      x_train=f['x_train'][:N_TRAIN],
+      y_train=f['y_train'][:N_TRAIN],
+      x_test=f['x_test'][:N_TEST],
+      y_test=f['y_test'][:N_TEST],
+    )
+  cmd = [
+    sys.executable,
+    '-m',
+    'efl.launcher',
+    '--timeout_s',
+    '150',
+    EXAMPLE,
+    '--',
+    '--train_step',
+    str(TRAIN_STEP),
+    '--eval_step',
+    str(EVAL_STEP),
+    '--max_iter',
+    '1',
+  ]
   env = party_env({'EFL_MNIST_NPZ': npz, 'EFL_DP_NUM_EXAMPLES': str(N_TRAIN)})
   proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=200)
   return proc.returncode, proc.stdout.decode('utf-8', 'replace')

@@ -2,6 +2,7 @@
 which step, and what to do: once, without a traceback, and it exits non-zero. One test per kind of loss:
 killed, stopped (SIGSTOP), refused (nothing listens), TLS failure. And a peer stopped for less than the peer
 timeout does not stop training."""
+
 import os
 import re
 import signal
@@ -27,11 +28,19 @@ def _stall_and(tmp_path, signal_follower, env=None):
   lp, fp = free_port(), free_port()
   logs = {r: str(tmp_path / ('%s.log' % r)) for r in ('leader', 'follower')}
   common = ['--out', str(tmp_path), '--steps', '50', '--save_steps', '2']
-  leader = start_party(SCRIPT, 'leader', lp, fp, common + ['--ckpt', str(tmp_path / 'ckpt_l')], cwd=HERE,
-                       env=env, log_path=logs['leader'])
-  follower = start_party(SCRIPT, 'follower', fp, lp, common + ['--ckpt', str(tmp_path / 'ckpt_f'),
-                                                                '--stall_at', '3'], cwd=HERE, env=env,
-                         log_path=logs['follower'])
+  leader = start_party(
+    SCRIPT, 'leader', lp, fp, common + ['--ckpt', str(tmp_path / 'ckpt_l')], cwd=HERE, env=env, log_path=logs['leader']
+  )
+  follower = start_party(
+    SCRIPT,
+    'follower',
+    fp,
+    lp,
+    common + ['--ckpt', str(tmp_path / 'ckpt_f'), '--stall_at', '3'],
+    cwd=HERE,
+    env=env,
+    log_path=logs['follower'],
+  )
   try:
     deadline = time.time() + 60
     while time.time() < deadline and 'gstep=3 ' not in open(logs['follower']).read():
@@ -52,9 +61,10 @@ def test_killed_follower(tmp_path):
   rc, took, _, fp, log = _stall_and(tmp_path, signal.SIGKILL)
   line, text = _last_line(log)
   assert rc != 0 and took < 5
-  assert line == ('efl: the follower at 127.0.0.1:%d was lost at step 3 (its connection closed: its process died '
-                  'or the network failed); restart both parties with the same --ckpt_dir to resume from step 2'
-                  % fp), text[-3000:]
+  assert line == (
+    'efl: the follower at 127.0.0.1:%d was lost at step 3 (its connection closed: its process died '
+    'or the network failed); restart both parties with the same --ckpt_dir to resume from step 2' % fp
+  ), text[-3000:]
   assert 'Traceback' not in text and 'Original stack trace' not in text
   assert text.count('was lost at step 3') == 1
 
@@ -63,9 +73,11 @@ def test_stopped_follower_is_found_within_the_peer_timeout(tmp_path):
   rc, took, _, fp, log = _stall_and(tmp_path, signal.SIGSTOP, env={'EFL_PEER_TIMEOUT_S': '4'})
   line, text = _last_line(log)
   assert rc != 0 and took < 4 + 3, took
-  assert line == ('efl: the follower at 127.0.0.1:%d was lost at step 3 (it answered nothing for 4 s: its process '
-                  'is stopped, its host frozen or the network down); restart both parties with the same '
-                  '--ckpt_dir to resume from step 2' % fp), text[-3000:]
+  assert line == (
+    'efl: the follower at 127.0.0.1:%d was lost at step 3 (it answered nothing for 4 s: its process '
+    'is stopped, its host frozen or the network down); restart both parties with the same '
+    '--ckpt_dir to resume from step 2' % fp
+  ), text[-3000:]
   assert 'Traceback' not in text
 
 
@@ -97,15 +109,18 @@ def test_follower_stopped_briefly_does_not_stop_training(tmp_path):
 def test_refused_connection(tmp_path):
   lp, fp = free_port(), free_port()  # nothing listens on fp
   log = str(tmp_path / 'leader.log')
-  leader = start_party(SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path)], cwd=HERE,
-                       env={'EFL_CONNECT_TIMEOUT_S': '2'}, log_path=log)
+  leader = start_party(
+    SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path)], cwd=HERE, env={'EFL_CONNECT_TIMEOUT_S': '2'}, log_path=log
+  )
   assert leader.wait(60) != 0
   line, text = _last_line(log)
   assert re.fullmatch(
-      r'efl: could not start training with the follower at 127\.0\.0\.1:%d: the follower at peer_addr '
-      r'127\.0\.0\.1:%d did not answer within 2 s \(last error: .+\): start the follower, or check --peer_addr '
-      r'on this party and --local_addr on the follower; if the follower uses TLS, set EFL_PEER_CERTS_FILENAME '
-      r'here too; raise the timeout with EFL_CONNECT_TIMEOUT_S' % (fp, fp), line), text[-3000:]
+    r'efl: could not start training with the follower at 127\.0\.0\.1:%d: the follower at peer_addr '
+    r'127\.0\.0\.1:%d did not answer within 2 s \(last error: .+\): start the follower, or check --peer_addr '
+    r'on this party and --local_addr on the follower; if the follower uses TLS, set EFL_PEER_CERTS_FILENAME '
+    r'here too; raise the timeout with EFL_CONNECT_TIMEOUT_S' % (fp, fp),
+    line,
+  ), text[-3000:]
   assert 'Traceback' not in text
 
 
@@ -117,22 +132,38 @@ def test_tls_failure(tmp_path):
   leader_cert, stranger_cert = make_leaf(d, 'leader', ca_key, ca), make_leaf(d, 'stranger', other_key, other)
 
   def env(ca_path, cert):
-    return {'EFL_PEER_CERTS_FILENAME': ca_path, 'EFL_MY_KEY_FILENAME': cert[0], 'EFL_MY_CERTS_FILENAME': cert[1],
-            'EFL_SSL_TARGET_NAME_OVERRIDE': 'localhost', 'EFL_CONNECT_TIMEOUT_S': '10'}
+    return {
+      'EFL_PEER_CERTS_FILENAME': ca_path,
+      'EFL_MY_KEY_FILENAME': cert[0],
+      'EFL_MY_CERTS_FILENAME': cert[1],
+      'EFL_SSL_TARGET_NAME_OVERRIDE': 'localhost',
+      'EFL_CONNECT_TIMEOUT_S': '10',
+    }
+
   args = ['--out', d, '--steps', '3']
-  res = run_pair(SCRIPT, SCRIPT, args, args, cwd=HERE, timeout=120, tmp_path=tmp_path,
-                 env_leader=env(ca, leader_cert), env_follower=env(other, stranger_cert))
+  res = run_pair(
+    SCRIPT,
+    SCRIPT,
+    args,
+    args,
+    cwd=HERE,
+    timeout=120,
+    tmp_path=tmp_path,
+    env_leader=env(ca, leader_cert),
+    env_follower=env(other, stranger_cert),
+  )
   for role in ('leader', 'follower'):
     rc, text = res[role]
     line = [ln for ln in text.splitlines() if ln.strip()][-1]
     assert rc != 0 and 'Traceback' not in text, text[-3000:]
     peer = 'follower' if role == 'leader' else 'leader'
-    assert re.fullmatch(r'efl: could not start training with the %s at 127\.0\.0\.1:\d+: .*TLS.*' % peer,
-                        line), line
+    assert re.fullmatch(r'efl: could not start training with the %s at 127\.0\.0\.1:\d+: .*TLS.*' % peer, line), line
   follower_line = [ln for ln in res['follower'][1].splitlines() if ln.strip()][-1]
   assert re.fullmatch(
-      r'efl: could not start training with the leader at 127\.0\.0\.1:\d+: TLS handshake with the leader at '
-      r'127\.0\.0\.1:\d+ failed \(.+\); check EFL_PEER_CERTS_FILENAME.* on both parties: each party\'s '
-      r'certificate must be signed by the CA the other names in EFL_PEER_CERTS_FILENAME, and the certificate\'s '
-      r'host name must match peer_addr or EFL_SSL_TARGET_NAME_OVERRIDE'
-      r'(; then the leader stopped answering \(.+\))?', follower_line), follower_line  # the leader may quit first
+    r'efl: could not start training with the leader at 127\.0\.0\.1:\d+: TLS handshake with the leader at '
+    r'127\.0\.0\.1:\d+ failed \(.+\); check EFL_PEER_CERTS_FILENAME.* on both parties: each party\'s '
+    r'certificate must be signed by the CA the other names in EFL_PEER_CERTS_FILENAME, and the certificate\'s '
+    r'host name must match peer_addr or EFL_SSL_TARGET_NAME_OVERRIDE'
+    r'(; then the leader stopped answering \(.+\))?',
+    follower_line,
+  ), follower_line  # the leader may quit first

@@ -3,6 +3,7 @@ bytes, HTTP/1.1, a TLS ClientHello to the plaintext port, well-formed gRPC calls
 wrong protocol version, another job, a second leader), their streams of frames with unknown names, wrong dtypes,
 absurd shapes and sizes, and a flood of connections. The parties finish with the same losses and weights as
 without it; each kind of refused Hello is logged once."""
+
 import json
 import os
 import random
@@ -27,8 +28,10 @@ def _run_pair(out, fuzz=None):
   lp, fp = free_port(), free_port()
   args = ['--out', out, '--steps', str(STEPS), '--pause_s', '0.03']
   logs = {r: os.path.join(out, '%s.log' % r) for r in ('leader', 'follower')}
-  procs = {'leader': start_party(SCRIPT, 'leader', lp, fp, args, cwd=HERE, log_path=logs['leader']),
-           'follower': start_party(SCRIPT, 'follower', fp, lp, args, cwd=HERE, log_path=logs['follower'])}
+  procs = {
+    'leader': start_party(SCRIPT, 'leader', lp, fp, args, cwd=HERE, log_path=logs['leader']),
+    'follower': start_party(SCRIPT, 'follower', fp, lp, args, cwd=HERE, log_path=logs['follower']),
+  }
   sent = None
   try:
     if fuzz is not None:
@@ -54,20 +57,36 @@ def _frames(rng):
   """A Frames message of hostile DATA frames: unknown names, wrong dtypes, shapes that do not fit the bytes."""
   frames = pb.Frames()
   for _ in range(rng.randint(1, 4)):
-    frames.frames.add(name=rng.choice(['h', 'h_grad', 'no_such_name', '\x00' * 3, 'x' * 500]),
-                      step=rng.choice([0, 3, -1, 2 ** 62]), sync=rng.random() < 0.5, kind=pb.Frame.DATA,
-                      dtype=rng.choice(['float32', 'complex128', 'no_dtype', 'string']),
-                      shape=rng.choice([[3], [2 ** 40, 2 ** 40], [-5], []]),
-                      raw=bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))))
+    frames.frames.add(
+      name=rng.choice(['h', 'h_grad', 'no_such_name', '\x00' * 3, 'x' * 500]),
+      step=rng.choice([0, 3, -1, 2**62]),
+      sync=rng.random() < 0.5,
+      kind=pb.Frame.DATA,
+      dtype=rng.choice(['float32', 'complex128', 'no_dtype', 'string']),
+      shape=rng.choice([[3], [2**40, 2**40], [-5], []]),
+      raw=bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))),
+    )
   return frames.SerializeToString()
 
 
 def _fuzz(lp, fp):
   """Sends each kind of hostile input to both parties' ports; returns how many of each kind it sent."""
   rng = random.Random(7)
-  sent = dict.fromkeys(['garbage', 'http1', 'tls_to_plaintext', 'hello_wrong_role', 'hello_wrong_version',
-                        'hello_other_job', 'hello_second_leader', 'stream_frames',
-                        'oversized_message', 'connection_flood'], 0)
+  sent = dict.fromkeys(
+    [
+      'garbage',
+      'http1',
+      'tls_to_plaintext',
+      'hello_wrong_role',
+      'hello_wrong_version',
+      'hello_other_job',
+      'hello_second_leader',
+      'stream_frames',
+      'oversized_message',
+      'connection_flood',
+    ],
+    0,
+  )
   stop = time.time() + FUZZ_SECONDS
   for port, role in ((lp, 'leader'), (fp, 'follower')):
     with grpc.insecure_channel('127.0.0.1:%d' % port) as channel:
@@ -102,16 +121,17 @@ def _fuzz(lp, fp):
       sent['tls_to_plaintext'] += 1
       with grpc.insecure_channel('127.0.0.1:%d' % port) as channel:
         stub = pb_grpc.PeerServiceStub(channel)
-        for kind, greeting in (('hello_wrong_role', pb.Greeting(role='boss', protocol_version=1)),
-                               ('hello_wrong_version', pb.Greeting(role='follower', protocol_version=99)),
-                               ('hello_other_job', pb.Greeting(role='follower', protocol_version=1,
-                                                               app_id='another-job')),
-                               ('hello_second_leader', pb.Greeting(role='leader', protocol_version=1,
-                                                                   instance_id='intruder'))):
+        for kind, greeting in (
+          ('hello_wrong_role', pb.Greeting(role='boss', protocol_version=1)),
+          ('hello_wrong_version', pb.Greeting(role='follower', protocol_version=99)),
+          ('hello_other_job', pb.Greeting(role='follower', protocol_version=1, app_id='another-job')),
+          ('hello_second_leader', pb.Greeting(role='leader', protocol_version=1, instance_id='intruder')),
+        ):
           assert stub.Hello(greeting, timeout=5).error  # refused, with a reason
           sent[kind] += 1
-        stream = channel.stream_stream('/efl.PeerService/Stream', request_serializer=lambda b: b,
-                                       response_deserializer=lambda b: b)
+        stream = channel.stream_stream(
+          '/efl.PeerService/Stream', request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         try:
           stream(iter([_frames(rng) for _ in range(5)]), timeout=2)
         except grpc.RpcError as e:

@@ -1,5 +1,6 @@
 """Both parties in one process (two threads, two graphs): FederalModel takes its role and addresses as
 arguments, so a test needs no command line. Real gRPC on 127.0.0.1."""
+
 import threading
 
 import numpy as np
@@ -31,25 +32,27 @@ def _party(role, own, peer, results):
   def input_fn(model, mode):
     ds = tf.data.Dataset.from_tensor_slices({'x': mine, 'label': y, 'id': np.arange(N)}).batch(BATCH).repeat()
     feats = tf.data.make_one_shot_iterator(ds).get_next()
-    return efl.FederalSample(feats, {'x': [tf.feature_column.numeric_column('x', 3)],
-                                     'label': [tf.feature_column.numeric_column('label', 1)]},
-                             model.federal_role, model.communicator, sample_id_name='id')
+    return efl.FederalSample(
+      feats,
+      {'x': [tf.feature_column.numeric_column('x', 3)], 'label': [tf.feature_column.numeric_column('label', 1)]},
+      model.federal_role,
+      model.communicator,
+      sample_id_name='id',
+    )
 
   def loss_fn(model, sample):
     h = tf.layers.dense(sample['x'], H, name='own')
     if role == 'follower':
       model.send('h', h, require_grad=True)
       return h
-    logits = tf.layers.dense(tf.concat([h, tf.reshape(model.recv('h', require_grad=True), [-1, H])], 1), 1,
-                             name='head')
+    logits = tf.layers.dense(tf.concat([h, tf.reshape(model.recv('h', require_grad=True), [-1, H])], 1), 1, name='head')
     loss = tf.losses.sigmoid_cross_entropy(sample['label'], logits)
     model.add_hooks([Losses(loss)])
     return loss
 
   try:
     with tf.Graph().as_default():
-      model = efl.FederalModel(federal_role=role, local_addr='127.0.0.1:%d' % own,
-                               peer_addr='127.0.0.1:%d' % peer)
+      model = efl.FederalModel(federal_role=role, local_addr='127.0.0.1:%d' % own, peer_addr='127.0.0.1:%d' % peer)
       assert model.federal_role == role and model.communicator.local_addr == '127.0.0.1:%d' % own
       model.input_fn(input_fn).loss_fn(loss_fn)
       model.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.5)))
@@ -63,8 +66,10 @@ def _party(role, own, peer, results):
 def test_both_parties_in_one_process():
   lp, fp = free_port(), free_port()
   results = {}
-  threads = [threading.Thread(target=_party, args=('leader', lp, fp, results)),
-             threading.Thread(target=_party, args=('follower', fp, lp, results))]
+  threads = [
+    threading.Thread(target=_party, args=('leader', lp, fp, results)),
+    threading.Thread(target=_party, args=('follower', fp, lp, results)),
+  ]
   for t in threads:
     t.start()
   for t in threads:

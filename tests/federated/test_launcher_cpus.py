@@ -1,4 +1,5 @@
 """The launcher splits one machine's CPUs between the two parties it runs."""
+
 import os
 import subprocess
 import sys
@@ -20,8 +21,10 @@ def _child():
   return subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
 
 
-@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2,
-                    reason='needs CPU affinity control and two CPUs')
+@pytest.mark.skipif(
+  not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2,
+  reason='needs CPU affinity control and two CPUs',
+)
 @pytest.mark.parametrize('role', ['leader', 'follower'])
 def test_pin_party_keeps_a_real_process_on_its_half(role):
   p = _child()
@@ -33,8 +36,10 @@ def test_pin_party_keeps_a_real_process_on_its_half(role):
     p.wait()
 
 
-@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2,
-                    reason='needs CPU affinity control and two CPUs')
+@pytest.mark.skipif(
+  not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2,
+  reason='needs CPU affinity control and two CPUs',
+)
 def test_pinning_can_be_turned_off(monkeypatch):
   monkeypatch.setenv('EFL_PIN_CPUS', '0')
   p = _child()

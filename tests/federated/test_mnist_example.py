@@ -1,4 +1,5 @@
 """The seed's federated MNIST example (leader.py / follower.py, unchanged) on a subset of real MNIST."""
+
 import os
 import re
 import shutil
@@ -11,15 +12,31 @@ EXAMPLE = os.path.join(ROOT, 'efl', 'example', 'mnist')
 
 
 def test_mnist_example_trains_federated(tmp_path, mnist_npz):
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--output_dir', str(tmp_path), '--train_rows', '5120', '--test_rows', '512'],
-                       env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      str(tmp_path),
+      '--train_rows',
+      '5120',
+      '--test_rows',
+      '512',
+    ],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
   for script in ('leader.py', 'follower.py'):
     shutil.copy(os.path.join(EXAMPLE, script), str(tmp_path))
   # TF's own warnings shown, as the launcher shows them: a failed op is logged at that level.
-  res = run_pair('leader.py', 'follower.py', cwd=str(tmp_path), timeout=240, tmp_path=tmp_path,
-                 env={'TF_CPP_MIN_LOG_LEVEL': '1'})
+  res = run_pair(
+    'leader.py', 'follower.py', cwd=str(tmp_path), timeout=240, tmp_path=tmp_path, env={'TF_CPP_MIN_LOG_LEVEL': '1'}
+  )
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-3000:])
     # At the end of the data neither party is left waiting for the other: no failed op, no traceback.
@@ -38,8 +55,14 @@ def test_launcher_runs_both_parties(tmp_path, mnist_npz):
     shutil.copy(os.path.join(EXAMPLE, script), str(work))
   # The launcher generates the data itself when leader_train/ is missing.
   env = party_env({'EFL_MNIST_NPZ': mnist_npz})
-  out = subprocess.run([sys.executable, '-m', 'efl.launcher', str(work), '--timeout_s', '200'], env=env,
-                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+  out = subprocess.run(
+    [sys.executable, '-m', 'efl.launcher', str(work), '--timeout_s', '200'],
+    env=env,
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=300,
+  )
   log = out.stdout.decode('utf-8', 'replace')
   assert out.returncode == 0, log[-3000:]
   assert '[leader  ]' in log and '[follower]' in log
@@ -51,11 +74,27 @@ def test_seed_federated_snippets_run_unchanged(tmp_path, mnist_npz):
   """The seed README's federated snippets as written (the example scripts have grown modes since)."""
   sys.path.insert(0, os.path.join(ROOT, 'tests', 'framework'))
   from test_seed_single_machine import seed_blocks  # pylint: disable=g-import-not-at-top
+
   main_block, input_block, follower_block, leader_block = seed_blocks('# 联邦示例', '# 差分隐私示例')
   assert '#follower' in follower_block and '#leader' in leader_block
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--output_dir', str(tmp_path), '--train_rows', '2560', '--test_rows', '256'],
-                       env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      str(tmp_path),
+      '--train_rows',
+      '2560',
+      '--test_rows',
+      '256',
+    ],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
   # The seed shows the follower's input_fn; the leader's reads its own folder.
   inputs = {'follower': input_block, 'leader': input_block.replace('./follower_train', './leader_train')}

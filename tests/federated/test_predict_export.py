@@ -1,6 +1,7 @@
 """Federated prediction and SavedModel export of the MNIST example, in real processes on real MNIST: the
 prediction file against eval's accuracy, the two exported models chained in stock TensorFlow against the
 prediction file, and a prediction killed mid-way and run again."""
+
 import csv
 import glob
 import json
@@ -17,7 +18,7 @@ from proc_helpers import ROOT, free_port, party_env, run_pair, start_party
 EXAMPLE = os.path.join(ROOT, 'efl', 'example', 'mnist')
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_ROWS = 10000
-SIGNATURES = r'''
+SIGNATURES = r"""
 import glob, json, os, sys
 import tensorflow.compat.v1 as tf
 out = {}
@@ -27,13 +28,20 @@ for role in ('follower', 'leader'):
     sig = tf.saved_model.loader.load(sess, ['serve'], version).signature_def['serving_default']
     out[role] = [sorted(sig.inputs), sorted(sig.outputs)]
 print(json.dumps(out))
-'''
+"""
 
 
 def _pair(work, *args, timeout=240):
   args = ['--ckpt_dir=ckpt'] + list(args)
-  res = run_pair(os.path.join(EXAMPLE, 'leader.py'), os.path.join(EXAMPLE, 'follower.py'), args, args,
-                 cwd=str(work), timeout=timeout, tmp_path=work)
+  res = run_pair(
+    os.path.join(EXAMPLE, 'leader.py'),
+    os.path.join(EXAMPLE, 'follower.py'),
+    args,
+    args,
+    cwd=str(work),
+    timeout=timeout,
+    tmp_path=work,
+  )
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-3000:])
   return res['leader'][1], res['follower'][1]
@@ -48,6 +56,7 @@ def _read_rows(path):
 def _labels(work):
   """{sample_id: label} of the test split, read from the leader's TFRecords."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
   out = {}
   for path in sorted(glob.glob(os.path.join(str(work), 'leader_test', '*'))):
     for record in tf.io.tf_record_iterator(path):
@@ -58,9 +67,14 @@ def _labels(work):
 
 def test_predict_export_and_restart(tmp_path, mnist_npz):
   work = tmp_path
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--train_rows', '5120'], cwd=str(work), env=party_env(), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=120)
+  gen = subprocess.run(
+    [sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz, '--train_rows', '5120'],
+    cwd=str(work),
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
   leader, _ = _pair(work)  # --mode=train: 20 steps, checkpoints in ckpt/<role>
   assert 'train done: [train] gstep=20' in leader
@@ -80,14 +94,31 @@ def test_predict_export_and_restart(tmp_path, mnist_npz):
 
   # Export each party (no peer needed), then chain the two SavedModels in a fresh process with stock TF.
   for role in ('leader', 'follower'):
-    out = subprocess.run([sys.executable, os.path.join(EXAMPLE, role + '.py'), '--federal_role=' + role,
-                          '--ckpt_dir=ckpt', '--mode=export', '--export_dir=export'], cwd=str(work),
-                         env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = subprocess.run(
+      [
+        sys.executable,
+        os.path.join(EXAMPLE, role + '.py'),
+        '--federal_role=' + role,
+        '--ckpt_dir=ckpt',
+        '--mode=export',
+        '--export_dir=export',
+      ],
+      cwd=str(work),
+      env=party_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      timeout=120,
+    )
     assert out.returncode == 0, out.stdout.decode()[-3000:]
     assert os.path.isfile(str(work / 'export' / role / '20' / 'saved_model.pb'))
-  chain = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'serve_chain.py'), '--export_dir', 'export',
-                          '--rows', '256'], cwd=str(work), env=party_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, timeout=120)
+  chain = subprocess.run(
+    [sys.executable, os.path.join(EXAMPLE, 'serve_chain.py'), '--export_dir', 'export', '--rows', '256'],
+    cwd=str(work),
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert chain.returncode == 0, chain.stderr.decode()[-3000:]
   served = json.loads(chain.stdout.decode().strip().splitlines()[-1])
   assert len(served['ids']) == 256
@@ -96,11 +127,18 @@ def test_predict_export_and_restart(tmp_path, mnist_npz):
   np.testing.assert_allclose(np.array(served['prob']), expected, rtol=0, atol=1e-5)
   assert served['class'] == [int(by_id[i][1]) for i in served['ids']]
   # Each signature takes what its party has and sends: raw features (no label), and the peer's fc1.
-  signatures = subprocess.run([sys.executable, '-c', SIGNATURES, str(work / 'export')], env=party_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  signatures = subprocess.run(
+    [sys.executable, '-c', SIGNATURES, str(work / 'export')],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    timeout=120,
+  )
   assert signatures.returncode == 0, signatures.stderr.decode()[-3000:]
   assert json.loads(signatures.stdout.decode().strip().splitlines()[-1]) == {
-      'follower': [['feature'], ['fc1']], 'leader': [['fc1', 'feature'], ['class', 'prob']]}
+    'follower': [['feature'], ['fc1']],
+    'leader': [['fc1', 'feature'], ['class', 'prob']],
+  }
 
   # Killed mid-way: no partial pred.csv; run again: the same complete file.
   first = open(str(work / 'pred.csv')).read()
@@ -108,10 +146,25 @@ def test_predict_export_and_restart(tmp_path, mnist_npz):
   lp, fp = free_port(), free_port()
   env = {'EFL_TEST_SCRIPT': os.path.join(EXAMPLE, 'leader.py'), 'EFL_TEST_PAUSE_S': '0.1'}
   args = ['--ckpt_dir=ckpt', '--mode=predict', '--output=pred.csv']
-  leader = start_party(os.path.join(HERE, 'paused_party.py'), 'leader', lp, fp, args, cwd=str(work), env=env,
-                       log_path=str(work / 'killed_leader.log'))
-  follower = start_party(os.path.join(EXAMPLE, 'follower.py'), 'follower', fp, lp, args, cwd=str(work),
-                         log_path=str(work / 'killed_follower.log'))
+  leader = start_party(
+    os.path.join(HERE, 'paused_party.py'),
+    'leader',
+    lp,
+    fp,
+    args,
+    cwd=str(work),
+    env=env,
+    log_path=str(work / 'killed_leader.log'),
+  )
+  follower = start_party(
+    os.path.join(EXAMPLE, 'follower.py'),
+    'follower',
+    fp,
+    lp,
+    args,
+    cwd=str(work),
+    log_path=str(work / 'killed_follower.log'),
+  )
   try:
     deadline = time.time() + 120
     partial = []

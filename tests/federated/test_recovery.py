@@ -2,6 +2,7 @@
 random step again; the other party, with EFL_RECOVERY_TIMEOUT_S, waits for it, both restore their common
 checkpoint and finish. Over the whole run every training sample is used exactly once per epoch: the steps
 before the restored checkpoint, plus those after it (a step run again after the restore reads the same ids)."""
+
 import collections
 import json
 import os
@@ -32,8 +33,10 @@ def _write_data(directory):
     for part in range(4):  # 4 files of 64 records: blocks to resume inside
       with tf.io.TFRecordWriter(os.path.join(directory, role, 'data_%d.tfrd' % part)) as w:
         for i in range(part * 64, (part + 1) * 64):
-          feature = {'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
-                     'x': tf.train.Feature(float_list=tf.train.FloatList(value=x[i, cols].tolist()))}
+          feature = {
+            'sample_id': tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
+            'x': tf.train.Feature(float_list=tf.train.FloatList(value=x[i, cols].tolist())),
+          }
           if role == 'leader':
             feature['label'] = tf.train.Feature(float_list=tf.train.FloatList(value=[y[i]]))
           w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
@@ -48,8 +51,7 @@ def _party_pid(out, role):
         cmd = f.read().split(b'\0')
     except OSError:
       continue
-    if b'recovery_party.py' in b' '.join(cmd) and out.encode() in cmd and \
-        ('--federal_role=%s' % role).encode() in cmd:
+    if b'recovery_party.py' in b' '.join(cmd) and out.encode() in cmd and ('--federal_role=%s' % role).encode() in cmd:
       return int(pid)
   return None
 
@@ -74,10 +76,29 @@ def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path,
   os.makedirs(out)
   args = ['--out', out, '--data', data, '--epochs', str(EPOCHS)]
   launcher = subprocess.Popen(
-      [sys.executable, '-m', 'efl.launcher', HERE, '--leader', 'recovery_party.py', '--follower',
-       'recovery_party.py', '--generate', '', '--restarts', '1', '--timeout_s', '240', '--'] + args,
-      cwd=ROOT, env=party_env({'EFL_RECOVERY_TIMEOUT_S': '60'}), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT)
+    [
+      sys.executable,
+      '-m',
+      'efl.launcher',
+      HERE,
+      '--leader',
+      'recovery_party.py',
+      '--follower',
+      'recovery_party.py',
+      '--generate',
+      '',
+      '--restarts',
+      '1',
+      '--timeout_s',
+      '240',
+      '--',
+    ]
+    + args,
+    cwd=ROOT,
+    env=party_env({'EFL_RECOVERY_TIMEOUT_S': '60'}),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+  )
   trace = os.path.join(out, '%s_trace.jsonl' % victim)
   try:
     deadline = time.time() + 120
@@ -88,8 +109,10 @@ def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path,
     pid = _party_pid(out, victim)
     if pid is None:
       launcher.kill()
-      raise AssertionError('the %s is not running after %d traced steps:\n%s' % (
-          victim, sum(1 for _ in open(trace)), launcher.communicate()[0].decode('utf-8', 'replace')[-4000:]))
+      raise AssertionError(
+        'the %s is not running after %d traced steps:\n%s'
+        % (victim, sum(1 for _ in open(trace)), launcher.communicate()[0].decode('utf-8', 'replace')[-4000:])
+      )
     os.kill(pid, signal.SIGKILL)
     log = launcher.communicate(timeout=240)[0].decode('utf-8', 'replace')
   finally:
@@ -106,8 +129,10 @@ def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path,
       assert all(ids == attempts[0] for ids in attempts), (role, gstep, attempts)  # the same batch again
     used = [i for gstep in sorted(runs) for i in runs[gstep][-1]]
     for epoch in range(EPOCHS):
-      assert sorted(used[epoch * N:(epoch + 1) * N]) == list(range(N)), (role, epoch)
+      assert sorted(used[epoch * N : (epoch + 1) * N]) == list(range(N)), (role, epoch)
   # the survivor kept its process: one pid in its trace; the victim had two
-  pids = {role: {json.loads(ln)['pid'] for ln in open(os.path.join(out, '%s_trace.jsonl' % role)) if ln.strip()}
-          for role in ('leader', 'follower')}
+  pids = {
+    role: {json.loads(ln)['pid'] for ln in open(os.path.join(out, '%s_trace.jsonl' % role)) if ln.strip()}
+    for role in ('leader', 'follower')
+  }
   assert len(pids[survivor]) == 1 and len(pids[victim]) == 2, pids

@@ -4,6 +4,7 @@ The parties (resume_party.py) read TFRecords with `FederalDataIO` and check samp
 (`FederalSample`); each records (global step, sample ids) of every training run. Batches cross file and epoch
 boundaries (3 files of 20 records, batch 8, 2 epochs), so a resume position inside a file is exercised.
 """
+
 import glob
 import json
 import os
@@ -31,7 +32,7 @@ ROLES = ('leader', 'follower')
 def _expected_ids(step):
   """The sample ids of the batch of global step `step` (1-based): batches run on across files and epochs."""
   sequence = list(range(FILES * PER_FILE)) * EPOCHS
-  return sequence[(step - 1) * BATCH:step * BATCH]
+  return sequence[(step - 1) * BATCH : step * BATCH]
 
 
 def _records(path):
@@ -53,11 +54,25 @@ class Pair(object):
       self.logs[role] = os.path.join(tmp, '%s_%s.log' % (tag, role))
       self.records[role] = os.path.join(tmp, '%s_%s.jsonl' % (tag, role))
       ckpt_dir = (ckpt or {}).get(role) or os.path.join(tmp, 'ckpt_' + role)
-      args = ['--data', os.path.join(tmp, 'data_' + role), '--ckpt', ckpt_dir, '--record', self.records[role],
-              '--tag', tag, '--steps', str(STEPS), '--save_steps', str(SAVE_STEPS), '--batch', str(BATCH),
-              '--epochs', str(EPOCHS)] + list(extra)
-      self.procs[role] = start_party(SCRIPT, role, ports[role], ports[peer], args, cwd=HERE,
-                                     log_path=self.logs[role])
+      args = [
+        '--data',
+        os.path.join(tmp, 'data_' + role),
+        '--ckpt',
+        ckpt_dir,
+        '--record',
+        self.records[role],
+        '--tag',
+        tag,
+        '--steps',
+        str(STEPS),
+        '--save_steps',
+        str(SAVE_STEPS),
+        '--batch',
+        str(BATCH),
+        '--epochs',
+        str(EPOCHS),
+      ] + list(extra)
+      self.procs[role] = start_party(SCRIPT, role, ports[role], ports[peer], args, cwd=HERE, log_path=self.logs[role])
 
   def log(self, role):
     with open(self.logs[role], 'rb') as f:

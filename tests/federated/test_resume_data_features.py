@@ -5,6 +5,7 @@ and ZLIB on the follower, a variable-length feature, worker sharding on the lead
 drop_remainder. The parties run in two threads of this process with real Communicators on 127.0.0.1; each
 session is a new graph and a new Communicator pair, as after a restart.
 """
+
 import os
 import socket
 import threading
@@ -44,16 +45,27 @@ def _write(base, role):
 def _session(tmp_path, batches):
   """One session of both parties: restores, reads up to `batches` batches, checkpoints; returns their batches."""
   pl, pf = _free_port(), _free_port()
-  comms = {'leader': Communicator('leader', '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl),
-           'follower': Communicator('follower', '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf)}
+  comms = {
+    'leader': Communicator('leader', '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl),
+    'follower': Communicator('follower', '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf),
+  }
   graphs, readers, features = {}, {}, {}
   for role in comms:
     graphs[role] = tf.Graph()
     with graphs[role].as_default():
       io = efl.data.FederalDataIO(
-          str(tmp_path / role), BATCH, comms[role], role, worker_idx=WORKER_IDX, worker_num=WORKER_NUM,
-          prefetch=2, num_epochs=EPOCHS, drop_remainder=True, data_mode='data-join',
-          compression_type='GZIP' if role == 'leader' else 'ZLIB')
+        str(tmp_path / role),
+        BATCH,
+        comms[role],
+        role,
+        worker_idx=WORKER_IDX,
+        worker_num=WORKER_NUM,
+        prefetch=2,
+        num_epochs=EPOCHS,
+        drop_remainder=True,
+        data_mode='data-join',
+        compression_type='GZIP' if role == 'leader' else 'ZLIB',
+      )
       io.fixedlen_feature('sample_id', 1, dtype=tf.int64)
       if role == 'follower':
         io.varlen_feature('tags', dtype=tf.int64)
@@ -100,7 +112,7 @@ def test_all_pipeline_options_resume_aligned(tmp_path):
   # Worker 1 of 2 reads blocks 1 and 3 (ids 5..9, 15..19), twice; 20 records in batches of 3, the last 2
   # dropped.
   stream = (list(range(5, 10)) + list(range(15, 20))) * EPOCHS
-  expected = [stream[i:i + BATCH] for i in range(0, len(stream) - BATCH + 1, BATCH)]
+  expected = [stream[i : i + BATCH] for i in range(0, len(stream) - BATCH + 1, BATCH)]
   assert len(expected) == 6
   got_leader, got_follower = [], []
   for batches in (2, 3, 10):  # stop after 2 batches, then 3 more, then the rest

@@ -1,4 +1,5 @@
 """Two real processes train a split network over gRPC on 127.0.0.1; results match one process."""
+
 import json
 import os
 import sys
@@ -33,22 +34,37 @@ def reference(steps):
     dz = (p - yy) / b
     dv = np.concatenate([hl, hf], 1).T.dot(dz)
     dh = dz.dot(w['v'].T)
-    w['w_l'] -= split_party.LR * xl.T.dot(dh[:, :split_party.H])
-    w['w_f'] -= split_party.LR * xf.T.dot(dh[:, split_party.H:])
+    w['w_l'] -= split_party.LR * xl.T.dot(dh[:, : split_party.H])
+    w['w_f'] -= split_party.LR * xf.T.dot(dh[:, split_party.H :])
     w['v'] -= split_party.LR * dv
   return losses, w, h_f_seen
 
 
 # Both transports: the native kernels (the default where they are built) and the py_funcs.
-TRANSPORTS = [pytest.param('on', id='native', marks=pytest.mark.skipif(
-    not native.available()[0], reason='native transport not built: %s' % native.available()[1])),
-              pytest.param('off', id='python')]
+TRANSPORTS = [
+  pytest.param(
+    'on',
+    id='native',
+    marks=pytest.mark.skipif(
+      not native.available()[0], reason='native transport not built: %s' % native.available()[1]
+    ),
+  ),
+  pytest.param('off', id='python'),
+]
 
 
 def _run(tmp_path, leader_args=(), follower_args=(), timeout=180, env=None):
   args = ['--out', str(tmp_path)]
-  return run_pair(SCRIPT, SCRIPT, args + list(leader_args), args + list(follower_args), cwd=HERE,
-                  timeout=timeout, tmp_path=tmp_path, env=env)
+  return run_pair(
+    SCRIPT,
+    SCRIPT,
+    args + list(leader_args),
+    args + list(follower_args),
+    cwd=HERE,
+    timeout=timeout,
+    tmp_path=tmp_path,
+    env=env,
+  )
 
 
 @pytest.mark.parametrize('transport', TRANSPORTS)
@@ -73,8 +89,11 @@ def test_split_training_matches_one_process(tmp_path, transport):
 
 
 def test_eval_sends_keep_train_aligned(tmp_path):
-  res = _run(tmp_path, ['--steps', '4', '--procedure', 'train_eval', '--eval_steps', '3'],
-             ['--steps', '4', '--procedure', 'train_eval', '--eval_steps', '3'])
+  res = _run(
+    tmp_path,
+    ['--steps', '4', '--procedure', 'train_eval', '--eval_steps', '3'],
+    ['--steps', '4', '--procedure', 'train_eval', '--eval_steps', '3'],
+  )
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-3000:])
   leader = json.load(open(os.path.join(str(tmp_path), 'leader.json')))
@@ -88,8 +107,12 @@ def test_eval_sends_keep_train_aligned(tmp_path):
 
 def test_eval_step_mismatch_is_an_error_not_a_hang(tmp_path):
   start = time.time()
-  res = _run(tmp_path, ['--steps', '2', '--procedure', 'train_eval', '--eval_steps', '2'],
-             ['--steps', '2', '--procedure', 'train_eval', '--eval_steps', '3'], timeout=120)
+  res = _run(
+    tmp_path,
+    ['--steps', '2', '--procedure', 'train_eval', '--eval_steps', '2'],
+    ['--steps', '2', '--procedure', 'train_eval', '--eval_steps', '3'],
+    timeout=120,
+  )
   assert time.time() - start < 100
   assert res['leader'][0] != 0 or res['follower'][0] != 0
   text = res['leader'][1] + res['follower'][1]
@@ -98,8 +121,13 @@ def test_eval_step_mismatch_is_an_error_not_a_hang(tmp_path):
 
 @pytest.mark.parametrize('transport', TRANSPORTS)
 def test_sample_id_mismatch_stops_both(tmp_path, transport):
-  res = _run(tmp_path, ['--steps', '6'], ['--steps', '6', '--mismatch_at', '2'], timeout=120,
-             env={'EFL_NATIVE_TRANSPORT': transport})
+  res = _run(
+    tmp_path,
+    ['--steps', '6'],
+    ['--steps', '6', '--mismatch_at', '2'],
+    timeout=120,
+    env={'EFL_NATIVE_TRANSPORT': transport},
+  )
   assert res['follower'][0] != 0 and res['leader'][0] != 0
   assert 'sample ids' in res['follower'][1] and 'step 2' in res['follower'][1]
   assert 'sample ids' in res['leader'][1]  # the leader learns why its peer stopped
@@ -108,8 +136,7 @@ def test_sample_id_mismatch_stops_both(tmp_path, transport):
 
 def test_peer_never_starts_gives_connect_timeout(tmp_path):
   lp, fp = free_port(), free_port()
-  p = start_party(SCRIPT, 'follower', fp, lp, ['--out', str(tmp_path)], cwd=HERE,
-                  env={'EFL_CONNECT_TIMEOUT_S': '5'})
+  p = start_party(SCRIPT, 'follower', fp, lp, ['--out', str(tmp_path)], cwd=HERE, env={'EFL_CONNECT_TIMEOUT_S': '5'})
   out, _ = p.communicate(timeout=90)
   text = out.decode('utf-8', 'replace')
   assert p.returncode != 0
@@ -121,11 +148,19 @@ def test_killed_peer_stops_the_other_side_quickly(tmp_path, transport):
   lp, fp = free_port(), free_port()
   log_l = os.path.join(str(tmp_path), 'leader.log')
   env = {'EFL_NATIVE_TRANSPORT': transport}
-  leader = start_party(SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path), '--steps', '1000'], cwd=HERE,
-                       log_path=log_l, env=env)
-  follower = start_party(SCRIPT, 'follower', fp, lp, ['--out', str(tmp_path), '--steps', '1000',
-                                                      '--stall_at', '3'], cwd=HERE,
-                         log_path=os.path.join(str(tmp_path), 'follower.log'), env=env)
+  leader = start_party(
+    SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path), '--steps', '1000'], cwd=HERE, log_path=log_l, env=env
+  )
+  follower = start_party(
+    SCRIPT,
+    'follower',
+    fp,
+    lp,
+    ['--out', str(tmp_path), '--steps', '1000', '--stall_at', '3'],
+    cwd=HERE,
+    log_path=os.path.join(str(tmp_path), 'follower.log'),
+    env=env,
+  )
   try:
     deadline = time.time() + 90
     while time.time() < deadline and 'gstep=3' not in open(log_l, 'rb').read().decode('utf-8', 'replace'):

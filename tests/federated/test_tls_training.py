@@ -1,4 +1,5 @@
 """Both parties train over mutual TLS with certificates made in the test; a stranger's certificate is refused."""
+
 import os
 
 import pytest
@@ -12,8 +13,13 @@ SCRIPT = os.path.join(HERE, 'split_party.py')
 
 
 def _env(ca, key_cert):
-  return {'EFL_PEER_CERTS_FILENAME': ca, 'EFL_MY_KEY_FILENAME': key_cert[0], 'EFL_MY_CERTS_FILENAME': key_cert[1],
-          'EFL_SSL_TARGET_NAME_OVERRIDE': 'localhost', 'EFL_CONNECT_TIMEOUT_S': '20'}
+  return {
+    'EFL_PEER_CERTS_FILENAME': ca,
+    'EFL_MY_KEY_FILENAME': key_cert[0],
+    'EFL_MY_CERTS_FILENAME': key_cert[1],
+    'EFL_SSL_TARGET_NAME_OVERRIDE': 'localhost',
+    'EFL_CONNECT_TIMEOUT_S': '20',
+  }
 
 
 def test_training_over_tls_and_refusing_another_ca(tmp_path):
@@ -24,14 +30,32 @@ def test_training_over_tls_and_refusing_another_ca(tmp_path):
   follower_cert = make_leaf(d, 'follower', ca_key, ca)
   stranger_cert = make_leaf(d, 'stranger', other_key, other)
   args = ['--out', d, '--steps', '3']
-  res = run_pair(SCRIPT, SCRIPT, args, args, cwd=HERE, timeout=120, tmp_path=tmp_path,
-                 env_leader=_env(ca, leader_cert), env_follower=_env(ca, follower_cert))
+  res = run_pair(
+    SCRIPT,
+    SCRIPT,
+    args,
+    args,
+    cwd=HERE,
+    timeout=120,
+    tmp_path=tmp_path,
+    env_leader=_env(ca, leader_cert),
+    env_follower=_env(ca, follower_cert),
+  )
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-3000:])
     assert 'TLS client on' in log or 'TLS on' in log or 'TLS client' in log
   assert 'train done: [train] gstep=3' in res['leader'][1]
   # A follower whose certificate comes from another CA is refused, with TLS named in the error.
-  bad = run_pair(SCRIPT, SCRIPT, args, args, cwd=HERE, timeout=120, tmp_path=tmp_path,
-                 env_leader=_env(ca, leader_cert), env_follower=_env(other, stranger_cert))
+  bad = run_pair(
+    SCRIPT,
+    SCRIPT,
+    args,
+    args,
+    cwd=HERE,
+    timeout=120,
+    tmp_path=tmp_path,
+    env_leader=_env(ca, leader_cert),
+    env_follower=_env(other, stranger_cert),
+  )
   assert bad['leader'][0] != 0 and bad['follower'][0] != 0
   assert 'TLS' in bad['follower'][1] or 'TLS' in bad['leader'][1]

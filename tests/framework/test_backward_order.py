@@ -1,4 +1,5 @@
 """The leader's backward pass: its own weight gradients wait until the peer's gradient is sent."""
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 

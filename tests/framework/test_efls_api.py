@@ -1,5 +1,6 @@
 """EFLS's later API on efl: task scopes, stages with feed_dict, module paths, config getters, fit's session
 arguments, AUTO_REUSE, string metrics, both recv forms, DP call forms. Real graphs and sessions."""
+
 import collections
 import functools
 import importlib
@@ -31,15 +32,20 @@ def _data(seed):
 
 def input_fn_for(task, repeat=True):
   """An input_fn that reads its task's own copy of the data (labels 'a' and 'b': two tasks)."""
+
   def input_fn(model, mode):
     x, a, b = _data(0 if mode == efl.MODE.TRAIN else 1)
     ds = tf.data.Dataset.from_tensor_slices({'x': x, 'a': a, 'b': b}).batch(BATCH)
     if repeat:
       ds = ds.repeat()
     feats = tf.data.make_one_shot_iterator(ds).get_next()
-    cols = {'x': [tf.feature_column.numeric_column('x', 3)], 'a': [tf.feature_column.numeric_column('a', 1)],
-            'b': [tf.feature_column.numeric_column('b', 1)]}
+    cols = {
+      'x': [tf.feature_column.numeric_column('x', 3)],
+      'a': [tf.feature_column.numeric_column('a', 1)],
+      'b': [tf.feature_column.numeric_column('b', 1)],
+    }
     return efl.Sample(feats, cols)
+
   return input_fn
 
 
@@ -78,8 +84,7 @@ def test_eval_fn_that_rebuilds_the_training_layers_shares_their_variables():
   build_two_tasks()
   names = sorted(v.op.name for v in tf.trainable_variables())
   # one bottom shared by both tasks and both modes, one head per task: no copies for eval
-  assert names == ['bottom/bias', 'bottom/kernel', 'head_ta/bias', 'head_ta/kernel', 'head_tb/bias',
-                   'head_tb/kernel']
+  assert names == ['bottom/bias', 'bottom/kernel', 'head_ta/bias', 'head_ta/kernel', 'head_tb/bias', 'head_tb/kernel']
 
 
 def _log_lines(capsys):
@@ -90,8 +95,7 @@ def _log_lines(capsys):
 
 def test_cotrain_trains_both_tasks_and_logs_string_metrics(capsys):
   model = build_two_tasks()
-  model.fit(efl.procedure_fn.cotrain({'ta': 0.5, 'tb': 0.5}, max_iter=6, train_step=20, eval_step=4),
-            log_step=10)
+  model.fit(efl.procedure_fn.cotrain({'ta': 0.5, 'tb': 0.5}, max_iter=6, train_step=20, eval_step=4), log_step=10)
   lines = _log_lines(capsys)
   for task in ('ta', 'tb'):
     assert any(ln.startswith('[train/%s]' % task) and 'task=%s' % task in ln and 'auc=' in ln for ln in lines), task
@@ -101,9 +105,13 @@ def test_cotrain_trains_both_tasks_and_logs_string_metrics(capsys):
 def test_train_and_evaluate_per_task_learns(capsys):
   model = build_two_tasks()
   aucs = {}
-  model.fit(_sequential(efl.procedure_fn.train_and_evaluate(train_step=150, eval_step=16, max_iter=1, task='ta'),
-                        efl.procedure_fn.train_and_evaluate(train_step=150, eval_step=16, max_iter=1, task='tb')),
-            log_step=1000)
+  model.fit(
+    _sequential(
+      efl.procedure_fn.train_and_evaluate(train_step=150, eval_step=16, max_iter=1, task='ta'),
+      efl.procedure_fn.train_and_evaluate(train_step=150, eval_step=16, max_iter=1, task='tb'),
+    ),
+    log_step=1000,
+  )
   for line in _log_lines(capsys):
     for task in ('ta', 'tb'):
       if line.startswith('eval/%s done' % task):
@@ -115,6 +123,7 @@ def _sequential(*procedures):
   def fn(model):
     for p in procedures:
       p(model)
+
   return fn
 
 
@@ -155,6 +164,7 @@ def test_loop_stage_finish_at_end_of_data():
   def proc(m):
     m.run_stage('train', stage, feed_dict={m.training_flag: True})
     result['finish'], result['lstep'] = stage.finish, stage.lstep
+
   model.fit(proc, log_step=100)
   assert result == {'finish': True, 'lstep': N // BATCH}
 
@@ -165,8 +175,12 @@ def test_stage_name_reused_for_another_kind_of_stage_is_refused():
   def proc(m):
     m.run_stage('warmup', efl.stage.LoopStage(m.train_op('ta'), True, 1, task='ta'))
     m.run_stage('warmup', lambda sess: None)
-  with pytest.raises(ValueError, match=r"run_stage\('warmup'\): the name was used for a LoopStage stage and now "
-                                       r"for a function"):
+
+  with pytest.raises(
+    ValueError,
+    match=r"run_stage\('warmup'\): the name was used for a LoopStage stage and now "
+    r'for a function',
+  ):
     model.fit(proc)
 
 
@@ -175,7 +189,7 @@ def test_bad_metric_value_and_task_without_input_fn():
   with pytest.raises(TypeError, match=r"add_metric\('bad'\): the value must be a tensor.*object"):
     model.add_metric('bad', object())
   with efl.task_scope(task='lonely'):
-    model.loss_fn(lambda m, s: tf.constant(0.))
+    model.loss_fn(lambda m, s: tf.constant(0.0))
   with pytest.raises(ValueError, match="task 'lonely' has no input_fn; call model.input_fn"):
     model.compile()
 
@@ -199,6 +213,7 @@ def test_with_tmp_hooks_sees_only_runs_inside_the_block():
     with efl.with_tmp_hooks([hook]):
       m.run_stage('inside', efl.stage.LoopStage(m.train_op('tb'), True, 4, task='tb'))
     m.run_stage('after', efl.stage.LoopStage(m.train_op('tb'), True, 2, task='tb'))
+
   model.fit(proc)
   assert counts == {'begin': 1, 'run': 4}
   with pytest.raises(RuntimeError, match='with_tmp_hooks\\(\\) needs a running session'):
@@ -218,9 +233,16 @@ def test_fit_takes_monitored_session_arguments(tmp_path):
       seen[self.key] += 1
 
   scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=2))
-  model.fit(efl.procedure_fn.train(max_step=5, task='ta'), checkpoint_dir=str(tmp_path / 'ckpt'),
-            hooks=[Count('hooks')], chief_only_hooks=[Count('chief')], scaffold=scaffold,
-            summary_dir=str(tmp_path / 'summary'), log_step=1, stop_grace_period_secs=5)
+  model.fit(
+    efl.procedure_fn.train(max_step=5, task='ta'),
+    checkpoint_dir=str(tmp_path / 'ckpt'),
+    hooks=[Count('hooks')],
+    chief_only_hooks=[Count('chief')],
+    scaffold=scaffold,
+    summary_dir=str(tmp_path / 'summary'),
+    log_step=1,
+    stop_grace_period_secs=5,
+  )
   assert seen == {'hooks': 5, 'chief': 5}
   assert tf.train.latest_checkpoint(str(tmp_path / 'ckpt')).endswith('-5')
   assert tf.gfile.Glob(str(tmp_path / 'summary' / 'events.out.tfevents.*'))
@@ -234,8 +256,7 @@ def test_a_saver_hook_of_the_script_or_zero_steps_replaces_efls_own(tmp_path):
   saver_hook = tf.train.CheckpointSaverHook(own_dir, save_steps=2)
   model.fit(efl.procedure_fn.train(max_step=5, task='ta'), checkpoint_dir=efl_dir, hooks=[saver_hook])
   assert tf.train.latest_checkpoint(efl_dir) is None  # efl added no saver of its own
-  steps = sorted(int(p.rsplit('-', 1)[1]) for p in tf.train.get_checkpoint_state(own_dir)
-                 .all_model_checkpoint_paths)
+  steps = sorted(int(p.rsplit('-', 1)[1]) for p in tf.train.get_checkpoint_state(own_dir).all_model_checkpoint_paths)
   assert steps == [0, 2, 4, 5]  # the hook's own schedule: at the start, every 2 steps, at the end
   with tf.Graph().as_default():
     model = build_two_tasks()
@@ -245,45 +266,83 @@ def test_a_saver_hook_of_the_script_or_zero_steps_replaces_efls_own(tmp_path):
 
 def test_efls_module_paths_and_top_level_names():
   for path, names in {
-      'efl.framework.task_scope': ['task_scope', 'current_task_scope', 'TaskScope'],
-      'efl.framework.common_define': ['MODE'],
-      'efl.framework.hook_manager': ['with_tmp_hooks'],
-      'efl.framework.model': ['Model', 'FederalModel'],
-      'efl.framework.sample': ['Sample', 'FederalSample'],
-      'efl.framework.stage': ['Stage'],
-      'efl.framework.stage_manager': ['StageManager'],
-      'efl.framework.stage_combiner': ['First', 'Last', 'Chief', 'Mean', 'Sum', 'List'],
-      'efl.framework.communicator': ['Communicator', 'CommunicatorHook'],
-      'efl.stage': ['LoopStage', 'ModelBank'],
-      'efl.stage.loop': ['LoopStage'],
-      'efl.stage.model_bank': ['ModelBank', 'ConfigItem'],
-      'efl.model_fn.procedure_fn': ['train', 'eval', 'train_and_evaluate', 'cotrain'],
-      'efl.model_fn.optimizer_fn': ['optimizer_setter', 'scope_optimizer', 'config_optimizer'],
-      'efl.hooks.logger_hook': ['LoggerHook'],
-      'efl.utils.config': ['get_task_index', 'get_worker_num', 'get_server_num', 'is_chief', 'get_config'],
-      'efl.utils.metrics': ['auc', 'gauc'],
-      'efl.utils.column_util': ['make_parse_example_spec', 'input_layer', 'get_feature_key'],
-      'efl.dataio.dataio': ['DataIO', 'FederalDataIO'],
-      'efl.privacy': ['DPGradientDescentGaussianOptimizer', 'compute_dp_sgd_privacy', 'Role'],
+    'efl.framework.task_scope': ['task_scope', 'current_task_scope', 'TaskScope'],
+    'efl.framework.common_define': ['MODE'],
+    'efl.framework.hook_manager': ['with_tmp_hooks'],
+    'efl.framework.model': ['Model', 'FederalModel'],
+    'efl.framework.sample': ['Sample', 'FederalSample'],
+    'efl.framework.stage': ['Stage'],
+    'efl.framework.stage_manager': ['StageManager'],
+    'efl.framework.stage_combiner': ['First', 'Last', 'Chief', 'Mean', 'Sum', 'List'],
+    'efl.framework.communicator': ['Communicator', 'CommunicatorHook'],
+    'efl.stage': ['LoopStage', 'ModelBank'],
+    'efl.stage.loop': ['LoopStage'],
+    'efl.stage.model_bank': ['ModelBank', 'ConfigItem'],
+    'efl.model_fn.procedure_fn': ['train', 'eval', 'train_and_evaluate', 'cotrain'],
+    'efl.model_fn.optimizer_fn': ['optimizer_setter', 'scope_optimizer', 'config_optimizer'],
+    'efl.hooks.logger_hook': ['LoggerHook'],
+    'efl.utils.config': ['get_task_index', 'get_worker_num', 'get_server_num', 'is_chief', 'get_config'],
+    'efl.utils.metrics': ['auc', 'gauc'],
+    'efl.utils.column_util': ['make_parse_example_spec', 'input_layer', 'get_feature_key'],
+    'efl.dataio.dataio': ['DataIO', 'FederalDataIO'],
+    'efl.privacy': ['DPGradientDescentGaussianOptimizer', 'compute_dp_sgd_privacy', 'Role'],
   }.items():
     module = importlib.import_module(path)
     for name in names:
       assert getattr(module, name) is not None, (path, name)
-  for name in ('get_app_id', 'get_federal_role', 'get_task_name', 'get_task_index', 'get_peer_addr',
-               'get_local_addr', 'get_cluster', 'get_ckpt_dir', 'get_zk_addr', 'local_mode', 'dist_mode',
-               'get_config_str', 'is_chief', 'get_config', 'get_worker_num', 'get_server_num', 'get_ps_num',
-               'with_tmp_hooks', 'make_parse_example_spec', 'efl_version', 'tf_version', 'task_scope',
-               'current_task_scope', 'MODE', 'Stage'):
+  for name in (
+    'get_app_id',
+    'get_federal_role',
+    'get_task_name',
+    'get_task_index',
+    'get_peer_addr',
+    'get_local_addr',
+    'get_cluster',
+    'get_ckpt_dir',
+    'get_zk_addr',
+    'local_mode',
+    'dist_mode',
+    'get_config_str',
+    'is_chief',
+    'get_config',
+    'get_worker_num',
+    'get_server_num',
+    'get_ps_num',
+    'with_tmp_hooks',
+    'make_parse_example_spec',
+    'efl_version',
+    'tf_version',
+    'task_scope',
+    'current_task_scope',
+    'MODE',
+    'Stage',
+  ):
     assert callable(getattr(efl, name)) or name == 'MODE', name
 
 
 def test_config_getters_read_the_flags(monkeypatch):
   cluster = {'worker': ['127.0.0.1:1', '127.0.0.1:2'], 'ps': ['127.0.0.1:3']}
-  efl.flags.parse(['--federal_role=follower', '--app_id=job7', '--ps_num=1', '--worker_num=2',
-                   '--task_name=worker', '--task_index=1', '-c', json.dumps({'cluster': cluster, 'k': {'x': 3}})])
-  assert (efl.get_federal_role(), efl.get_app_id(), efl.get_ps_num(), efl.get_server_num(),
-          efl.get_worker_num(), efl.get_task_name(), efl.get_task_index()) == ('follower', 'job7', 1, 1, 2,
-                                                                              'worker', 1)
+  efl.flags.parse(
+    [
+      '--federal_role=follower',
+      '--app_id=job7',
+      '--ps_num=1',
+      '--worker_num=2',
+      '--task_name=worker',
+      '--task_index=1',
+      '-c',
+      json.dumps({'cluster': cluster, 'k': {'x': 3}}),
+    ]
+  )
+  assert (
+    efl.get_federal_role(),
+    efl.get_app_id(),
+    efl.get_ps_num(),
+    efl.get_server_num(),
+    efl.get_worker_num(),
+    efl.get_task_name(),
+    efl.get_task_index(),
+  ) == ('follower', 'job7', 1, 1, 2, 'worker', 1)
   assert not efl.is_chief() and efl.dist_mode() and not efl.local_mode()
   assert efl.get_cluster() == cluster and efl.get_config('k', 'x') == 3
   assert json.loads(efl.get_config_str())['k'] == {'x': 3}
@@ -305,9 +364,15 @@ def test_make_parse_example_spec_merges_and_names_conflicts():
 
 
 def test_gauc_takes_efls_signature():
-  labels, preds, users = [1, 0, 1, 0, 1, 1], [.9, .1, .2, .8, .7, .6], [1, 1, 2, 2, 3, 3]
-  value, update = efl.metrics.gauc(tf.constant(labels), tf.constant(preds), tf.constant(users),
-                                   metrics_collections=['m'], updates_collections=['u'], name='g')
+  labels, preds, users = [1, 0, 1, 0, 1, 1], [0.9, 0.1, 0.2, 0.8, 0.7, 0.6], [1, 1, 2, 2, 3, 3]
+  value, update = efl.metrics.gauc(
+    tf.constant(labels),
+    tf.constant(preds),
+    tf.constant(users),
+    metrics_collections=['m'],
+    updates_collections=['u'],
+    name='g',
+  )
   assert tf.get_collection('m') == [value] and tf.get_collection('u') == [update]
   with tf.Session() as sess:
     sess.run(tf.local_variables_initializer())
@@ -327,8 +392,8 @@ def test_dp_optimizer_call_forms(capsys):
 def test_federal_model_recv_forms_and_grad_views():
   efl.flags.parse(['--federal_role=leader', '--local_addr=127.0.0.1:1', '--peer_addr=127.0.0.1:2'])
   model = efl.FederalModel()
-  first = model.recv('a', tf.float32, True, shape=[-1, 4])          # the first release's order
-  later = model.recv('b', [-1, 2], tf.float32, True)                 # the later (name, shape, dtype, ...) order
+  first = model.recv('a', tf.float32, True, shape=[-1, 4])  # the first release's order
+  later = model.recv('b', [-1, 2], tf.float32, True)  # the later (name, shape, dtype, ...) order
   plain = model.recv('c', dtype=tf.int64)
   with efl.task_scope(task='t2'):
     scoped = model.recv('d', shape=[-1, 3], dtype=tf.float32, require_grad=True)

@@ -1,4 +1,5 @@
 """The single-machine Model API on real graphs and sessions."""
+
 import json
 import os
 
@@ -23,12 +24,16 @@ def make_input(seed=0, n=N, repeat=True):
     if repeat:
       ds = ds.repeat()
     feats = tf.data.make_one_shot_iterator(ds).get_next()
-    cols = {'x': [tf.feature_column.numeric_column('x', 3)],
-            'label': [tf.feature_column.numeric_column('label', 1)],
-            'emb': [tf.feature_column.embedding_column(
-                tf.feature_column.categorical_column_with_identity('id', 50), dimension=2)]}
+    cols = {
+      'x': [tf.feature_column.numeric_column('x', 3)],
+      'label': [tf.feature_column.numeric_column('label', 1)],
+      'emb': [
+        tf.feature_column.embedding_column(tf.feature_column.categorical_column_with_identity('id', 50), dimension=2)
+      ],
+    }
     with tf.variable_scope('input_fn', reuse=tf.AUTO_REUSE):
       return efl.Sample(feats, cols)
+
   return input_fn
 
 
@@ -79,7 +84,7 @@ def test_accessors_after_compile():
   assert m.train_op()[-1].name.startswith('global_step_increment')
   assert m.eval_op() is not None
   opt_vars = m.opt_to_vars()
-  (opt, (var_list, scope)), = opt_vars.items()
+  ((opt, (var_list, scope)),) = opt_vars.items()
   assert scope is None and any('net/dense/kernel' in v.name for v in var_list)
   assert 'auc' in m.metrics(efl.MODE.EVAL)
   assert m.metric_variables_initializer is not None
@@ -91,7 +96,7 @@ def test_fit_trains_and_logs(capsys):
   m = build()
   m.fit(efl.procedure_fn.train_and_evaluate(train_step=40, eval_step=5, max_iter=2), log_step=20)
   out = capsys.readouterr().out
-  assert out.count("[train] gstep=") >= 4 and "auc=" in out
+  assert out.count('[train] gstep=') >= 4 and 'auc=' in out
 
 
 def test_train_reduces_loss():
@@ -159,6 +164,7 @@ def test_multi_task_and_cotrain():
     def fn(model, sample):
       with tf.variable_scope(name):
         return tf.losses.sigmoid_cross_entropy(sample['label'], tf.layers.dense(sample['x'], 1))
+
     return fn
 
   class Count(tf.train.SessionRunHook):
@@ -187,10 +193,13 @@ def test_cotrain_ratios_must_sum_to_one():
 
 
 def test_sample_api():
-  feats = {'d': tf.constant([[1., 2.]]), 's': tf.SparseTensor([[0, 0]], tf.constant([3], tf.int64), [1, 2])}
-  cols = {'deep': [tf.feature_column.numeric_column('d', 2)],
-          'emb': [tf.feature_column.embedding_column(
-              tf.feature_column.categorical_column_with_identity('s', 10), dimension=4)]}
+  feats = {'d': tf.constant([[1.0, 2.0]]), 's': tf.SparseTensor([[0, 0]], tf.constant([3], tf.int64), [1, 2])}
+  cols = {
+    'deep': [tf.feature_column.numeric_column('d', 2)],
+    'emb': [
+      tf.feature_column.embedding_column(tf.feature_column.categorical_column_with_identity('s', 10), dimension=4)
+    ],
+  }
   s = efl.Sample.create(feats, cols)
   assert 'deep' in s and len(s) == 2 and set(s.to_dict()) == {'deep', 'emb'}
   assert s['emb'].shape.as_list() == [1, 4]
@@ -198,18 +207,18 @@ def test_sample_api():
   s.set_transformed_feature_groups({'deep2': s['deep'] * 2})
   with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
-    assert sess.run(s['deep2']).tolist() == [[2., 4.]]
+    assert sess.run(s['deep2']).tolist() == [[2.0, 4.0]]
   assert dict(s.items())['deep'] is s['deep']
 
 
 def test_sample_missing_feature_key_is_named():
   with pytest.raises(KeyError, match="reads feature\\(s\\) \\['nope'\\]"):
-    efl.Sample({'d': tf.constant([[1.]])}, {'g': [tf.feature_column.numeric_column('nope', 1)]})
+    efl.Sample({'d': tf.constant([[1.0]])}, {'g': [tf.feature_column.numeric_column('nope', 1)]})
 
 
 def test_input_fn_must_return_sample():
   m = efl.Model()
-  m.input_fn(lambda model, mode: {'x': tf.constant([1.])})
+  m.input_fn(lambda model, mode: {'x': tf.constant([1.0])})
   m.loss_fn(loss_fn)
   m.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.1)))
   with pytest.raises(TypeError, match='input_fn must return an efl.Sample .* returned dict'):
@@ -235,8 +244,11 @@ def test_opt_config_not_mutated_and_reduce_sum():
   cfg = {'REDUCE': 'sum'}
   m = efl.Model()
   m.input_fn(make_input())
-  m.loss_fn(lambda model, sample: tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(
-      labels=sample['label'], logits=logits_of(sample)), [-1]))
+  m.loss_fn(
+    lambda model, sample: tf.reshape(
+      tf.nn.sigmoid_cross_entropy_with_logits(labels=sample['label'], logits=logits_of(sample)), [-1]
+    )
+  )
   m.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.1)))
   m.compile(opt_config=cfg)
   assert cfg == {'REDUCE': 'sum'}
@@ -244,7 +256,7 @@ def test_opt_config_not_mutated_and_reduce_sum():
 
 def test_gauc_matches_numpy():
   labels = np.array([1, 0, 1, 0, 1, 1, 0, 0], np.float32)
-  preds = np.array([.9, .1, .4, .6, .8, .7, .2, .3], np.float32)
+  preds = np.array([0.9, 0.1, 0.4, 0.6, 0.8, 0.7, 0.2, 0.3], np.float32)
   groups = np.array([1, 1, 1, 1, 2, 2, 2, 3])
   value, update = efl.metrics.gauc(tf.constant(labels), tf.constant(preds), tf.constant(groups))
   with tf.Session() as sess:
@@ -257,8 +269,11 @@ def test_gauc_matches_numpy():
 
 def test_logging_lines_and_tensorboard(tmp_path, capsys):
   m = build()
-  m.fit(efl.procedure_fn.train_and_evaluate(train_step=20, eval_step=4, max_iter=1), log_step=10,
-        checkpoint_dir=str(tmp_path))
+  m.fit(
+    efl.procedure_fn.train_and_evaluate(train_step=20, eval_step=4, max_iter=1),
+    log_step=10,
+    checkpoint_dir=str(tmp_path),
+  )
   out = capsys.readouterr().out
   assert '[train] gstep=10 lstep=10 steps/s=' in out and 'samples/s=' in out and 'loss=' in out
   assert '[eval] gstep=20 lstep=4' in out and 'auc=' in out
@@ -287,6 +302,7 @@ def test_restart_resumes_at_checkpoint_and_skips_finished_stages(tmp_path):
         efl.procedure_fn._run_loop(model, 'train%d' % i, efl.MODE.TRAIN, None, step=10)
         if crash and i == 1:
           raise Crash()
+
     return fn
 
   m = build(with_eval=False)
@@ -319,16 +335,20 @@ def test_model_bank_loads_variables(tmp_path):
   kernel = tf.train.load_checkpoint(src).get_tensor('net/dense/kernel')
   with tf.Graph().as_default():
     m2 = build(with_eval=False)
-    bank = efl.stage.ModelBank(True, {'pre': {'path': str(tmp_path / 'src'), 'load': ['net/*'],
-                                              'exclude': ['*bias*']}})
+    bank = efl.stage.ModelBank(True, {'pre': {'path': str(tmp_path / 'src'), 'load': ['net/*'], 'exclude': ['*bias*']}})
     got = {}
 
     def fn(model):
       model.run_stage('bank', bank)
       got['kernel'], got['bias'] = model._sess.run_step_fn(
-          lambda step_context: step_context.session.run(
-              [tf.get_default_graph().get_tensor_by_name('net/dense/kernel:0'),
-               tf.get_default_graph().get_tensor_by_name('net/dense/bias:0')]))
+        lambda step_context: step_context.session.run(
+          [
+            tf.get_default_graph().get_tensor_by_name('net/dense/kernel:0'),
+            tf.get_default_graph().get_tensor_by_name('net/dense/bias:0'),
+          ]
+        )
+      )
+
     m2.fit(fn, log_step=100)
   np.testing.assert_array_equal(got['kernel'], kernel)
   assert np.all(got['bias'] == 0)  # excluded: still its initial value
@@ -344,13 +364,16 @@ def test_config_optimizer_from_flags():
 
 
 def test_wrong_role_is_a_clear_error():
-  with pytest.raises(ValueError, match="--federal_role=leader or --federal_role=follower"):
+  with pytest.raises(ValueError, match='--federal_role=leader or --federal_role=follower'):
     efl.flags.check_role('boss')
 
 
 def test_train_and_eval_samples_share_embeddings():
-  cols = {'emb': [tf.feature_column.embedding_column(
-      tf.feature_column.categorical_column_with_hash_bucket('c', 100), dimension=4)]}
+  cols = {
+    'emb': [
+      tf.feature_column.embedding_column(tf.feature_column.categorical_column_with_hash_bucket('c', 100), dimension=4)
+    ]
+  }
   a = efl.Sample({'c': tf.constant([['x']])}, cols)
   b = efl.Sample({'c': tf.constant([['x']])}, cols)
   assert len(tf.global_variables()) == 1

@@ -1,5 +1,6 @@
 """Prediction and export on one machine: file formats, every example once, bad input. Real graphs, sessions,
 checkpoints and SavedModels (the federated case: tests/federated/test_predict_export.py)."""
+
 import csv
 import os
 
@@ -30,8 +31,9 @@ def build(predict=True):
   def input_fn(model, mode):
     ds = tf.data.Dataset.from_tensor_slices({'x': x, 'y': y, 'id': ids}).batch(BATCH)
     feats = tf.data.make_one_shot_iterator(ds.repeat() if mode == efl.MODE.TRAIN else ds).get_next()
-    return efl.Sample(feats, {'x': [tf.feature_column.numeric_column('x', 3)],
-                              'y': [tf.feature_column.numeric_column('y', 1)]})
+    return efl.Sample(
+      feats, {'x': [tf.feature_column.numeric_column('x', 3)], 'y': [tf.feature_column.numeric_column('y', 1)]}
+    )
 
   def logits(sample):
     return tf.layers.dense(sample['x'], 1, name='out')
@@ -67,8 +69,9 @@ def test_predict_writes_every_example_once_as_csv_and_tfrecord(tmp_path):
   examples = [tf.train.Example.FromString(r) for r in tf.io.tf_record_iterator(str(tmp_path / 'p.tfrecord'))]
   assert len(examples) == N
   assert [e.features.feature['row'].int64_list.value[0] for e in examples] == list(range(N))
-  np.testing.assert_allclose([e.features.feature['score'].float_list.value[0] for e in examples], scores[:, 0],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    [e.features.feature['score'].float_list.value[0] for e in examples], scores[:, 0], atol=1e-6
+  )
   assert not [n for n in os.listdir(str(tmp_path)) if '.partial-' in n]
 
 
@@ -99,8 +102,11 @@ def test_output_path_is_checked_before_anything_runs(tmp_path):
 
 def test_predict_without_predictions_and_export_without_checkpoint(tmp_path):
   model = build(predict=False)
-  with pytest.raises(ValueError, match=r'predict: task None declares no prediction; call '
-                                       r'model.add_prediction\(name, tensor\) in its eval_fn'):
+  with pytest.raises(
+    ValueError,
+    match=r'predict: task None declares no prediction; call '
+    r'model.add_prediction\(name, tensor\) in its eval_fn',
+  ):
     model.fit(efl.procedure_fn.predict(str(tmp_path / 'p.csv')))
   assert not os.path.exists(str(tmp_path / 'p.csv'))
   with pytest.raises(ValueError, match='export: no checkpoint to export in .*; train first'):

@@ -1,4 +1,5 @@
 """What efl makes the same on TensorFlow 1.15 and on TensorFlow 2 in graph mode (efl.compat)."""
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -17,13 +18,16 @@ def test_feature_column_variables_have_the_same_names_on_both_stacks():
   with tf.Graph().as_default():
     ids = tf.constant([[1], [2]], tf.int64)
     cat = tf.feature_column.categorical_column_with_identity('ids', 10)
-    sample = efl.Sample({'ids': ids, 'x': tf.constant([[1., 2.], [3., 4.]])},
-                        {'deep': [tf.feature_column.embedding_column(cat, 4), tf.feature_column.numeric_column('x', 2)],
-                         'wide': [tf.feature_column.indicator_column(cat)]})
+    sample = efl.Sample(
+      {'ids': ids, 'x': tf.constant([[1.0, 2.0], [3.0, 4.0]])},
+      {
+        'deep': [tf.feature_column.embedding_column(cat, 4), tf.feature_column.numeric_column('x', 2)],
+        'wide': [tf.feature_column.indicator_column(cat)],
+      },
+    )
     tf.layers.dense(sample['deep'], 3)
     names = sorted((v.op.name, v.shape.as_list()) for v in tf.global_variables())
-    assert names == [('deep/ids_embedding/embedding_weights', [10, 4]), ('dense/bias', [3]),
-                     ('dense/kernel', [6, 3])]
+    assert names == [('deep/ids_embedding/embedding_weights', [10, 4]), ('dense/bias', [3]), ('dense/kernel', [6, 3])]
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())
       deep, wide = sess.run([sample['deep'], sample['wide']])

@@ -4,6 +4,7 @@ The follower sends its hidden layer with `require_grad=True`; the leader receive
 the gradient back. Both train the same batch every step, so the leader's loss falls step by step. Prints
 `SMOKE efl_file=<path>` and, on the leader, `SMOKE losses=<json list>`.
 """
+
 import argparse
 import json
 

@@ -44,7 +44,7 @@ def test_use_local_mnist_errors(tmp_path, keep_keras_loader, monkeypatch):
     tf.keras.datasets.mnist.load_data()
 
 
-_RUN_FEW_STEPS = textwrap.dedent('''
+_RUN_FEW_STEPS = textwrap.dedent("""
     import efl
     from efl.example.dp_mnist import dp_cnn
     model = efl.Model()
@@ -59,15 +59,20 @@ _RUN_FEW_STEPS = textwrap.dedent('''
                                                   max_iter=1),
               log_step=10, project_name='dp_mnist_test')
     print('DONE')
-''')
+""")
 
 
 @pytest.mark.skipif(not os.environ.get(_mnist_offline.ENV_VAR), reason='EFL_MNIST_NPZ is not set')
 def test_dp_cnn_trains_a_few_steps(tmp_path):
   # The example's own functions, in a fresh process, with a short procedure.
-  proc = subprocess.run([sys.executable, '-c', _RUN_FEW_STEPS], cwd=str(tmp_path), timeout=240,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'))
+  proc = subprocess.run(
+    [sys.executable, '-c', _RUN_FEW_STEPS],
+    cwd=str(tmp_path),
+    timeout=240,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'),
+  )
   out = proc.stdout.decode('utf-8', 'replace')
   assert proc.returncode == 0, out[-3000:]
   assert 'DONE' in out

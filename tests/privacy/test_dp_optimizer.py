@@ -16,8 +16,7 @@ D, OUT = 3, 2  # input and output width of the test layer
 def _data(batch, seed=0):
   rng = np.random.RandomState(seed)
   # Mixed scales: some microbatch gradients are clipped, some are not.
-  x = rng.randn(batch, D).astype(np.float32) * np.linspace(
-      0.1, 3.0, batch, dtype=np.float32)[:, None]
+  x = rng.randn(batch, D).astype(np.float32) * np.linspace(0.1, 3.0, batch, dtype=np.float32)[:, None]
   y = rng.randn(batch, OUT).astype(np.float32)
   w = rng.randn(D, OUT).astype(np.float32)
   b = rng.randn(OUT).astype(np.float32)
@@ -63,25 +62,32 @@ class _RecordingQuery(gaussian_query.GaussianSumQuery):
     self.max_norm = None
 
   def initial_sample_state(self, template):
-    return (super(_RecordingQuery, self).initial_sample_state(template),
-            tf.constant(0.0))
+    return (super(_RecordingQuery, self).initial_sample_state(template), tf.constant(0.0))
 
   @staticmethod
   def _norm(record, axis=None):
-    return tf.sqrt(tf.add_n([
-        tf.reduce_sum(tf.reshape(tf.square(t), [tf.shape(t)[0], -1]), 1)
-        if axis == 0 else tf.reduce_sum(tf.square(t)) for t in record]))
+    return tf.sqrt(
+      tf.add_n(
+        [
+          tf.reduce_sum(tf.reshape(tf.square(t), [tf.shape(t)[0], -1]), 1) if axis == 0 else tf.reduce_sum(tf.square(t))
+          for t in record
+        ]
+      )
+    )
 
   def accumulate_preprocessed_record(self, sample_state, record):
     sums, top = sample_state
-    return (super(_RecordingQuery, self).accumulate_preprocessed_record(
-        sums, record), tf.maximum(top, self._norm(record)))
+    return (
+      super(_RecordingQuery, self).accumulate_preprocessed_record(sums, record),
+      tf.maximum(top, self._norm(record)),
+    )
 
   def accumulate_preprocessed_records(self, sample_state, records):
     sums, top = sample_state
-    return (super(_RecordingQuery, self).accumulate_preprocessed_records(
-        sums, records),
-            tf.maximum(top, tf.reduce_max(self._norm(records, axis=0))))
+    return (
+      super(_RecordingQuery, self).accumulate_preprocessed_records(sums, records),
+      tf.maximum(top, tf.reduce_max(self._norm(records, axis=0))),
+    )
 
   def merge_sample_states(self, a, b):
     raise NotImplementedError
@@ -93,15 +99,14 @@ class _RecordingQuery(gaussian_query.GaussianSumQuery):
 
 def _gaussian(clip, sigma, m=None, method=None, **kwargs):
   opt = dp_optimizer.DPGradientDescentGaussianOptimizer(
-      l2_norm_clip=clip, noise_multiplier=sigma, num_microbatches=m,
-      learning_rate=0.25, **kwargs)
+    l2_norm_clip=clip, noise_multiplier=sigma, num_microbatches=m, learning_rate=0.25, **kwargs
+  )
   if method:
     opt.per_microbatch_method = method
   return opt
 
 
 class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super(DPOptimizerTest, cls).setUpClass()
@@ -113,8 +118,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
         sess.run(tf.global_variables_initializer())
       return sess.run(fetches, feeds)
 
-  @parameterized.product(method=METHODS, m=(None, 2, 4),
-                         static_batch=(True, False))
+  @parameterized.product(method=METHODS, m=(None, 2, 4), static_batch=(True, False))
   def test_zero_noise_equals_hand_computation(self, method, m, static_batch):
     x, y, w, b = _data(8)
     with tf.Graph().as_default():
@@ -129,14 +133,11 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
   def test_unrolled_and_resource_variables(self):
     x, y, w, b = _data(6)
     want = _hand_gradients(x, y, w, b, 0.5, 3)
-    for kwargs, use_resource in [({'unroll_microbatches': True}, False),
-                                 ({}, True)]:
+    for kwargs, use_resource in [({'unroll_microbatches': True}, False), ({}, True)]:
       with tf.Graph().as_default():
-        feeds, loss, var_list = _linear_graph(x, y, w, b,
-                                              use_resource=use_resource)
+        feeds, loss, var_list = _linear_graph(x, y, w, b, use_resource=use_resource)
         opt = _gaussian(0.5, 0.0, 3, **kwargs)
-        got = self._run([g for g, _ in opt.compute_gradients(loss, var_list)],
-                        feeds)
+        got = self._run([g for g, _ in opt.compute_gradients(loss, var_list)], feeds)
       self.assertAllClose(got[0], want[0], rtol=1e-5, atol=1e-6)
       self.assertAllClose(got[1], want[1], rtol=1e-5, atol=1e-6)
 
@@ -164,7 +165,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       v = tf.get_variable('v', [200000])
       loss = tf.reduce_sum(x * v, axis=1)  # zero gradients: pure noise
       opt = _gaussian(3.0, 2.0)
-      (grad, _), = opt.compute_gradients(loss, [v])
+      ((grad, _),) = opt.compute_gradients(loss, [v])
       draws = self._run(grad, None)
     # stddev = clip * noise_multiplier / num_microbatches = 3 * 2 / 4
     self.assertNear(np.std(draws), 1.5, 0.03)
@@ -175,11 +176,9 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     with tf.Graph().as_default():
       feeds, loss, var_list = _linear_graph(x, y, w, b)
       fetches = {}
-      for name, reduce in [('mean', 'mean'), ('sum', 'sum'),
-                           ('callable', tf.reduce_sum)]:
+      for name, reduce in [('mean', 'mean'), ('sum', 'sum'), ('callable', tf.reduce_sum)]:
         opt = _gaussian(1e6, 0.0, 2)
-        fetches[name] = [g for g, _ in opt.compute_gradients(
-            loss, var_list, opt_config={'REDUCE': reduce})]
+        fetches[name] = [g for g, _ in opt.compute_gradients(loss, var_list, opt_config={'REDUCE': reduce})]
       got = self._run(fetches, feeds)
     # Microbatches of k=3 examples: 'sum' is exactly k times 'mean'.
     for a, b_ in zip(got['sum'], got['mean']):
@@ -195,33 +194,29 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     before = copy.deepcopy(config)
     with tf.Graph().as_default():
       _, loss, var_list = _linear_graph(x, y, w, b)
-      _gaussian(1.0, 1.0).compute_gradients(loss, var_list,
-                                            opt_config=config)
+      _gaussian(1.0, 1.0).compute_gradients(loss, var_list, opt_config=config)
     self.assertEqual(config, before)
 
   @parameterized.parameters((None, 'mean'), (2, 'mean'), (2, 'sum'))
   def test_plain_tensor_rows(self, m, reduce):
     rng = np.random.RandomState(1)
-    t_val = rng.randn(6, 4).astype(np.float32) * np.arange(
-        1, 7, dtype=np.float32)[:, None]
+    t_val = rng.randn(6, 4).astype(np.float32) * np.arange(1, 7, dtype=np.float32)[:, None]
     g_val = rng.randn(6, 4).astype(np.float32)
     with tf.Graph().as_default():
       t = tf.placeholder(tf.float32, [None, 4])
       g = tf.placeholder(tf.float32, [None, 4])
       loss = 0.5 * tf.square(t)  # [B, 4]; example i's gradient: t_i * g_i
       opt = _gaussian(2.0, 0.0, m)
-      (grad, var), = opt.compute_gradients(loss, [t], grad_loss=g,
-                                            opt_config={'REDUCE': reduce})
-      plain, = opt.compute_plain_gradients(loss, [t], grad_loss=g)
-      got, got_plain = self._run([grad, plain], {t: t_val, g: g_val},
-                                 graph_init=False)
+      ((grad, var),) = opt.compute_gradients(loss, [t], grad_loss=g, opt_config={'REDUCE': reduce})
+      (plain,) = opt.compute_plain_gradients(loss, [t], grad_loss=g)
+      got, got_plain = self._run([grad, plain], {t: t_val, g: g_val}, graph_init=False)
     self.assertIs(var, t)
     rows = t_val * g_val
     self.assertAllClose(got_plain, rows, rtol=1e-6)
     mb = m or 6
     k = 6 // mb
     want = rows.reshape([mb, k, 4]) / (k if reduce == 'mean' else 1)
-    norms = np.sqrt(np.sum(want ** 2, axis=(1, 2)))
+    norms = np.sqrt(np.sum(want**2, axis=(1, 2)))
     want = want * np.minimum(1.0, 2.0 / norms)[:, None, None] / mb
     self.assertAllClose(got, want.reshape([6, 4]), rtol=1e-5, atol=1e-6)
 
@@ -229,7 +224,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     with tf.Graph().as_default():
       t = tf.zeros([5, 40000])
       opt = _gaussian(1.0, 2.0)
-      (grad, _), = opt.compute_gradients(tf.square(t), [t])
+      ((grad, _),) = opt.compute_gradients(tf.square(t), [t])
       draws = self._run(grad, None, graph_init=False)
     self.assertNear(np.std(draws), 2.0 / 5, 0.01)
 
@@ -238,8 +233,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     x, y, w, b = _data(5)
     with tf.Graph().as_default():
       feeds, loss, var_list = _linear_graph(x, y, w, b, static_batch=static)
-      got = self._run([g for g, _ in _gaussian(1.0, 0.0, 2).compute_gradients(
-          loss, var_list)], feeds)
+      got = self._run([g for g, _ in _gaussian(1.0, 0.0, 2).compute_gradients(loss, var_list)], feeds)
     want = _hand_gradients(x, y, w, b, 1.0, None)
     self.assertAllClose(got[0], want[0], rtol=1e-5, atol=1e-6)
 
@@ -249,8 +243,7 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       feeds, loss, var_list = _linear_graph(x, y, w, b)
       opt = _gaussian(None, 0.0)
       self.assertIsNone(opt.l2_norm_clip)
-      got = self._run([g for g, _ in opt.compute_gradients(loss, var_list)],
-                      feeds)
+      got = self._run([g for g, _ in opt.compute_gradients(loss, var_list)], feeds)
     want = _hand_gradients(x, y, w, b, None, None)
     self.assertAllClose(got[0], want[0], rtol=1e-5)
 
@@ -263,17 +256,14 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       tf.set_random_seed(1)
       xp = tf.placeholder(tf.float32, [None, 784])
       lp = tf.placeholder(tf.int32, [None])
-      y = tf.layers.conv2d(tf.reshape(xp, [-1, 28, 28, 1]), 16, 8, strides=2,
-                           padding='same', activation='relu')
+      y = tf.layers.conv2d(tf.reshape(xp, [-1, 28, 28, 1]), 16, 8, strides=2, padding='same', activation='relu')
       y = tf.layers.max_pooling2d(y, 2, 1)
-      y = tf.layers.conv2d(y, 32, 4, strides=2, padding='valid',
-                           activation='relu')
+      y = tf.layers.conv2d(y, 32, 4, strides=2, padding='valid', activation='relu')
       y = tf.layers.max_pooling2d(y, 2, 1)
       y = tf.layers.flatten(y)
       y = tf.layers.dense(y, 32, activation='relu')
       logits = tf.layers.dense(y, 10)
-      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=lp,
-                                                            logits=logits)
+      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=lp, logits=logits)
       results = []
       for method in METHODS:
         opt = _gaussian(0.05, 0.0, m, method)
@@ -295,17 +285,14 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       bv = tf.get_variable('b', initializer=b)
       sent = tf.matmul(xp, wv) + bv  # [B, OUT]
       opt = _gaussian(1.0, 0.0, 3, method)
-      grads = [g for g, _ in opt.compute_gradients(sent, [wv, bv],
-                                                   grad_loss=gp)]
+      grads = [g for g, _ in opt.compute_gradients(sent, [wv, bv], grad_loss=gp)]
       got = self._run(grads, {xp: x, gp: g_val})
     gw = np.einsum('bi,bo->bio', x, g_val).reshape([3, 2, D, OUT]).mean(1)
     gb = g_val.reshape([3, 2, OUT]).mean(1)
-    norms = np.sqrt(np.sum(gw ** 2, axis=(1, 2)) + np.sum(gb ** 2, axis=1))
+    norms = np.sqrt(np.sum(gw**2, axis=(1, 2)) + np.sum(gb**2, axis=1))
     scale = np.minimum(1.0, 1.0 / norms)
-    self.assertAllClose(got[0], np.einsum('mio,m->io', gw, scale) / 3,
-                        rtol=1e-5, atol=1e-6)
-    self.assertAllClose(got[1], np.einsum('mo,m->o', gb, scale) / 3,
-                        rtol=1e-5, atol=1e-6)
+    self.assertAllClose(got[0], np.einsum('mio,m->io', gw, scale) / 3, rtol=1e-5, atol=1e-6)
+    self.assertAllClose(got[1], np.einsum('mo,m->o', gb, scale) / 3, rtol=1e-5, atol=1e-6)
 
   def test_leader_style_inputs_of_unknown_shape(self):
     # Like a federated leader: activations and labels arrive from a py_func
@@ -318,22 +305,21 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       received = tf.py_func(lambda: act, [], tf.float32)
       got_labels = tf.py_func(lambda: labels, [], tf.int32)
       logits = tf.layers.dense(tf.reshape(received, [-1, 5]), 3)
-      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=got_labels, logits=logits)
+      loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=got_labels, logits=logits)
       var_list = tf.trainable_variables()
       fetches = []
       for method in METHODS:
         opt = _gaussian(0.5, 0.0, 2, method)
         fetches.append([g for g, _ in opt.compute_gradients(loss, var_list)])
       opt = _gaussian(0.5, 0.0, 2)
-      (back, _), = opt.compute_gradients(loss, [received])
-      plain, = opt.compute_plain_gradients(loss, [received])
+      ((back, _),) = opt.compute_gradients(loss, [received])
+      (plain,) = opt.compute_plain_gradients(loss, [received])
       got, back, plain = self._run([fetches, back, plain], None)
     for other in got[1:]:
       for a, b in zip(got[0], other):
         self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
     rows = plain.reshape([2, 3, 5]) / 3.0  # REDUCE 'mean' over k=3
-    norms = np.sqrt(np.sum(rows ** 2, axis=(1, 2)))
+    norms = np.sqrt(np.sum(rows**2, axis=(1, 2)))
     want = rows * np.minimum(1.0, 0.5 / norms)[:, None, None] / 2
     self.assertAllClose(back, want.reshape([6, 5]), rtol=1e-5, atol=1e-6)
 
@@ -350,9 +336,9 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
       loss = tf.reduce_sum(tf.square(tf.reshape(h, [-1, 3])), axis=1)
       with self.assertRaisesRegex(ValueError, 'impossible here: cannot tell'):
         _gaussian(0.1, 0.0, None, 'layers').compute_gradients(loss)
-      results = [[g for g, _ in _gaussian(0.1, 0.0, None, method)
-                  .compute_gradients(loss)]
-                 for method in ('auto', 'vectorized')]
+      results = [
+        [g for g, _ in _gaussian(0.1, 0.0, None, method).compute_gradients(loss)] for method in ('auto', 'vectorized')
+      ]
       got = self._run(results, {xp: x})
     for a, b in zip(*got):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-7)
@@ -379,9 +365,11 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(*got):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-7)
 
-  @parameterized.parameters(dp_optimizer.DPGradientDescentGaussianOptimizer,
-                            dp_optimizer.DPAdamGaussianOptimizer,
-                            dp_optimizer.DPAdagradGaussianOptimizer)
+  @parameterized.parameters(
+    dp_optimizer.DPGradientDescentGaussianOptimizer,
+    dp_optimizer.DPAdamGaussianOptimizer,
+    dp_optimizer.DPAdagradGaussianOptimizer,
+  )
   def test_minimize_updates_and_reports_accounting_fields(self, cls):
     x, y, w, b = _data(4)
     with tf.Graph().as_default():
@@ -393,10 +381,8 @@ class DPOptimizerTest(tf.test.TestCase, parameterized.TestCase):
         before = sess.run(var_list[0])
         sess.run(step, feeds)
         self.assertNotAllClose(before, sess.run(var_list[0]))
-    self.assertEqual((opt.l2_norm_clip, opt.noise_multiplier,
-                      opt.num_microbatches, opt.ledger), (1.0, 1.1, 2, None))
-    self.assertEqual(cls.__name__, 'DP' + cls.__mro__[2].__name__.replace(
-        'Optimizer', 'GaussianOptimizer'))
+    self.assertEqual((opt.l2_norm_clip, opt.noise_multiplier, opt.num_microbatches, opt.ledger), (1.0, 1.1, 2, None))
+    self.assertEqual(cls.__name__, 'DP' + cls.__mro__[2].__name__.replace('Optimizer', 'GaussianOptimizer'))
 
   def test_invariants_raise(self):
     x, y, w, b = _data(4)

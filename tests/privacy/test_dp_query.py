@@ -26,7 +26,6 @@ class _SumOnly(dp_query.SumAggregationDPQuery):
 
 
 class GaussianSumQueryTest(tf.test.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super(GaussianSumQueryTest, cls).setUpClass()
@@ -56,13 +55,13 @@ class GaussianSumQueryTest(tf.test.TestCase):
       for query in [_SumOnly(), gaussian_query.GaussianSumQuery(5.0, 0.0)]:
         params = query.derive_sample_params(query.initial_global_state())
         one = _run_query(query, [tf.constant(r) for r in records])
-        stacked = tf.map_fn(lambda r, q=query, p=params:
-                            q.preprocess_record(p, r), tf.constant(records))
+        stacked = tf.map_fn(lambda r, q=query, p=params: q.preprocess_record(p, r), tf.constant(records))
         state = query.initial_sample_state(tf.zeros([3]))
         fast = query.accumulate_preprocessed_records(state, stacked)
         # The base class's generic while_loop version.
         slow = dp_query.DPQuery.accumulate_preprocessed_records(
-            query, query.initial_sample_state(tf.zeros([3])), stacked)
+          query, query.initial_sample_state(tf.zeros([3])), stacked
+        )
         a, b, c = sess.run([one, fast, slow])
         self.assertAllClose(a, b)
         self.assertAllClose(a, c)

@@ -1,4 +1,5 @@
 """The Paillier core: round trips, randomisation, homomorphic operations, packing and fixed point."""
+
 import numpy as np
 import pytest
 
@@ -70,11 +71,11 @@ def test_packing_survives_products_and_negative_slots(cipher):
   slots = encoding.slots_per_plaintext(cipher.n_bits)
   assert slots == 6
   rng = np.random.RandomState(0)
-  x = rng.randint(-2 ** 24, 2 ** 24, size=(13, 3))
+  x = rng.randint(-(2**24), 2**24, size=(13, 3))
   packed = encoding.pack_columns(x, slots)
   assert len(packed) == 3 * 3
   cts = cipher.encrypt(packed)
-  weights = [2 ** 55 + 3, 17, 1]
+  weights = [2**55 + 3, 17, 1]
   groups = 3
   scaled = cipher.scale_add(cts, [weights[j] for j in range(3) for _ in range(groups)], [0] * len(cts))
   back = encoding.unpack_columns(cipher.decrypt(scaled), 13, 3, slots)
@@ -85,15 +86,15 @@ def test_packing_survives_products_and_negative_slots(cipher):
 def test_fixed_point_encoding():
   t = np.array([[0.5, -3.25], [1e-3, 7.0]], np.float32)
   values, k = encoding.encode(t)
-  assert values.dtype == np.int64 and np.abs(values).max() <= 2 ** encoding.PRECISION
-  np.testing.assert_allclose(encoding.decode(values, k), t, atol=2.0 ** -k)
+  assert values.dtype == np.int64 and np.abs(values).max() <= 2**encoding.PRECISION
+  np.testing.assert_allclose(encoding.decode(values, k), t, atol=2.0**-k)
   assert encoding.encode(np.zeros((2, 2)))[1] == 0
   with pytest.raises(ValueError, match='NaN or infinity'):
     encoding.encode(np.array([1.0, np.nan]))
   w = np.array([1.0, -0.25, 3.5])
   np.testing.assert_allclose(encoding.ring_to_weight(encoding.weight_to_ring(w)), w)
   # Shares: any split modulo the ring decodes to the sum.
-  share = np.array([123456789012345, 2 ** 55, 7], np.int64)
+  share = np.array([123456789012345, 2**55, 7], np.int64)
   other = (encoding.weight_to_ring(w) - share) & (encoding.RING - 1)
   np.testing.assert_allclose(encoding.ring_to_weight(share + other), w)
 

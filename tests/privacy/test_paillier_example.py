@@ -1,4 +1,5 @@
 """The forward-encryption MNIST example (efl/example/entropy_mnist) trains end to end: two real processes."""
+
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ EXAMPLE = os.path.join(os.path.dirname(HERE), '..', 'efl', 'example', 'entropy_m
 
 # Runs an example script after making sure `efl.privacy` exposes the layers (it does once the package exports
 # them; this only fills the names in if missing).
-RUNNER = '''
+RUNNER = """
 import runpy, sys
 import efl.privacy
 from efl.privacy import paillier
@@ -25,21 +26,44 @@ for name in ('EncryptActiveLayer', 'EncryptPassiveLayer', 'generate_paillier_key
 script = [a for a in sys.argv[1:] if a.endswith('.py')][0]
 sys.argv = [script] + [a for a in sys.argv[1:] if a != script]
 runpy.run_path(script, run_name='__main__')
-'''
+"""
 
 
 def test_entropy_mnist_trains(tmp_path, mnist_npz):
   rows = 512  # two batches of 256
-  gen = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'generate_data.py'), '--mnist_npz', mnist_npz,
-                        '--output_dir', str(tmp_path), '--train_rows', str(rows), '--test_rows', '10',
-                        '--num_files', '2'], env=party_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=120)
+  gen = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(EXAMPLE, 'generate_data.py'),
+      '--mnist_npz',
+      mnist_npz,
+      '--output_dir',
+      str(tmp_path),
+      '--train_rows',
+      str(rows),
+      '--test_rows',
+      '10',
+      '--num_files',
+      '2',
+    ],
+    env=party_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=120,
+  )
   assert gen.returncode == 0, gen.stdout.decode()
   keys.generate_paillier_key(str(tmp_path / 'public_key.json'), str(tmp_path / 'private_key.json'), 512)
   runner = tmp_path / 'run_example.py'
   runner.write_text(RUNNER)
-  res = run_pair(str(runner), str(runner), [os.path.join(EXAMPLE, 'leader.py')],
-                 [os.path.join(EXAMPLE, 'follower.py')], cwd=str(tmp_path), timeout=240, tmp_path=tmp_path)
+  res = run_pair(
+    str(runner),
+    str(runner),
+    [os.path.join(EXAMPLE, 'leader.py')],
+    [os.path.join(EXAMPLE, 'follower.py')],
+    cwd=str(tmp_path),
+    timeout=240,
+    tmp_path=tmp_path,
+  )
   for role, (rc, log) in res.items():
     assert rc == 0, '%s failed:\n%s' % (role, log[-4000:])
     losses = [float(v) for v in re.findall(r'\[train\] gstep=\d+ .*?loss=([0-9.]+)', log)]

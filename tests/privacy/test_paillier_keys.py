@@ -1,4 +1,5 @@
 """Paillier key files: generation, loading, and clear errors for missing, malformed or mismatched files."""
+
 import importlib.util
 import json
 import os
@@ -39,19 +40,22 @@ def test_generate_and_load_round_trip(pair):
 
 def test_missing_file_names_file_and_fix(tmp_path, pair):
   missing = str(tmp_path / 'nope.json')
-  with pytest.raises(PaillierKeyError, match=r"nope\.json.*does not exist.*generate_paillier_keypair"):
+  with pytest.raises(PaillierKeyError, match=r'nope\.json.*does not exist.*generate_paillier_keypair'):
     keys.load_public_key(missing)
-  with pytest.raises(PaillierKeyError, match=r"private key file .*nope\.json"):
+  with pytest.raises(PaillierKeyError, match=r'private key file .*nope\.json'):
     keys.load_private_key(missing, pair[0])
 
 
-@pytest.mark.parametrize('content, pattern', [
+@pytest.mark.parametrize(
+  'content, pattern',
+  [
     ('{"n": 12', 'not valid JSON'),
     ('[1, 2]', 'JSON object'),
     ('{"m": 5}', "integer field 'n'"),
     ('{"n": "123"}', "integer field 'n'"),
     ('{"n": 15}', 'at least 512 bits'),
-])
+  ],
+)
 def test_malformed_public_key(tmp_path, content, pattern):
   path = tmp_path / 'public_key.json'
   path.write_text(content)
@@ -70,7 +74,7 @@ def test_malformed_private_key(tmp_path, pair):
 def test_private_key_of_another_pair(tmp_path, pair):
   other_pub, other_priv = str(tmp_path / 'pk.json'), str(tmp_path / 'sk.json')
   keys.generate_paillier_key(other_pub, other_priv, n_length=512)
-  with pytest.raises(PaillierKeyError, match=r"sk\.json.*does not belong.*p\*q != n.*copy the public_key\.json"):
+  with pytest.raises(PaillierKeyError, match=r'sk\.json.*does not belong.*p\*q != n.*copy the public_key\.json'):
     keys.load_keypair(pair[0], other_priv)
 
 
@@ -81,8 +85,14 @@ def test_bad_n_length(tmp_path):
 
 def test_cli_writes_both_files_in_cwd(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  out = subprocess.run([sys.executable, SCRIPT, '--n_length', '512'], cwd=str(tmp_path), env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+  out = subprocess.run(
+    [sys.executable, SCRIPT, '--n_length', '512'],
+    cwd=str(tmp_path),
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    timeout=60,
+  )
   assert out.returncode == 0, out.stdout
   public_key, _ = keys.load_keypair(str(tmp_path / 'public_key.json'), str(tmp_path / 'private_key.json'))
   assert public_key.n.bit_length() == 512
@@ -90,8 +100,19 @@ def test_cli_writes_both_files_in_cwd(tmp_path):
   spec = importlib.util.spec_from_file_location('generate_paillier_keypair', SCRIPT)
   cli = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(cli)
-  assert cli.main(['--n_length', '512', '--public_file', str(tmp_path / 'k' / 'pub.json'),
-                   '--private_file', str(tmp_path / 'k' / 'priv.json')]) == 0
+  assert (
+    cli.main(
+      [
+        '--n_length',
+        '512',
+        '--public_file',
+        str(tmp_path / 'k' / 'pub.json'),
+        '--private_file',
+        str(tmp_path / 'k' / 'priv.json'),
+      ]
+    )
+    == 0
+  )
   keys.load_keypair(str(tmp_path / 'k' / 'pub.json'), str(tmp_path / 'k' / 'priv.json'))
   with pytest.raises(SystemExit):
     cli.main(['--n_length', '7'])

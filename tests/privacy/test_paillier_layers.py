@@ -1,6 +1,7 @@
 """EncryptActiveLayer / EncryptPassiveLayer: two parties (two graphs and sessions in two threads) over real
 gRPC communicators on 127.0.0.1. Checks the values against the plaintext computation, what crosses the
 wire, and the errors for layers that do not fit together."""
+
 import socket
 import threading
 
@@ -65,10 +66,12 @@ class Pair(object):
 
   def __init__(self, key_files, leader_public=None, recv_dim=DA, leader_lr=LR, seed=0, follower_rows=B):
     lp, fp = _free_port(), _free_port()
-    self.leader = RecordingCommunicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp,
-                                        default_timeout_milliseconds=60000)
-    self.follower = RecordingCommunicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp,
-                                          default_timeout_milliseconds=60000)
+    self.leader = RecordingCommunicator(
+      'leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp, default_timeout_milliseconds=60000
+    )
+    self.follower = RecordingCommunicator(
+      'follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp, default_timeout_milliseconds=60000
+    )
     rng = np.random.RandomState(seed)
     self.xa = rng.randn(follower_rows, DA).astype(np.float32)
     self.xp = rng.randn(B, DP).astype(np.float32)
@@ -76,8 +79,9 @@ class Pair(object):
     self.ga, self.gp = tf.Graph(), tf.Graph()
     with self.ga.as_default():
       xa = tf.constant(self.xa)
-      self.active = EncryptActiveLayer(self.follower, DA, key_files[0], key_files[1], learning_rate=LR,
-                                       update_noise=False, processes=1)
+      self.active = EncryptActiveLayer(
+        self.follower, DA, key_files[0], key_files[1], learning_rate=LR, update_noise=False, processes=1
+      )
       ya = self.active(xa)
       loss = 0.5 * tf.reduce_sum(ya * ya)
       self.fetch_a = {'dx': tf.gradients(loss, xa)[0]}
@@ -85,8 +89,9 @@ class Pair(object):
       self.init_a = tf.global_variables_initializer()
     with self.gp.as_default():
       xp = tf.constant(self.xp)
-      self.passive = EncryptPassiveLayer(self.leader, DP, recv_dim, leader_public or key_files[0],
-                                         learning_rate=leader_lr, processes=1)
+      self.passive = EncryptPassiveLayer(
+        self.leader, DP, recv_dim, leader_public or key_files[0], learning_rate=leader_lr, processes=1
+      )
       out = self.passive(xp)
       # A loss whose gradient depends on the output, like a real one.
       loss = tf.reduce_sum(out * self.c) + 0.25 * tf.reduce_sum(tf.square(out))
@@ -176,8 +181,9 @@ def test_wire_carries_no_plaintext(key_files):
   from_follower = pair.follower.sent
   from_leader = pair.leader.sent
   assert {m[0] for m in from_follower} == {names[k] for k in ('active_meta', 'x_cipher', 'z_masked', 'fn_bases')}
-  assert {m[0] for m in from_leader} == {names[k] for k in ('passive_meta', 'z_cipher', 'grad_meta', 'dx_cipher',
-                                                            'g_cipher')}
+  assert {m[0] for m in from_leader} == {
+    names[k] for k in ('passive_meta', 'z_cipher', 'grad_meta', 'dx_cipher', 'g_cipher')
+  }
   public_key, private_key = keys.load_keypair(*key_files)
   cipher = PaillierCipher(public_key, private_key, processes=0, precompute=0)
   slots = pair.active.party.slots
@@ -197,7 +203,8 @@ def test_wire_carries_no_plaintext(key_files):
   assert len(x_blobs) == 2
   cts0, cts1 = cipher.from_wire(x_blobs[0]), cipher.from_wire(x_blobs[1])
   assert [private_key.raw_decrypt(int(c)) for c in cts0[:3]] == [
-      v % private_key.public_key.n for v in encoding.pack_columns(x_int, slots)[:3]]
+    v % private_key.public_key.n for v in encoding.pack_columns(x_int, slots)[:3]
+  ]
   # ...and the same activation encrypted twice gives entirely different ciphertexts.
   assert not set(cts0) & set(cts1)
   # The value the leader gets back is masked: it is not x * W_a (the leader's share) nor x * W.
@@ -209,7 +216,7 @@ def test_wire_carries_no_plaintext(key_files):
   z_plain = encoding.unpack_columns(cipher.decrypt(cipher.from_wire(by_name[names['z_cipher']][0])), B, DA, slots)
   wa0 = encoding.weight_to_ring(np.ones(DA))
   assert not np.any(z_plain == x_int.astype(object) * wa0.astype(object)[None, :])
-  assert min(abs(int(v)) for v in z_plain.ravel()) > 2 ** 60  # the 120-bit masks dominate
+  assert min(abs(int(v)) for v in z_plain.ravel()) > 2**60  # the 120-bit masks dominate
   # The masks are fresh per element: no two entries share one (EFLS v1 tiled one mask row over the batch).
   masks = z_plain - x_int.astype(object) * wa0.astype(object)[None, :]
   assert len(set(masks.ravel().tolist())) == masks.size
@@ -220,7 +227,7 @@ def test_wire_carries_no_plaintext(key_files):
   true_g = [int(v) for v in (x_int.astype(object) * dy_int.astype(object)).sum(0)]
   slot_values = [v for c in g_plain for v in encoding.unpack(c, slots)]
   assert not set(true_g) & set(slot_values)
-  assert min(abs(v) for v in slot_values) > 2 ** 50
+  assert min(abs(v) for v in slot_values) > 2**50
 
 
 def _expect_both_fail(pair, pattern):

@@ -4,6 +4,7 @@ The modules are generated, never kept in git: by setup.py's build step for `pip 
 `make setup` (`python -m efl.communicator.build_proto`) in a source checkout. Importing never writes them. They
 lie in `protobuf<major>/`, the directory of the protobuf they run on (see `_codegen`).
 """
+
 import importlib
 import os
 import warnings
@@ -19,7 +20,9 @@ except ImportError as _e:
 
 if _codegen.is_stale():
   # Only in a source checkout: the .proto changed after the code was generated.
-  warnings.warn('efl.communicator.proto: the generated modules in %s are older than %s; regenerate them with '
-                '`make proto` or `python -m efl.communicator.build_proto`'
-                % (os.path.join(_codegen.OUT_DIR, _codegen.subdir()), ', '.join(_codegen.proto_sources())),
-                stacklevel=2)
+  warnings.warn(
+    'efl.communicator.proto: the generated modules in %s are older than %s; regenerate them with '
+    '`make proto` or `python -m efl.communicator.build_proto`'
+    % (os.path.join(_codegen.OUT_DIR, _codegen.subdir()), ', '.join(_codegen.proto_sources())),
+    stacklevel=2,
+  )

@@ -10,6 +10,7 @@ for TensorFlow 1.15, 6 and later for TensorFlow 2), and one checkout serves both
 virtualenvs: so each protobuf major version has its own directory, `protobuf3/`, `protobuf7/`, ..., and
 `efl.communicator.proto` imports the one of the protobuf it runs on.
 """
+
 import glob
 import os
 import re
@@ -30,6 +31,7 @@ PACKAGE = 'efl.communicator.proto'
 def protobuf_major():
   """The major version of the installed protobuf, which picks the directory of the generated code."""
   from google import protobuf  # pylint: disable=import-outside-toplevel
+
   return int(protobuf.__version__.split('.')[0])
 
 
@@ -80,16 +82,22 @@ def import_error_message(error):
   """Explains why the generated modules did not import (`error`), and how to get them."""
   missing = missing_modules()
   if missing and is_source_checkout():
-    return ('efl.communicator.proto: the generated gRPC modules %s (for protobuf %d) are missing from %s (they are '
-            'generated from %s, not kept in git); run `make setup` or `python -m efl.communicator.build_proto`'
-            % (', '.join(missing), protobuf_major(), OUT_DIR, os.path.join(PROTO_ROOT, 'efl')))
+    return (
+      'efl.communicator.proto: the generated gRPC modules %s (for protobuf %d) are missing from %s (they are '
+      'generated from %s, not kept in git); run `make setup` or `python -m efl.communicator.build_proto`'
+      % (', '.join(missing), protobuf_major(), OUT_DIR, os.path.join(PROTO_ROOT, 'efl'))
+    )
   if missing:
-    return ('efl.communicator.proto: the generated gRPC modules %s (for protobuf %d) are missing from the installed '
-            'package at %s; install efl from its source tree or wheel with pip (`pip install .`) in this '
-            'environment, whose build step generates them' % (', '.join(missing), protobuf_major(), OUT_DIR))
-  return ('efl.communicator.proto: the generated gRPC modules in %s do not import (%s: %s); they need the '
-          'protobuf and grpcio of the requirements file of this stack'
-          % (os.path.join(OUT_DIR, subdir()), type(error).__name__, error))
+    return (
+      'efl.communicator.proto: the generated gRPC modules %s (for protobuf %d) are missing from the installed '
+      'package at %s; install efl from its source tree or wheel with pip (`pip install .`) in this '
+      'environment, whose build step generates them' % (', '.join(missing), protobuf_major(), OUT_DIR)
+    )
+  return (
+    'efl.communicator.proto: the generated gRPC modules in %s do not import (%s: %s); they need the '
+    'protobuf and grpcio of the requirements file of this stack'
+    % (os.path.join(OUT_DIR, subdir()), type(error).__name__, error)
+  )
 
 
 def build(out_dir=OUT_DIR, proto_root=PROTO_ROOT):
@@ -103,13 +111,17 @@ def build(out_dir=OUT_DIR, proto_root=PROTO_ROOT):
   """
   sources = proto_sources(proto_root)
   if not sources:
-    raise RuntimeError('no .proto files under %s: efl generates its gRPC code from a source tree (its protos/ '
-                       'directory); an installed efl carries the code from its build' % os.path.join(proto_root, 'efl'))
+    raise RuntimeError(
+      'no .proto files under %s: efl generates its gRPC code from a source tree (its protos/ '
+      'directory); an installed efl carries the code from its build' % os.path.join(proto_root, 'efl')
+    )
   try:
     import grpc_tools  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise RuntimeError("grpcio-tools is needed to generate efl's gRPC code (%s); install the requirements file of "
-                       'this stack (`make setup`)' % e)
+    raise RuntimeError(
+      "grpcio-tools is needed to generate efl's gRPC code (%s); install the requirements file of "
+      'this stack (`make setup`)' % e
+    )
   # grpcio-tools depends on the protobuf its protoc generates code for.
   sub = subdir()
   well_known = os.path.join(os.path.dirname(os.path.abspath(grpc_tools.__file__)), '_proto')
@@ -117,12 +129,21 @@ def build(out_dir=OUT_DIR, proto_root=PROTO_ROOT):
   try:
     # In a process of its own: protoc's C++ protobuf and the one TensorFlow 2 loads (`python -m
     # efl.communicator.build_proto` imports efl, hence TensorFlow) crash when they meet in one process.
-    args = [sys.executable, '-m', 'grpc_tools.protoc', '-I' + proto_root, '-I' + well_known,
-            '--python_out=' + tmp, '--grpc_python_out=' + tmp] + sources
+    args = [
+      sys.executable,
+      '-m',
+      'grpc_tools.protoc',
+      '-I' + proto_root,
+      '-I' + well_known,
+      '--python_out=' + tmp,
+      '--grpc_python_out=' + tmp,
+    ] + sources
     proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if proc.returncode != 0:
-      raise RuntimeError('protoc failed on %s with exit status %d (command: %s):\n%s'
-                         % (', '.join(sources), proc.returncode, ' '.join(args), proc.stdout))
+      raise RuntimeError(
+        'protoc failed on %s with exit status %d (command: %s):\n%s'
+        % (', '.join(sources), proc.returncode, ' '.join(args), proc.stdout)
+      )
     target = os.path.join(out_dir, sub)
     os.makedirs(target, exist_ok=True)
     written = []

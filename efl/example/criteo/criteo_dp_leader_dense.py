@@ -10,6 +10,7 @@ Run from the directory holding `leader_train/` and `leader_test/` (see generate_
 
   python criteo_dp_leader_dense.py --federal_role=leader
 """
+
 import argparse
 
 import tensorflow.compat.v1 as tf
@@ -22,20 +23,28 @@ EMBEDDING_WIDTH = 21 * 8  # the follower's 21 columns, embedding dimension 8
 
 def input_fn(model, mode):
   if mode == efl.MODE.TRAIN:
-    dataio = efl.data.FederalDataIO("./leader_train", 1000,
-                                    model.communicator,
-                                    model.federal_role,
-                                    efl.get_task_index(), efl.get_worker_num(),  # this worker's share
-                                    data_mode='local',
-                                    num_epochs=10)
+    dataio = efl.data.FederalDataIO(
+      './leader_train',
+      1000,
+      model.communicator,
+      model.federal_role,
+      efl.get_task_index(),
+      efl.get_worker_num(),  # this worker's share
+      data_mode='local',
+      num_epochs=10,
+    )
   else:
     # Each evaluation of train_and_evaluate reads on; a prediction reads every example once.
-    dataio = efl.data.FederalDataIO("./leader_test", 1000,
-                                    model.communicator,
-                                    model.federal_role,
-                                    efl.get_task_index(), efl.get_worker_num(),  # this worker's share
-                                    data_mode='local',
-                                    num_epochs=1 if efl.get_mode() == 'predict' else 10)
+    dataio = efl.data.FederalDataIO(
+      './leader_test',
+      1000,
+      model.communicator,
+      model.federal_role,
+      efl.get_task_index(),
+      efl.get_worker_num(),  # this worker's share
+      data_mode='local',
+      num_epochs=1 if efl.get_mode() == 'predict' else 10,
+    )
 
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   # label数据
@@ -45,12 +54,17 @@ def input_fn(model, mode):
   features = dataio.read()
   model.add_hooks([dataio.get_hook()])
   columns = {
-      'dense': [tf.feature_column.numeric_column('dense', 10)],
-      'label': [tf.feature_column.numeric_column('label', 1)]}
+    'dense': [tf.feature_column.numeric_column('dense', 10)],
+    'label': [tf.feature_column.numeric_column('label', 1)],
+  }
   return efl.FederalSample(
-      features, columns, model.federal_role,
-      model.communicator, sample_id_name='sample_id',
-      name = 'train' if mode == efl.MODE.TRAIN else 'eval')
+    features,
+    columns,
+    model.federal_role,
+    model.communicator,
+    sample_id_name='sample_id',
+    name='train' if mode == efl.MODE.TRAIN else 'eval',
+  )
 
 
 def model_fn(model, sample, is_training):
@@ -116,15 +130,16 @@ def build_model(optimizer, opt_config=None):
 def main(argv=None):
   args = parse_flags(argv)
   CTR = build_model(
-      efl.DPAdamGaussianOptimizer(
-          l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.01),
-      opt_config={'BACKEND_MODE': 'unnoise'})
+    efl.DPAdamGaussianOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.01),
+    opt_config={'BACKEND_MODE': 'unnoise'},
+  )
   # --mode=train (default) | eval | predict --output=FILE | export --export_dir=DIR (efl/example/modes.py)
-  modes.run(CTR, efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
-                                                     eval_step=args.eval_step,
-                                                     max_iter=args.max_iter),
-            log_step=args.log_step,
-            project_name='criteo')
+  modes.run(
+    CTR,
+    efl.procedure_fn.train_and_evaluate(train_step=args.train_step, eval_step=args.eval_step, max_iter=args.max_iter),
+    log_step=args.log_step,
+    project_name='criteo',
+  )
 
 
 if __name__ == '__main__':

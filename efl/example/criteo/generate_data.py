@@ -57,9 +57,10 @@ DEFAULT_ROWS_PER_FILE = 100000
 DEFAULT_CHUNK_BYTES = 32 << 20
 
 _DOWNLOAD_HINT = (
-    'Download train.txt of the Criteo Display Advertising Challenge from Kaggle '
-    '(e.g. https://www.kaggle.com/mrkmakr/criteo-dataset), put it next to generate_data.py or pass '
-    '--input PATH.')
+  'Download train.txt of the Criteo Display Advertising Challenge from Kaggle '
+  '(e.g. https://www.kaggle.com/mrkmakr/criteo-dataset), put it next to generate_data.py or pass '
+  '--input PATH.'
+)
 
 
 class CriteoFormatError(ValueError):
@@ -104,8 +105,9 @@ def _split_fields(data):
   fields_per_line = np.diff(np.concatenate([[-1], newline_at]))
   if lines and (fields_per_line != NUM_FIELDS).any():
     bad = int(np.flatnonzero(fields_per_line != NUM_FIELDS)[0])
-    raise _ChunkError(bad, 'found %d tab-separated field(s), expected %d (label, I1..I13, C1..C26)'
-                      % (fields_per_line[bad], NUM_FIELDS))
+    raise _ChunkError(
+      bad, 'found %d tab-separated field(s), expected %d (label, I1..I13, C1..C26)' % (fields_per_line[bad], NUM_FIELDS)
+    )
   ends = delims.reshape(lines, NUM_FIELDS)
   starts = np.empty_like(ends)
   starts[:, 1:] = ends[:, :-1] + 1
@@ -120,8 +122,11 @@ def _labels_and_complete(buf, starts, lengths):
   bad = (lengths[:, 0] != 1) | ((label_char != ord('0')) & (label_char != ord('1')))
   if bad.any():
     row = int(np.flatnonzero(bad)[0])
-    raise _ChunkError(row, 'the label (first field) must be 0 or 1, found %r'
-                      % bytes(buf[starts[row, 0]:starts[row, 0] + lengths[row, 0]]))
+    raise _ChunkError(
+      row,
+      'the label (first field) must be 0 or 1, found %r'
+      % bytes(buf[starts[row, 0] : starts[row, 0] + lengths[row, 0]]),
+    )
   complete = (lengths[:, KEPT_FIELDS] > 0).all(axis=1)
   return label_char == ord('1'), complete
 
@@ -145,12 +150,12 @@ def _scan_chunk(task):
     return {'error': (e.local_line, e.message), 'bytes': end - start}
   cat_lengths = lengths[:, CATEGORICAL_FIELDS][complete]
   return {
-      'error': None,
-      'bytes': end - start,
-      'lines': int(starts.shape[0]),
-      'positives': int((positive & complete).sum()),
-      'negatives': int((~positive & complete).sum()),
-      'cat_width': int(cat_lengths.max()) if cat_lengths.size else 1,
+    'error': None,
+    'bytes': end - start,
+    'lines': int(starts.shape[0]),
+    'positives': int((positive & complete).sum()),
+    'negatives': int((~positive & complete).sum()),
+    'cat_width': int(cat_lengths.max()) if cat_lengths.size else 1,
   }
 
 
@@ -162,11 +167,17 @@ def _extract_chunk(task):
     positive, complete = _labels_and_complete(buf, starts, lengths)
   except _ChunkError as e:  # the file changed since pass 1
     return {'error': (first_line + e.local_line, e.message), 'bytes': end - start}
-  rows = np.concatenate([np.flatnonzero(positive & complete)[pos_ordinals],
-                         np.flatnonzero(~positive & complete)[neg_ordinals]])
+  rows = np.concatenate(
+    [np.flatnonzero(positive & complete)[pos_ordinals], np.flatnonzero(~positive & complete)[neg_ordinals]]
+  )
   targets = np.concatenate([pos_targets, neg_targets])
-  result = {'error': None, 'bytes': end - start, 'count': rows.size,
-            'sum': np.zeros(len(DENSE_FIELDS)), 'sumsq': np.zeros(len(DENSE_FIELDS))}
+  result = {
+    'error': None,
+    'bytes': end - start,
+    'count': rows.size,
+    'sum': np.zeros(len(DENSE_FIELDS)),
+    'sumsq': np.zeros(len(DENSE_FIELDS)),
+  }
   if not rows.size:
     return result
   dense_starts = starts[np.ix_(rows, DENSE_FIELDS)]
@@ -180,13 +191,17 @@ def _extract_chunk(task):
         try:
           float(dense_text[r, c])
         except ValueError:
-          return {'error': (first_line + int(rows[r]),
-                            'integer feature I%d must be a number, found %r'
-                            % (DENSE_FIELDS[c], bytes(dense_text[r, c]))),  # numpy 2 reprs np.bytes_(...)
-                  'bytes': end - start}
+          return {
+            'error': (
+              first_line + int(rows[r]),
+              'integer feature I%d must be a number, found %r' % (DENSE_FIELDS[c], bytes(dense_text[r, c])),
+            ),  # numpy 2 reprs np.bytes_(...)
+            'bytes': end - start,
+          }
     raise
-  cat = _gather_strings(buf, starts[np.ix_(rows, CATEGORICAL_FIELDS)],
-                        lengths[np.ix_(rows, CATEGORICAL_FIELDS)], scratch['cat_width'])
+  cat = _gather_strings(
+    buf, starts[np.ix_(rows, CATEGORICAL_FIELDS)], lengths[np.ix_(rows, CATEGORICAL_FIELDS)], scratch['cat_width']
+  )
   arrays = _open_scratch(scratch, 'r+')
   arrays['dense'][targets] = dense
   arrays['label'][targets] = positive[rows]
@@ -205,10 +220,11 @@ def _open_scratch(scratch, mode):
   rows = scratch['rows']
   directory = scratch['dir']
   return {
-      'dense': np.memmap(os.path.join(directory, 'dense.f64'), np.float64, mode, shape=(rows, len(DENSE_FIELDS))),
-      'label': np.memmap(os.path.join(directory, 'label.u8'), np.uint8, mode, shape=(rows,)),
-      'cat': np.memmap(os.path.join(directory, 'cat.bin'), 'S%d' % scratch['cat_width'], mode,
-                       shape=(rows, len(CATEGORICAL_FIELDS))),
+    'dense': np.memmap(os.path.join(directory, 'dense.f64'), np.float64, mode, shape=(rows, len(DENSE_FIELDS))),
+    'label': np.memmap(os.path.join(directory, 'label.u8'), np.uint8, mode, shape=(rows,)),
+    'cat': np.memmap(
+      os.path.join(directory, 'cat.bin'), 'S%d' % scratch['cat_width'], mode, shape=(rows, len(CATEGORICAL_FIELDS))
+    ),
   }
 
 
@@ -219,15 +235,20 @@ def _write_file(task):
   rows = slice(first, first + count)
   name = 'data_%d.tfrd' % index
   ids = record_encoding.int64_field(b'sample_id', np.arange(first - split_start, first - split_start + count))
-  record_encoding.write_examples(os.path.join(out_dir, 'leader_' + split, name), [
+  record_encoding.write_examples(
+    os.path.join(out_dir, 'leader_' + split, name),
+    [
       ids,
       record_encoding.float_field(b'dense', (arrays['dense'][rows] - mean) / std),
       record_encoding.int64_field(b'label', arrays['label'][rows]),
-  ])
+    ],
+  )
   # Each value ends before its NUL padding: the TSV text never holds a NUL.
   cat = arrays['cat'][rows]
-  record_encoding.write_examples(os.path.join(out_dir, 'follower_' + split, name), [ids] + [
-      record_encoding.bytes_field(b'feature%d' % j, cat[:, j]) for j in range(len(CATEGORICAL_FIELDS))])
+  record_encoding.write_examples(
+    os.path.join(out_dir, 'follower_' + split, name),
+    [ids] + [record_encoding.bytes_field(b'feature%d' % j, cat[:, j]) for j in range(len(CATEGORICAL_FIELDS))],
+  )
   return count
 
 
@@ -252,8 +273,7 @@ class _Progress(object):
       return
     fraction = min(done / self._total, 1.0)
     now = time.time()
-    text = '%s: %5.1f%% %s(%.1f s)' % (self._title, 100.0 * fraction, extra + ' ' if extra else '',
-                                       now - self._start)
+    text = '%s: %5.1f%% %s(%.1f s)' % (self._title, 100.0 * fraction, extra + ' ' if extra else '', now - self._start)
     if self._tty:
       if now - self._last_draw >= 0.2 or fraction >= 1.0:
         sys.stderr.write('\r' + text.ljust(79))
@@ -298,9 +318,17 @@ def _remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample_size=None, seed=0,
-             test_fraction=DEFAULT_TEST_FRACTION, workers=None, chunk_bytes=DEFAULT_CHUNK_BYTES,
-             progress=True):
+def generate(
+  input_path,
+  output_dir,
+  rows_per_file=DEFAULT_ROWS_PER_FILE,
+  sample_size=None,
+  seed=0,
+  test_fraction=DEFAULT_TEST_FRACTION,
+  workers=None,
+  chunk_bytes=DEFAULT_CHUNK_BYTES,
+  progress=True,
+):
   """Converts a Criteo train.txt into the example's TFRecords (see the module docstring).
 
   Args:
@@ -352,8 +380,7 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
     scans, lines, done = [], 0, 0
     for scan in imap(_scan_chunk, [(input_path, s, e) for s, e in bounds]):
       if scan['error']:
-        raise CriteoFormatError('%s, line %d: %s.' % (input_path, lines + scan['error'][0] + 1,
-                                                      scan['error'][1]))
+        raise CriteoFormatError('%s, line %d: %s.' % (input_path, lines + scan['error'][0] + 1, scan['error'][1]))
       scan['first_line'] = lines
       scans.append(scan)
       lines += scan['lines']
@@ -364,20 +391,24 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
     negatives = sum(s['negatives'] for s in scans)
     available = min(positives, negatives)
     if available == 0:
-      raise ValueError('%s has %d rows; after dropping rows with missing values %d positive and %d negative '
-                       'rows remain: both classes need at least one.'
-                       % (input_path, lines, positives, negatives))
+      raise ValueError(
+        '%s has %d rows; after dropping rows with missing values %d positive and %d negative '
+        'rows remain: both classes need at least one.' % (input_path, lines, positives, negatives)
+      )
     per_class = available if sample_size is None else min(sample_size, available)
     if sample_size is not None and sample_size > available:
-      sys.stderr.write('note: asked for %d rows per class but only %d positive and %d negative complete '
-                       'rows exist; keeping %d per class.\n' % (sample_size, positives, negatives, available))
+      sys.stderr.write(
+        'note: asked for %d rows per class but only %d positive and %d negative complete '
+        'rows exist; keeping %d per class.\n' % (sample_size, positives, negatives, available)
+      )
     total = 2 * per_class
     test_rows = int(round(total * test_fraction))
     train_rows = total - test_rows
     if test_rows == 0 or train_rows == 0:
-      raise ValueError('test_fraction=%r of %d kept rows leaves %d train and %d test rows: both must be '
-                       'non-empty; change test_fraction or use more data.'
-                       % (test_fraction, total, train_rows, test_rows))
+      raise ValueError(
+        'test_fraction=%r of %d kept rows leaves %d train and %d test rows: both must be '
+        'non-empty; change test_fraction or use more data.' % (test_fraction, total, train_rows, test_rows)
+      )
 
     # Choose the rows and their shuffled output position.
     rng = np.random.RandomState(seed)
@@ -394,8 +425,10 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
     scratch = {'dir': scratch_dir, 'rows': total, 'cat_width': max(s['cat_width'] for s in scans)}
     for array in _open_scratch(scratch, 'w+').values():
       array.flush()
-    tasks = [(input_path, s, e, scan['first_line'], pos_local[i], pos_target[i], neg_local[i], neg_target[i],
-              scratch) for i, ((s, e), scan) in enumerate(zip(bounds, scans))]
+    tasks = [
+      (input_path, s, e, scan['first_line'], pos_local[i], pos_target[i], neg_local[i], neg_target[i], scratch)
+      for i, ((s, e), scan) in enumerate(zip(bounds, scans))
+    ]
     bar = _Progress('pass 2/3 parsing chosen rows', total_bytes, progress)
     count, shifted = 0, []
     done = 0
@@ -409,12 +442,14 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
       bar.update(done)
     bar.close()
     if count != total:
-      raise RuntimeError('%s changed while being read: parsed %d chosen rows, expected %d.'
-                         % (input_path, count, total))
+      raise RuntimeError(
+        '%s changed while being read: parsed %d chosen rows, expected %d.' % (input_path, count, total)
+      )
     # Combine per-chunk moments (shifted sums) into the population mean and std over the kept rows.
     mean = sum(p['count'] * p['shift'] + p['sum'] for p in shifted) / total
-    m2 = sum(p['sumsq'] + p['count'] * np.square(p['shift'] - mean) + 2.0 * (p['shift'] - mean) * p['sum']
-             for p in shifted)
+    m2 = sum(
+      p['sumsq'] + p['count'] * np.square(p['shift'] - mean) + 2.0 * (p['shift'] - mean) * p['sum'] for p in shifted
+    )
     std = np.sqrt(np.maximum(m2 / total, 0.0))
     # A constant column would divide by zero; it stays centred at 0 instead.
     safe_std = np.where(std > 0, std, 1.0)
@@ -448,50 +483,75 @@ def generate(input_path, output_dir, rows_per_file=DEFAULT_ROWS_PER_FILE, sample
     _remove_tree(out_dir)
 
   return {
-      'input_rows': lines,
-      'complete_positives': positives,
-      'complete_negatives': negatives,
-      'per_class': per_class,
-      'train_rows': train_rows,
-      'test_rows': test_rows,
-      'train_files': sum(1 for t in file_tasks if t[1] == 'train'),
-      'test_files': sum(1 for t in file_tasks if t[1] == 'test'),
-      'dense_mean': mean,
-      'dense_std': std,
+    'input_rows': lines,
+    'complete_positives': positives,
+    'complete_negatives': negatives,
+    'per_class': per_class,
+    'train_rows': train_rows,
+    'test_rows': test_rows,
+    'train_files': sum(1 for t in file_tasks if t[1] == 'train'),
+    'test_files': sum(1 for t in file_tasks if t[1] == 'test'),
+    'dense_mean': mean,
+    'dense_std': std,
   }
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      description='Turn the Kaggle Criteo train.txt into the TFRecords of the federated Criteo example.')
-  parser.add_argument('--input', default='train.txt',
-                      help='Kaggle Criteo train.txt (default: train.txt in the current directory)')
-  parser.add_argument('--output_dir', default='.',
-                      help='where {leader,follower}_{train,test}/ are written (default: the current directory)')
+    description='Turn the Kaggle Criteo train.txt into the TFRecords of the federated Criteo example.'
+  )
+  parser.add_argument(
+    '--input', default='train.txt', help='Kaggle Criteo train.txt (default: train.txt in the current directory)'
+  )
+  parser.add_argument(
+    '--output_dir',
+    default='.',
+    help='where {leader,follower}_{train,test}/ are written (default: the current directory)',
+  )
   parser.add_argument('--rows_per_file', type=int, default=DEFAULT_ROWS_PER_FILE)
-  parser.add_argument('--sample_size', type=int, default=None,
-                      help='rows kept per class (default: all rows of the rarer class)')
+  parser.add_argument(
+    '--sample_size', type=int, default=None, help='rows kept per class (default: all rows of the rarer class)'
+  )
   parser.add_argument('--test_fraction', type=float, default=DEFAULT_TEST_FRACTION)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--workers', type=int, default=None, help='processes (default: every core)')
-  parser.add_argument('--chunk_mb', type=float, default=DEFAULT_CHUNK_BYTES / float(1 << 20),
-                      help='MiB of input per work item')
+  parser.add_argument(
+    '--chunk_mb', type=float, default=DEFAULT_CHUNK_BYTES / float(1 << 20), help='MiB of input per work item'
+  )
   parser.add_argument('--quiet', action='store_true', help='no progress output')
   args = parser.parse_args(argv)
   start = time.time()
   try:
-    summary = generate(args.input, args.output_dir, rows_per_file=args.rows_per_file,
-                       sample_size=args.sample_size, seed=args.seed, test_fraction=args.test_fraction,
-                       workers=args.workers, chunk_bytes=max(int(args.chunk_mb * (1 << 20)), 1),
-                       progress=not args.quiet)
+    summary = generate(
+      args.input,
+      args.output_dir,
+      rows_per_file=args.rows_per_file,
+      sample_size=args.sample_size,
+      seed=args.seed,
+      test_fraction=args.test_fraction,
+      workers=args.workers,
+      chunk_bytes=max(int(args.chunk_mb * (1 << 20)), 1),
+      progress=not args.quiet,
+    )
   except (IOError, ValueError) as e:
     sys.stderr.write('error: %s\n' % e)
     return 2
-  print('read %d rows (%d positive / %d negative without missing values); kept %d per class; '
-        'train %d rows in %d files, test %d rows in %d files, in %s (%.1f s)'
-        % (summary['input_rows'], summary['complete_positives'], summary['complete_negatives'],
-           summary['per_class'], summary['train_rows'], summary['train_files'], summary['test_rows'],
-           summary['test_files'], os.path.abspath(args.output_dir), time.time() - start))
+  print(
+    'read %d rows (%d positive / %d negative without missing values); kept %d per class; '
+    'train %d rows in %d files, test %d rows in %d files, in %s (%.1f s)'
+    % (
+      summary['input_rows'],
+      summary['complete_positives'],
+      summary['complete_negatives'],
+      summary['per_class'],
+      summary['train_rows'],
+      summary['train_files'],
+      summary['test_rows'],
+      summary['test_files'],
+      os.path.abspath(args.output_dir),
+      time.time() - start,
+    )
+  )
   return 0
 
 

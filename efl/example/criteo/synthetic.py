@@ -30,15 +30,67 @@ NUM_CATEGORICAL = 26
 
 # Per-column probability that the value is missing on its own (index 0 is I1 / C1).
 _INT_MISSING = [0.45, 0.0, 0.0, 0.0, 0.02, 0.0, 0.02, 0.001, 0.02, 0.45, 0.02, 0.77, 0.0]
-_CAT_MISSING = [0.0, 0.0, 0.0, 0.0, 0.0, 0.10, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                0.0, 0.0, 0.0, 0.0, 0.0, 0.44, 0.44, 0.0, 0.76, 0.0, 0.0, 0.44, 0.44]
+_CAT_MISSING = [
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.10,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.0,
+  0.44,
+  0.44,
+  0.0,
+  0.76,
+  0.0,
+  0.0,
+  0.44,
+  0.44,
+]
 # Groups of columns that go missing together (as I3/I4/I6/I13 and C3/C4/C12/C16/C21/C24 do in the real data).
 _INT_GROUP = ([2, 3, 5, 12], 0.18)
 _CAT_GROUP = ([2, 3, 11, 15, 20, 23], 0.03)
 
 # Vocabulary size per categorical column: a few tiny ones, many mid-sized, a few large.
-_VOCAB = [1400, 500, 20000, 15000, 300, 20, 10000, 600, 3, 5000, 4800, 20000, 3000,
-          20, 10000, 15000, 9, 4500, 2000, 4, 17000, 15, 80, 12000, 50, 9000]
+_VOCAB = [
+  1400,
+  500,
+  20000,
+  15000,
+  300,
+  20,
+  10000,
+  600,
+  3,
+  5000,
+  4800,
+  20000,
+  3000,
+  20,
+  10000,
+  15000,
+  9,
+  4500,
+  2000,
+  4,
+  17000,
+  15,
+  80,
+  12000,
+  50,
+  9000,
+]
 
 # Scale (median-ish) of each integer column; values are roughly log-normal counts.
 _INT_SCALE = [3, 100, 20, 7, 18000, 100, 15, 12, 100, 1, 3, 1, 8]
@@ -54,7 +106,7 @@ def _make_vocabularies(rng):
   vocabs = []
   for col, size in enumerate(_VOCAB):
     # Rare duplicates just merge two vocabulary entries, which is harmless.
-    codes = rng.randint(0, 2 ** 32, size=size, dtype=np.int64)
+    codes = rng.randint(0, 2**32, size=size, dtype=np.int64)
     strings = np.array(['%08x' % c for c in codes], dtype='S8')
     if col in _SIGNAL_CAT:
       effects = rng.normal(0.0, _SIGNAL_CAT[col], size=size)
@@ -137,7 +189,8 @@ def write_synthetic_criteo(path, rows, seed=0, block_rows=50000):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      description='Write synthetic rows in the Kaggle Criteo train.txt format (for tests only).')
+    description='Write synthetic rows in the Kaggle Criteo train.txt format (for tests only).'
+  )
   parser.add_argument('--output', required=True, help='file to write')
   parser.add_argument('--rows', type=int, default=100000, help='number of lines')
   parser.add_argument('--seed', type=int, default=0)

@@ -25,8 +25,7 @@ def load_npz(path):
   with np.load(path) as f:
     missing = [k for k in _KEYS if k not in f.files]
     if missing:
-      raise ValueError('{} is not a Keras-layout mnist.npz: it lacks {}.'
-                       .format(path, ', '.join(missing)))
+      raise ValueError('{} is not a Keras-layout mnist.npz: it lacks {}.'.format(path, ', '.join(missing)))
     return (f['x_train'], f['y_train']), (f['x_test'], f['y_test'])
 
 
@@ -49,8 +48,8 @@ def use_local_mnist(path=None):
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        '{} names {}, which is not a file. Point it at a Keras-layout '
-        'mnist.npz.'.format(ENV_VAR, path))
+      '{} names {}, which is not a file. Point it at a Keras-layout mnist.npz.'.format(ENV_VAR, path)
+    )
 
   def load_data(path_in_cache='mnist.npz'):
     del path_in_cache  # the local file replaces Keras' cache
@@ -59,5 +58,6 @@ def use_local_mnist(path=None):
   tf.keras.datasets.mnist.load_data = load_data
   # On TF 2, scripts may also use the v2 API's tf.keras, another module tree.
   import tensorflow as tf_root  # pylint: disable=import-outside-toplevel
+
   tf_root.keras.datasets.mnist.load_data = load_data
   return path

@@ -3,6 +3,7 @@
 MNIST comes from `tf.keras.datasets.mnist.load_data()`; offline, set
 EFL_MNIST_NPZ to a Keras-layout mnist.npz.
 """
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -24,7 +25,7 @@ test_labels = np.array(test_labels, dtype=np.int32)
 # 生成Dataset
 train_dataset = tf.data.Dataset.from_tensor_slices((train_data, train_labels))
 train_dataset = train_dataset.shuffle(1000).batch(256).repeat()
-train_iterator = train_dataset.make_one_shot_iterator() # 创建迭代器
+train_iterator = train_dataset.make_one_shot_iterator()  # 创建迭代器
 
 test_dataset = tf.data.Dataset.from_tensor_slices((test_data, test_labels))
 test_dataset = test_dataset.batch(100).repeat()
@@ -39,23 +40,20 @@ def input_fn(model, mode):
     batch = test_iterator.get_next()
 
   columns = {
-      "img": [tf.feature_column.numeric_column('img', 28*28)],
-      "label": [tf.feature_column.numeric_column('label', 1, dtype=tf.int32)]}
-  features = {
-      "img": batch[0],
-      "label": batch[1]}
-  with tf.variable_scope("input_fn", reuse=tf.AUTO_REUSE):
+    'img': [tf.feature_column.numeric_column('img', 28 * 28)],
+    'label': [tf.feature_column.numeric_column('label', 1, dtype=tf.int32)],
+  }
+  features = {'img': batch[0], 'label': batch[1]}
+  with tf.variable_scope('input_fn', reuse=tf.AUTO_REUSE):
     return efl.Sample(features, columns)
 
 
 def model_fn(model, sample, is_training):
   inputs = tf.reshape(sample['img'], [-1, 28, 28, 1])
   labels = tf.squeeze(tf.cast(sample['label'], tf.int32))
-  y = tf.layers.conv2d(inputs, 16, 8, strides=2,
-                       padding='same', activation='relu')
+  y = tf.layers.conv2d(inputs, 16, 8, strides=2, padding='same', activation='relu')
   y = tf.layers.max_pooling2d(y, 2, 1)
-  y = tf.layers.conv2d(y, 32, 4, strides=2,
-                       padding='valid', activation='relu')
+  y = tf.layers.conv2d(y, 32, 4, strides=2, padding='valid', activation='relu')
   y = tf.layers.max_pooling2d(y, 2, 1)
   y = tf.layers.flatten(y)
   y = tf.layers.dense(y, 32, activation='relu')
@@ -63,8 +61,7 @@ def model_fn(model, sample, is_training):
 
   if is_training:
     # 计算reduce前的loss
-    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
-                                                          logits=logits)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     return loss
   else:
     prediction = tf.argmax(logits, axis=-1)
@@ -89,15 +86,16 @@ def main():
   CNN.loss_fn(loss_fn)
   CNN.eval_fn(eval_fn)
   CNN.optimizer_fn(
-      efl.optimizer_fn.optimizer_setter(
-          efl.DPGradientDescentGaussianOptimizer( # 使用差分隐私Optimizer
-              l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25)))
+    efl.optimizer_fn.optimizer_setter(
+      efl.DPGradientDescentGaussianOptimizer(  # 使用差分隐私Optimizer
+        l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25
+      )
+    )
+  )
   CNN.compile()
-  CNN.fit(efl.procedure_fn.train_and_evaluate(train_step=235,
-                                              eval_step=100,
-                                              max_iter=20),
-          log_step=100,
-          project_name="mnist")
+  CNN.fit(
+    efl.procedure_fn.train_and_evaluate(train_step=235, eval_step=100, max_iter=20), log_step=100, project_name='mnist'
+  )
 
 
 if __name__ == '__main__':

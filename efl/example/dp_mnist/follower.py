@@ -17,6 +17,7 @@ Keras-layout mnist.npz. Run both parties with
 or, in two terminals, `python follower.py --federal_role=follower` and
 `python leader.py --federal_role=leader`.
 """
+
 import argparse
 
 import numpy as np
@@ -45,7 +46,7 @@ test_ids = np.arange(len(test_labels), dtype=np.int64)
 # 生成Dataset
 train_dataset = tf.data.Dataset.from_tensor_slices((train_data, train_labels, train_ids))
 train_dataset = train_dataset.shuffle(1000, seed=SHUFFLE_SEED).batch(256).repeat()
-train_iterator = train_dataset.make_one_shot_iterator() # 创建迭代器
+train_iterator = train_dataset.make_one_shot_iterator()  # 创建迭代器
 
 test_dataset = tf.data.Dataset.from_tensor_slices((test_data, test_labels, test_ids))
 test_dataset = test_dataset.batch(100).repeat()
@@ -60,36 +61,36 @@ def input_fn(model, mode):
     batch = test_iterator.get_next()
 
   columns = {
-      "img": [tf.feature_column.numeric_column('img', 28*28)],
-      "label": [tf.feature_column.numeric_column('label', 1, dtype=tf.int32)]}
-  features = {
-      "img": batch[0],
-      "label": batch[1],
-      "sample_id": batch[2]}
-  with tf.variable_scope("input_fn", reuse=tf.AUTO_REUSE):
-    return efl.FederalSample(features, columns, model.federal_role,
-                             model.communicator, sample_id_name='sample_id',
-                             name='train' if mode == efl.MODE.TRAIN else 'eval')
+    'img': [tf.feature_column.numeric_column('img', 28 * 28)],
+    'label': [tf.feature_column.numeric_column('label', 1, dtype=tf.int32)],
+  }
+  features = {'img': batch[0], 'label': batch[1], 'sample_id': batch[2]}
+  with tf.variable_scope('input_fn', reuse=tf.AUTO_REUSE):
+    return efl.FederalSample(
+      features,
+      columns,
+      model.federal_role,
+      model.communicator,
+      sample_id_name='sample_id',
+      name='train' if mode == efl.MODE.TRAIN else 'eval',
+    )
 
 
 def model_fn(model, sample, is_training):
   inputs = tf.reshape(sample['img'], [-1, 28, 28, 1])
   labels = tf.squeeze(tf.cast(sample['label'], tf.int32))
-  y = tf.layers.conv2d(inputs, 16, 8, strides=2,
-                       padding='same', activation='relu')
+  y = tf.layers.conv2d(inputs, 16, 8, strides=2, padding='same', activation='relu')
   y = tf.layers.max_pooling2d(y, 2, 1)
-  y = tf.layers.conv2d(y, 32, 4, strides=2,
-                       padding='valid', activation='relu')
+  y = tf.layers.conv2d(y, 32, 4, strides=2, padding='valid', activation='relu')
   y = tf.layers.max_pooling2d(y, 2, 1)
   y = tf.layers.flatten(y)
   # 发送数据
-  if is_training: # 训练阶段需要返回梯度
+  if is_training:  # 训练阶段需要返回梯度
     model.send('y_train', y, require_grad=True)
     model.send('labels_train', labels, require_grad=False)
-  else: # 测试阶段不需要返回梯度
+  else:  # 测试阶段不需要返回梯度
     model.send('y_test', y, mode=efl.MODE.EVAL, require_grad=False)
-    model.send('labels_test', labels,
-               mode=efl.MODE.EVAL, require_grad=False)
+    model.send('labels_test', labels, mode=efl.MODE.EVAL, require_grad=False)
   # The sent tensor as the loss: the follower trains on the leader's gradient alone.
   return y
 
@@ -121,16 +122,17 @@ def main(argv=None):
   CNN.loss_fn(loss_fn)
   CNN.eval_fn(eval_fn)
   CNN.optimizer_fn(
-      efl.optimizer_fn.optimizer_setter(
-          efl.DPGradientDescentGaussianOptimizer(
-              l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25)))
+    efl.optimizer_fn.optimizer_setter(
+      efl.DPGradientDescentGaussianOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25)
+    )
+  )
   # 指定backend_mode和reduce
   CNN.compile(opt_config={'BACKEND_MODE': 'unnoise'})
-  CNN.fit(efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
-                                              eval_step=args.eval_step,
-                                              max_iter=args.max_iter),
-          log_step=args.log_step,
-          project_name='fed_mnist')
+  CNN.fit(
+    efl.procedure_fn.train_and_evaluate(train_step=args.train_step, eval_step=args.eval_step, max_iter=args.max_iter),
+    log_step=args.log_step,
+    project_name='fed_mnist',
+  )
 
 
 if __name__ == '__main__':

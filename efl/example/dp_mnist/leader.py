@@ -12,6 +12,7 @@ that both parties hold the same examples. MNIST comes from
 `tf.keras.datasets.mnist.load_data()`; offline, set EFL_MNIST_NPZ to a
 Keras-layout mnist.npz. See follower.py for how to run both parties.
 """
+
 import argparse
 
 import numpy as np
@@ -31,7 +32,7 @@ test_ids = np.arange(len(test[1]), dtype=np.int64)
 # 生成Dataset, batched and ordered as the follower's
 train_dataset = tf.data.Dataset.from_tensor_slices(train_ids)
 train_dataset = train_dataset.shuffle(1000, seed=SHUFFLE_SEED).batch(256).repeat()
-train_iterator = train_dataset.make_one_shot_iterator() # 创建迭代器
+train_iterator = train_dataset.make_one_shot_iterator()  # 创建迭代器
 
 test_dataset = tf.data.Dataset.from_tensor_slices(test_ids)
 test_dataset = test_dataset.batch(100).repeat()
@@ -44,11 +45,16 @@ def input_fn(model, mode):
   else:
     batch = test_iterator.get_next()
   # Features and labels come from the follower: the sample holds the ids only.
-  features = {"sample_id": batch}
-  with tf.variable_scope("input_fn", reuse=tf.AUTO_REUSE):
-    return efl.FederalSample(features, {}, model.federal_role,
-                             model.communicator, sample_id_name='sample_id',
-                             name='train' if mode == efl.MODE.TRAIN else 'eval')
+  features = {'sample_id': batch}
+  with tf.variable_scope('input_fn', reuse=tf.AUTO_REUSE):
+    return efl.FederalSample(
+      features,
+      {},
+      model.federal_role,
+      model.communicator,
+      sample_id_name='sample_id',
+      name='train' if mode == efl.MODE.TRAIN else 'eval',
+    )
 
 
 def model_fn(model, sample, is_training):
@@ -60,16 +66,15 @@ def model_fn(model, sample, is_training):
     labels = model.recv('labels_test', dtype=tf.int32, require_grad=False)
     y = model.recv('y_test', dtype=tf.float32, require_grad=False)
   # 通过两层dense
-  y = tf.reshape(y, [-1, 512]) # reshape数据
+  y = tf.reshape(y, [-1, 512])  # reshape数据
   y = tf.layers.dense(y, 32, activation='relu')
   logits = tf.layers.dense(y, 10)
 
-  if is_training: # 训练阶段返回loss
+  if is_training:  # 训练阶段返回loss
     # 计算loss，但不做reduce
-    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
-                                                          logits=logits)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     return loss
-  else: # 测试阶段返回accuracy
+  else:  # 测试阶段返回accuracy
     prediction = tf.argmax(logits, axis=-1)
     accuracy = tf.metrics.accuracy(labels, prediction)
     model.add_metric('accuracy', accuracy, efl.MODE.EVAL)
@@ -103,16 +108,17 @@ def main(argv=None):
   CNN.loss_fn(loss_fn)
   CNN.eval_fn(eval_fn)
   CNN.optimizer_fn(
-      efl.optimizer_fn.optimizer_setter(
-          efl.DPGradientDescentGaussianOptimizer(
-              l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25)))
+    efl.optimizer_fn.optimizer_setter(
+      efl.DPGradientDescentGaussianOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.25)
+    )
+  )
   # 指定backend_mode和reduce
   CNN.compile(opt_config={'BACKEND_MODE': 'unnoise'})
-  CNN.fit(efl.procedure_fn.train_and_evaluate(train_step=args.train_step,
-                                              eval_step=args.eval_step,
-                                              max_iter=args.max_iter),
-          log_step=args.log_step,
-          project_name='fed_mnist')
+  CNN.fit(
+    efl.procedure_fn.train_and_evaluate(train_step=args.train_step, eval_step=args.eval_step, max_iter=args.max_iter),
+    log_step=args.log_step,
+    project_name='fed_mnist',
+  )
 
 
 if __name__ == '__main__':

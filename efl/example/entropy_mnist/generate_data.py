@@ -5,6 +5,7 @@ readers look for `./leader_train` .... Usage (options as in ../mnist/generate_da
 
   cd efl/example/entropy_mnist && python generate_data.py
 """
+
 import importlib.util
 import os
 import sys
@@ -14,7 +15,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None):
   spec = importlib.util.spec_from_file_location(
-      'mnist_generate_data', os.path.join(_HERE, '..', 'mnist', 'generate_data.py'))
+    'mnist_generate_data', os.path.join(_HERE, '..', 'mnist', 'generate_data.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.main(sys.argv[1:] if argv is None else argv)

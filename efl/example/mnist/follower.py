@@ -2,6 +2,7 @@
 
 The seed's training code, with named layers, an EVAL input and eval_fn, and `--mode` (see leader.py).
 """
+
 import tensorflow.compat.v1 as tf
 
 import efl
@@ -10,33 +11,39 @@ from efl.example import modes
 
 def input_fn(model, mode):
   split = 'train' if mode == efl.MODE.TRAIN else 'test'
-  dataio = efl.data.FederalDataIO("./follower_" + split, 256,
-                                  model.communicator,
-                                  model.federal_role,
-                                  efl.get_task_index(), efl.get_worker_num(),  # this worker's share
-                                  data_mode='local', name='dataio_' + split)
+  dataio = efl.data.FederalDataIO(
+    './follower_' + split,
+    256,
+    model.communicator,
+    model.federal_role,
+    efl.get_task_index(),
+    efl.get_worker_num(),  # this worker's share
+    data_mode='local',
+    name='dataio_' + split,
+  )
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
-  dataio.fixedlen_feature('feature', 14*28, dtype=tf.float32)
+  dataio.fixedlen_feature('feature', 14 * 28, dtype=tf.float32)
   dataio.fixedlen_feature('label', 1, dtype=tf.float32)
   features = dataio.read()
   model.add_hooks([dataio.get_hook()], mode=mode)
   columns = {
-    "label": [tf.feature_column.numeric_column('label', 1)],
-    "emb": [tf.feature_column.numeric_column('feature', 28*14)]}
-  return efl.FederalSample(features, columns, model.federal_role,
-                           model.communicator,
-                           sample_id_name='sample_id', name=split)
+    'label': [tf.feature_column.numeric_column('label', 1)],
+    'emb': [tf.feature_column.numeric_column('feature', 28 * 14)],
+  }
+  return efl.FederalSample(
+    features, columns, model.federal_role, model.communicator, sample_id_name='sample_id', name=split
+  )
 
 
 def network(model, sample, mode):
   input = sample['emb']
-  fc1 = tf.layers.dense(input, 128,
-    kernel_initializer=tf.truncated_normal_initializer(
-      stddev=0.001, dtype=tf.float32), name='follower_fc1')
+  fc1 = tf.layers.dense(
+    input, 128, kernel_initializer=tf.truncated_normal_initializer(stddev=0.001, dtype=tf.float32), name='follower_fc1'
+  )
   model.send('fc1', fc1, mode == efl.MODE.TRAIN, mode=mode)
   return tf.layers.dense(
-    fc1, 10, kernel_initializer=tf.truncated_normal_initializer(
-      stddev=0.001, dtype=tf.float32), name='follower_y')
+    fc1, 10, kernel_initializer=tf.truncated_normal_initializer(stddev=0.001, dtype=tf.float32), name='follower_y'
+  )
 
 
 def model_fn(model, sample):
@@ -65,13 +72,9 @@ def main():
   CTR.input_fn(input_fn)
   CTR.loss_fn(model_fn)
   CTR.eval_fn(eval_fn)
-  CTR.optimizer_fn(
-      efl.optimizer_fn.optimizer_setter(
-          tf.train.GradientDescentOptimizer(0.001)))
+  CTR.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.001)))
   CTR.compile()
-  modes.run(CTR, efl.procedure_fn.train(),
-            log_step=100,
-            project_name="train")
+  modes.run(CTR, efl.procedure_fn.train(), log_step=100, project_name='train')
 
 
 if __name__ == '__main__':

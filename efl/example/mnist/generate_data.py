@@ -55,8 +55,9 @@ def _load_npz(path):
     splits = {'train': (data['x_train'], data['y_train']), 'test': (data['x_test'], data['y_test'])}
   for name, (x, y) in splits.items():
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
-      raise ValueError('%s: x_%s must be [N, 28, 28] with y_%s [N]. Found %s and %s.'
-                       % (path, name, name, x.shape, y.shape))
+      raise ValueError(
+        '%s: x_%s must be [N, 28, 28] with y_%s [N]. Found %s and %s.' % (path, name, name, x.shape, y.shape)
+      )
   return splits
 
 
@@ -76,8 +77,11 @@ def load_mnist(mnist_npz=None):
     ValueError: the file does not hold MNIST in the Keras layout.
   """
   tried = []
-  for origin, path in (('--mnist_npz', mnist_npz), ('EFL_MNIST_NPZ', os.environ.get('EFL_MNIST_NPZ')),
-                       ('Keras cache', os.path.expanduser(_KERAS_CACHE))):
+  for origin, path in (
+    ('--mnist_npz', mnist_npz),
+    ('EFL_MNIST_NPZ', os.environ.get('EFL_MNIST_NPZ')),
+    ('Keras cache', os.path.expanduser(_KERAS_CACHE)),
+  ):
     if not path:
       continue
     if os.path.isfile(path):
@@ -92,9 +96,9 @@ def load_mnist(mnist_npz=None):
   except Exception as e:  # pylint: disable=broad-except
     tried.append('tf.keras.datasets.mnist.load_data(): %s: %s' % (type(e).__name__, e))
   raise MnistNotFoundError(
-      'MNIST not found. Tried: %s. Pass a Keras-layout mnist.npz (x_train, y_train, x_test, y_test) with '
-      '--mnist_npz PATH or the environment variable EFL_MNIST_NPZ, or place it at %s.'
-      % ('; '.join(tried), _KERAS_CACHE))
+    'MNIST not found. Tried: %s. Pass a Keras-layout mnist.npz (x_train, y_train, x_test, y_test) with '
+    '--mnist_npz PATH or the environment variable EFL_MNIST_NPZ, or place it at %s.' % ('; '.join(tried), _KERAS_CACHE)
+  )
 
 
 def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_files=NUM_FILES):
@@ -120,8 +124,9 @@ def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_fi
   for name, rows in wanted.items():
     available = splits[name][0].shape[0]
     if rows is not None and not 0 < rows <= available:
-      raise ValueError('%s_rows must be in [1, %d] (the %s split of %s). Found %r.'
-                       % (name, available, name, source, rows))
+      raise ValueError(
+        '%s_rows must be in [1, %d] (the %s split of %s). Found %r.' % (name, available, name, source, rows)
+      )
   os.makedirs(output_dir, exist_ok=True)
   tmp_dir = tempfile.mkdtemp(prefix='.mnist_output_', dir=output_dir)
   written = {}
@@ -131,18 +136,23 @@ def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_fi
       rows = wanted[name] or images.shape[0]
       images = images[:rows].astype(np.float32)
       labels = labels[:rows].astype(np.float32)
-      halves = {'leader': images[:, :, :HALF_WIDTH].reshape(rows, FEATURE_DIM),
-                'follower': images[:, :, HALF_WIDTH:].reshape(rows, FEATURE_DIM)}
+      halves = {
+        'leader': images[:, :, :HALF_WIDTH].reshape(rows, FEATURE_DIM),
+        'follower': images[:, :, HALF_WIDTH:].reshape(rows, FEATURE_DIM),
+      }
       bounds = np.linspace(0, rows, min(num_files, rows) + 1).astype(np.int64)
       for side, features in halves.items():
         directory = os.path.join(tmp_dir, '%s_%s' % (side, name))
         os.makedirs(directory)
         for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-          record_encoding.write_examples(os.path.join(directory, 'data_%d.tfrd' % j), [
+          record_encoding.write_examples(
+            os.path.join(directory, 'data_%d.tfrd' % j),
+            [
               record_encoding.int64_field(b'sample_id', np.arange(a, b)),
               record_encoding.float_field(b'feature', features[a:b]),
               record_encoding.float_field(b'label', labels[a:b]),
-          ])
+            ],
+          )
       written[name] = rows
     # Remove every old directory before moving the new ones in, so that an interrupted run leaves missing
     # directories (a loud failure), never a mix of two generations.
@@ -160,11 +170,17 @@ def generate(output_dir, mnist_npz=None, train_rows=None, test_rows=None, num_fi
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description='Split MNIST by columns into leader and follower TFRecords.')
-  parser.add_argument('--mnist_npz', default=None,
-                      help='Keras-layout mnist.npz (default: $EFL_MNIST_NPZ, then ~/.keras/datasets/mnist.npz, '
-                           'then tf.keras.datasets.mnist.load_data())')
-  parser.add_argument('--output_dir', default='.',
-                      help='where {leader,follower}_{train,test}/ are written (default: the current directory)')
+  parser.add_argument(
+    '--mnist_npz',
+    default=None,
+    help='Keras-layout mnist.npz (default: $EFL_MNIST_NPZ, then ~/.keras/datasets/mnist.npz, '
+    'then tf.keras.datasets.mnist.load_data())',
+  )
+  parser.add_argument(
+    '--output_dir',
+    default='.',
+    help='where {leader,follower}_{train,test}/ are written (default: the current directory)',
+  )
   parser.add_argument('--train_rows', type=int, default=None, help='write only the first N training images')
   parser.add_argument('--test_rows', type=int, default=None, help='write only the first N test images')
   parser.add_argument('--num_files', type=int, default=NUM_FILES, help='files per directory')
@@ -175,9 +191,10 @@ def main(argv=None):
   except (IOError, ValueError) as e:
     sys.stderr.write('error: %s\n' % e)
     return 2
-  print('wrote %d train and %d test images from %s to %s (%.1f s)'
-        % (written['train'], written['test'], written['source'], os.path.abspath(args.output_dir),
-           time.time() - start))
+  print(
+    'wrote %d train and %d test images from %s to %s (%.1f s)'
+    % (written['train'], written['test'], written['source'], os.path.abspath(args.output_dir), time.time() - start)
+  )
   return 0
 
 

@@ -6,6 +6,7 @@ both parties; prints one JSON line: {"ids": [...], "class": [...], "prob": [[...
 
     python serve_chain.py --export_dir export --rows 256
 """
+
 import argparse
 import glob
 import json
@@ -52,7 +53,7 @@ def main():
   follower_ids, follower_x = test_rows('follower', args.rows)
   leader_ids, leader_x = test_rows('leader', args.rows)
   if not np.array_equal(follower_ids, leader_ids):
-    raise ValueError('the parties\' test files hold different sample ids; chain the same examples')
+    raise ValueError("the parties' test files hold different sample ids; chain the same examples")
   # The follower's service: its features -> what it sends (here in-process; across organisations an RPC).
   sent = Served(os.path.join(args.export_dir, 'follower'))(feature=follower_x)
   # The leader's service: its features plus what the follower sent -> the predictions.

@@ -1,4 +1,5 @@
 """Two-task federated MNIST, follower side: the right half of each image, one tower per task (see leader.py)."""
+
 import os
 import sys
 
@@ -14,17 +15,25 @@ EPOCHS = int(os.environ.get('EFL_MULTITASK_EPOCHS', '3'))
 
 def input_fn(model, mode, task):
   split = 'train' if mode == efl.MODE.TRAIN else 'test'
-  dataio = efl.data.FederalDataIO('./follower_' + split, 256, model.communicator, model.federal_role,
-                                  efl.get_task_index(), efl.get_worker_num(),
-                                  num_epochs=EPOCHS if mode == efl.MODE.TRAIN else 1, data_mode='local',
-                                  name='%s_%s' % (task, split))
+  dataio = efl.data.FederalDataIO(
+    './follower_' + split,
+    256,
+    model.communicator,
+    model.federal_role,
+    efl.get_task_index(),
+    efl.get_worker_num(),
+    num_epochs=EPOCHS if mode == efl.MODE.TRAIN else 1,
+    data_mode='local',
+    name='%s_%s' % (task, split),
+  )
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   dataio.fixedlen_feature('feature', 14 * 28, dtype=tf.float32)
   features = dataio.read()
   model.add_hooks([dataio.get_hook()], mode=mode, task=task)
   columns = {'emb': [tf.feature_column.numeric_column('feature', 14 * 28)]}
-  return efl.FederalSample(features, columns, model.federal_role, model.communicator,
-                           sample_id_name='sample_id', name='%s_%s' % (task, split))
+  return efl.FederalSample(
+    features, columns, model.federal_role, model.communicator, sample_id_name='sample_id', name='%s_%s' % (task, split)
+  )
 
 
 def loss_fn(model, sample, mode, task):

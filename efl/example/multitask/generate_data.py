@@ -4,6 +4,7 @@ Usage (options as in ../mnist/generate_data.py)::
 
   cd efl/example/multitask && python generate_data.py
 """
+
 import sys
 
 from efl.example.mnist.generate_data import main

@@ -5,6 +5,7 @@ bottom layer of each party (the root variable scope reuses variables) and have a
 graph rebuilds the training layers with the same function. Run from a folder with the MNIST data
 (`python generate_data.py`), next to `python follower.py --federal_role=follower`.
 """
+
 import os
 import sys
 
@@ -20,19 +21,29 @@ EPOCHS = int(os.environ.get('EFL_MULTITASK_EPOCHS', '3'))
 
 def input_fn(model, mode, task):
   split = 'train' if mode == efl.MODE.TRAIN else 'test'
-  dataio = efl.data.FederalDataIO('./leader_' + split, 256, model.communicator, model.federal_role,
-                                  efl.get_task_index(), efl.get_worker_num(),
-                                  num_epochs=EPOCHS if mode == efl.MODE.TRAIN else 1, data_mode='local',
-                                  name='%s_%s' % (task, split))
+  dataio = efl.data.FederalDataIO(
+    './leader_' + split,
+    256,
+    model.communicator,
+    model.federal_role,
+    efl.get_task_index(),
+    efl.get_worker_num(),
+    num_epochs=EPOCHS if mode == efl.MODE.TRAIN else 1,
+    data_mode='local',
+    name='%s_%s' % (task, split),
+  )
   dataio.fixedlen_feature('sample_id', 1, dtype=tf.int64)
   dataio.fixedlen_feature('feature', 14 * 28, dtype=tf.float32)
   dataio.fixedlen_feature('label', 1, dtype=tf.float32)
   features = dataio.read()
   model.add_hooks([dataio.get_hook()], mode=mode, task=task)
-  columns = {'label': [tf.feature_column.numeric_column('label', 1)],
-             'emb': [tf.feature_column.numeric_column('feature', 14 * 28)]}
-  return efl.FederalSample(features, columns, model.federal_role, model.communicator,
-                           sample_id_name='sample_id', name='%s_%s' % (task, split))
+  columns = {
+    'label': [tf.feature_column.numeric_column('label', 1)],
+    'emb': [tf.feature_column.numeric_column('feature', 14 * 28)],
+  }
+  return efl.FederalSample(
+    features, columns, model.federal_role, model.communicator, sample_id_name='sample_id', name='%s_%s' % (task, split)
+  )
 
 
 def loss_fn(model, sample, mode, task):

@@ -8,6 +8,7 @@
 - `cotrain`: `efl.procedure_fn.cotrain`, a task picked at random (seeded) per round, evaluated after each.
 - `train_and_evaluate`: `efl.procedure_fn.train_and_evaluate` for one task, then for the other.
 """
+
 import argparse
 import collections
 import functools
@@ -40,6 +41,7 @@ def iterate_train_and_eval(task_specs, max_iter=1000, train_stop_at_any_finish=F
       if len(stages[task]) > 1:
         with task_scope.task_scope(mode=MODE.EVAL, task=task):
           model.run_stage(task + '_eval', stages[task][1], feed_dict={model.training_flag: False})
+
   return fn
 
 
@@ -55,8 +57,9 @@ def procedure():
   if args.procedure == 'train_and_evaluate':
     each = [efl.procedure_fn.train_and_evaluate(max_iter=1, task=task) for task in TASKS]
     return lambda model: [p(model) for p in each]
-  return iterate_train_and_eval(collections.OrderedDict(
-      (task, {'train_step': 10, 'eval_step': None}) for task in TASKS))
+  return iterate_train_and_eval(
+    collections.OrderedDict((task, {'train_step': 10, 'eval_step': None}) for task in TASKS)
+  )
 
 
 def train(input_fn, loss_fn):
@@ -67,7 +70,6 @@ def train(input_fn, loss_fn):
       model.input_fn(functools.partial(input_fn, task=task))
       model.loss_fn(functools.partial(loss_fn, mode=efl.MODE.TRAIN, task=task))
       model.eval_fn(functools.partial(loss_fn, mode=efl.MODE.EVAL, task=task))
-      model.optimizer_fn(efl.optimizer_fn.scope_optimizer(
-          {'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
+      model.optimizer_fn(efl.optimizer_fn.scope_optimizer({'dnn': tf.train.AdamOptimizer(0.001, name='Adam_' + task)}))
   model.compile()
   model.fit(procedure(), log_step=10, project_name='FL_multitask')

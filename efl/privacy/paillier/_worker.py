@@ -4,6 +4,7 @@ Imports nothing but gmpy2 and the standard library, so that a worker starts fast
 and returns plain lists, so that a batch can be split across processes. The key material of the process
 is installed once by `install`.
 """
+
 import os
 import secrets
 
@@ -22,6 +23,7 @@ def djn_window(n_bits):
   if n_bits <= 768:
     return 8
   return 12 if n_bits <= 1024 else 11
+
 
 _KEY = {}
 

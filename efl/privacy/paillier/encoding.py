@@ -9,6 +9,7 @@ linear in the slots, so adding plaintexts adds slot-wise and multiplying by one 
 slot; as long as every slot stays within (-2**(L-1), 2**(L-1)), `unpack` recovers the slots exactly (a
 negative slot borrows from the next one, and unpacking gives the borrow back).
 """
+
 import numpy as np
 
 PRECISION = 24  # bits of the largest entry of an encoded tensor
@@ -19,7 +20,7 @@ SIGMA = 40  # statistical security of the additive masks, in bits
 SLOT_BITS = 124  # width of a packed slot: fits x*w_share + mask, dy*(w shares) + mask and masked sums
 
 
-def encode(array, what="tensor"):
+def encode(array, what='tensor'):
   """Encodes a float array as (int64 array, exponent k) with |values| <= 2**PRECISION.
 
   Raises:
@@ -30,8 +31,7 @@ def encode(array, what="tensor"):
     return t.astype(np.int64), 0
   peak = float(np.max(np.abs(t)))
   if not np.isfinite(peak):
-    raise ValueError("cannot encrypt %s: it holds NaN or infinity (check the learning rate and the inputs)"
-                     % what)
+    raise ValueError('cannot encrypt %s: it holds NaN or infinity (check the learning rate and the inputs)' % what)
   if peak == 0.0:
     return np.zeros(t.shape, np.int64), 0
   _, e = np.frexp(peak)  # peak < 2**e
@@ -48,8 +48,9 @@ def slots_per_plaintext(n_bits, slot_bits=SLOT_BITS):
   """How many slots of `slot_bits` fit below n/4 (so every signed packed value stays below n/2)."""
   slots = (n_bits - 2) // slot_bits
   if slots < 1:
-    raise ValueError("a %d-bit Paillier key is too small for %d-bit slots; use keys of at least 512 bits"
-                     % (n_bits, slot_bits))
+    raise ValueError(
+      'a %d-bit Paillier key is too small for %d-bit slots; use keys of at least 512 bits' % (n_bits, slot_bits)
+    )
   return slots
 
 
@@ -68,7 +69,7 @@ def pack_columns(matrix, slots, slot_bits=SLOT_BITS):
     col = [int(v) for v in m[:, j]]
     for t in range(groups):
       packed = 0
-      for s, v in enumerate(col[t * slots:(t + 1) * slots]):
+      for s, v in enumerate(col[t * slots : (t + 1) * slots]):
         packed += v << (s * slot_bits)
       out.append(packed)
   return out
@@ -98,8 +99,9 @@ def unpack_columns(packed_values, rows, cols, slots, slot_bits=SLOT_BITS):
   """The inverse of `pack_columns`: returns a [rows, cols] object array of Python integers."""
   groups = -(-rows // slots)
   if len(packed_values) != groups * cols:
-    raise ValueError("expected %d packed values for a [%d, %d] matrix, got %d"
-                     % (groups * cols, rows, cols, len(packed_values)))
+    raise ValueError(
+      'expected %d packed values for a [%d, %d] matrix, got %d' % (groups * cols, rows, cols, len(packed_values))
+    )
   out = np.empty((rows, cols), dtype=object)
   i = 0
   for j in range(cols):

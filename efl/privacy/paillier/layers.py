@@ -9,6 +9,7 @@ output; the follower: through its output, which equals its input) exactly once p
 update their weights themselves (SGD with `learning_rate`); their variables are not trainable, so the
 model's optimizer leaves them alone, and they are saved in checkpoints like any variable.
 """
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -30,7 +31,7 @@ def _ring_initializer(initializer):
 
 def _check_dim(value, what):
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-    raise ValueError("%s must be a positive integer, got %r" % (what, value))
+    raise ValueError('%s must be a positive integer, got %r' % (what, value))
   return int(value)
 
 
@@ -39,10 +40,12 @@ def _input_2d(inputs, dim, layer):
   if x.dtype != tf.float32:
     x = tf.cast(x, tf.float32)
   if x.shape.ndims is not None and x.shape.ndims != 2:
-    raise ValueError("%s takes a [batch, %d] input, got shape %s" % (layer, dim, x.shape))
+    raise ValueError('%s takes a [batch, %d] input, got shape %s' % (layer, dim, x.shape))
   if x.shape.ndims == 2 and x.shape[1].value is not None and x.shape[1].value != dim:
-    raise ValueError("%s(dim=%d) got an input with %d columns (shape %s); its dim must be the input's "
-                     "last dimension" % (layer, dim, x.shape[1].value, x.shape))
+    raise ValueError(
+      "%s(dim=%d) got an input with %d columns (shape %s); its dim must be the input's "
+      'last dimension' % (layer, dim, x.shape[1].value, x.shape)
+    )
   return x
 
 
@@ -71,15 +74,24 @@ class EncryptActiveLayer(object):
       PaillierKeyError: a key file is missing, malformed, or the two files do not belong together.
   """
 
-  def __init__(self, communicator, dim, public_file, private_file, learning_rate=0.01, noise_initializer=None,
-               update_noise=True, name="hetero", processes=None):
-    self.dim = _check_dim(dim, "dim")
+  def __init__(
+    self,
+    communicator,
+    dim,
+    public_file,
+    private_file,
+    learning_rate=0.01,
+    noise_initializer=None,
+    update_noise=True,
+    name='hetero',
+    processes=None,
+  ):
+    self.dim = _check_dim(dim, 'dim')
     public_key, private_key = keys.load_keypair(public_file, private_file)
     self.name = name
     self.update_noise = bool(update_noise)
     self.noise_initializer = noise_initializer or tf.random_uniform_initializer(-0.5, 0.5)
-    self.party = ActiveParty(communicator, self.dim, public_key, private_key, learning_rate, name,
-                             processes=processes)
+    self.party = ActiveParty(communicator, self.dim, public_key, private_key, learning_rate, name, processes=processes)
     self.communicator = communicator
     self.noise = None
     self._built = False
@@ -94,24 +106,32 @@ class EncryptActiveLayer(object):
 
   def __call__(self, inputs):
     if self._built:
-      raise ValueError("EncryptActiveLayer %r is already used in this graph; create one layer per use, "
-                       "each with its own name (and the same name on the leader)" % self.name)
+      raise ValueError(
+        'EncryptActiveLayer %r is already used in this graph; create one layer per use, '
+        'each with its own name (and the same name on the leader)' % self.name
+      )
     self._built = True
-    x = _input_2d(inputs, self.dim, "EncryptActiveLayer")
-    self.noise = tf.get_variable(self.name + "_dense_noise", [self.dim], tf.int64,
-                                 initializer=_ring_initializer(self.noise_initializer), trainable=False,
-                                 use_resource=True)
+    x = _input_2d(inputs, self.dim, 'EncryptActiveLayer')
+    self.noise = tf.get_variable(
+      self.name + '_dense_noise',
+      [self.dim],
+      tf.int64,
+      initializer=_ring_initializer(self.noise_initializer),
+      trainable=False,
+      use_resource=True,
+    )
     fn = tf.identity(self.noise)
 
     @tf.custom_gradient
     def _active(x):
-      token = tf.py_func(self._forward, [x, fn], tf.int64, stateful=True, name=self.name + "_forward")
+      token = tf.py_func(self._forward, [x, fn], tf.int64, stateful=True, name=self.name + '_forward')
       with tf.control_dependencies([token]):
         y = tf.identity(x)
 
       def grad(dy):
-        dx_peer, new_fn = tf.py_func(self._backward, [fn, token], [tf.float32, tf.int64], stateful=True,
-                                     name=self.name + "_backward")
+        dx_peer, new_fn = tf.py_func(
+          self._backward, [fn, token], [tf.float32, tf.int64], stateful=True, name=self.name + '_backward'
+        )
         dx_peer.set_shape(x.shape)
         with tf.control_dependencies([tf.assign(self.noise, new_fn)]):
           return dy + dx_peer
@@ -146,16 +166,18 @@ class EncryptPassiveLayer(object):
       PaillierKeyError: the public key file is missing or malformed.
   """
 
-  def __init__(self, communicator, dim, recv_dim, public_file, learning_rate=0.01,
-               initializer=None, name="hetero", processes=None):
-    self.dim = _check_dim(dim, "dim")
-    self.recv_dim = _check_dim(recv_dim, "recv_dim")
+  def __init__(
+    self, communicator, dim, recv_dim, public_file, learning_rate=0.01, initializer=None, name='hetero', processes=None
+  ):
+    self.dim = _check_dim(dim, 'dim')
+    self.recv_dim = _check_dim(recv_dim, 'recv_dim')
     public_key = keys.load_public_key(public_file)
     self.name = name
     self.learning_rate = float(learning_rate)
     self.initializer = initializer or tf.ones_initializer()
-    self.party = PassiveParty(communicator, self.dim, self.recv_dim, public_key, learning_rate, name,
-                              processes=processes)
+    self.party = PassiveParty(
+      communicator, self.dim, self.recv_dim, public_key, learning_rate, name, processes=processes
+    )
     self.communicator = communicator
     self.passive_weight = None
     self.active_weight = None
@@ -171,37 +193,48 @@ class EncryptPassiveLayer(object):
 
   def __call__(self, inputs):
     if self._built:
-      raise ValueError("EncryptPassiveLayer %r is already used in this graph; create one layer per use, "
-                       "each with its own name (and the same name on the follower)" % self.name)
+      raise ValueError(
+        'EncryptPassiveLayer %r is already used in this graph; create one layer per use, '
+        'each with its own name (and the same name on the follower)' % self.name
+      )
     self._built = True
-    x = _input_2d(inputs, self.dim, "EncryptPassiveLayer")
-    self.passive_weight = tf.get_variable(self.name + "_passive_weight", [self.dim], tf.float32,
-                                          initializer=self.initializer, trainable=False,
-                                          use_resource=True)
-    self.active_weight = tf.get_variable(self.name + "_active_weight", [self.recv_dim], tf.int64,
-                                         initializer=_ring_initializer(self.initializer), trainable=False,
-                                         use_resource=True)
+    x = _input_2d(inputs, self.dim, 'EncryptPassiveLayer')
+    self.passive_weight = tf.get_variable(
+      self.name + '_passive_weight',
+      [self.dim],
+      tf.float32,
+      initializer=self.initializer,
+      trainable=False,
+      use_resource=True,
+    )
+    self.active_weight = tf.get_variable(
+      self.name + '_active_weight',
+      [self.recv_dim],
+      tf.int64,
+      initializer=_ring_initializer(self.initializer),
+      trainable=False,
+      use_resource=True,
+    )
     wp = tf.identity(self.passive_weight)
     wa = tf.identity(self.active_weight)
     dim, lr = self.dim, self.learning_rate
 
     @tf.custom_gradient
     def _passive(x):
-      z, token = tf.py_func(self._forward, [wa, tf.shape(x)[0]], [tf.float32, tf.int64], stateful=True,
-                            name=self.name + "_forward")
+      z, token = tf.py_func(
+        self._forward, [wa, tf.shape(x)[0]], [tf.float32, tf.int64], stateful=True, name=self.name + '_forward'
+      )
       z.set_shape([x.shape[0], self.recv_dim])
       out = tf.concat([x * wp, z], axis=1)
 
       def grad(dout):
         dy_p, dy_a = dout[:, :dim], dout[:, dim:]
-        new_wa = tf.py_func(self._backward, [dy_a, wa, token], tf.int64, stateful=True,
-                            name=self.name + "_backward")
+        new_wa = tf.py_func(self._backward, [dy_a, wa, token], tf.int64, stateful=True, name=self.name + '_backward')
         dx = dy_p * wp
         step_p = lr * tf.reduce_sum(dy_p * x, axis=0)
         # The weights change only after every use of their old values in this run.
         with tf.control_dependencies([out, dx, step_p]):
-          updates = [tf.assign(self.active_weight, new_wa),
-                     tf.assign_sub(self.passive_weight, step_p)]
+          updates = [tf.assign(self.active_weight, new_wa), tf.assign_sub(self.passive_weight, step_p)]
         with tf.control_dependencies(updates):
           return tf.identity(dx)
 
