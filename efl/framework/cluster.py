@@ -369,7 +369,11 @@ class JobControlHook(tf.train.SessionRunHook):
     options = tf.RunOptions(timeout_in_ms=int(self._poll_s * 5000))
     seen = set()
     try:
-      while not stop.wait(self._poll_s):
+      # The first probe at once: a parameter server killed within the first poll interval would otherwise never
+      # have been seen answering, and so never be reported.
+      wait_s = 0
+      while not stop.wait(wait_s):
+        wait_s = self._poll_s
         dead = _dead_ps(seen)
         if dead is not None:
           self.ps_lost = True
