@@ -36,6 +36,7 @@ import numpy as np
 
 from efl import native
 from efl.transport import errors
+from efl.transport import wire
 from efl.communicator import serde
 from efl.communicator import settings
 from efl.communicator.proto import communicator_pb2 as pb
@@ -397,7 +398,7 @@ class Communicator(object):
       peer = self._handshake(deadline, timeout_s)
       if self._native is not None:
         self._native.set_send_limit(self._send_limit, self._send_limit_variable)
-        self._native.connect(self._peer_addr, max(5.0, deadline - time.time()))
+        self._native.connect(self._peer_addr, max(5.0, deadline - time.time()), self._instance_id)
     except BaseException:
       with self._cond:
         self._state = _CLOSED
@@ -410,7 +411,9 @@ class Communicator(object):
       stream = self._channel.stream_unary(
         method, request_serializer=_as_is, response_deserializer=pb.StreamEnd.FromString
       )
-      self._stream_call = stream.future(self._outgoing_batches())
+      self._stream_call = stream.future(
+        self._outgoing_batches(), metadata=((wire.INSTANCE_METADATA_KEY, self._instance_id),)
+      )
       epoch = self._epoch
       self._stream_call.add_done_callback(lambda call: self._on_stream_call_done(call, epoch))
     with self._cond:
@@ -686,12 +689,18 @@ class Communicator(object):
       )
 
   def _answer_hello(self, data):
-    """The native server's Hello: the serialized reply to a serialized Greeting, or None to refuse it."""
+    """The native server's Hello: (reply, paired instance id).
+
+    The reply is the serialized answer to a serialized Greeting, None to refuse it; the paired instance id is the
+    peer's this party is paired with ('' for none yet), whose stream alone the server takes.
+    """
     try:
-      return self._on_hello(pb.Greeting.FromString(data)).SerializeToString()
+      reply = self._on_hello(pb.Greeting.FromString(data)).SerializeToString()
     except Exception as e:  # pylint: disable=broad-except
       _log.warning('refused a Hello that is not a Greeting: %r', e)
-      return None
+      reply = None
+    with self._cond:
+      return reply, self._peer_hello.instance_id if self._peer_hello is not None else ''
 
   def _on_hello(self, request):
     with self._cond:
@@ -774,11 +783,17 @@ class Communicator(object):
 
   def _on_stream(self, batches, context):
     epoch = self._epoch
+    caller = dict(context.invocation_metadata()).get(wire.INSTANCE_METADATA_KEY)
     with self._cond:
-      if self._incoming or self._peer_hello is None:
+      if self._incoming:
         context.abort(
           grpc.StatusCode.FAILED_PRECONDITION,
-          'this %s already has a stream from its %s, or no Hello was exchanged' % (self._role, self._peer_role),
+          'this %s already has a stream from its %s' % (self._role, self._peer_role),
+        )
+      if self._peer_hello is None or caller != self._peer_hello.instance_id:
+        # A stale caller (an earlier process, or one that reached a reused port) must not take the peer's place.
+        context.abort(
+          grpc.StatusCode.FAILED_PRECONDITION, "the stream's caller is not the party that said Hello to this one"
         )
       self._incoming = True
     # A native client waits for the server's metadata before it writes.

@@ -39,7 +39,7 @@ def _declare(lib):
   for name, restype, argtypes in (
     ('efl_nt_create', i64, [c, c, c, i64, c, i64, dbl, c, c, c, c, i32, i32]),
     ('efl_nt_listen', i32, [i64, c, c, i32]),
-    ('efl_nt_connect', i32, [i64, c, dbl, c, i32]),
+    ('efl_nt_connect', i32, [i64, c, dbl, c, c, i32]),
     ('efl_nt_step', i64, [i64]),
     ('efl_nt_set_step', None, [i64, i64]),
     ('efl_nt_set_phase', None, [i64, c]),
@@ -54,7 +54,7 @@ def _declare(lib):
     ('efl_nt_peer_state', i32, [i64, c, i32]),
     ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
     ('efl_nt_hello_free', None, [p]),
-    ('efl_nt_answer_hello', None, [i64, i64, c, i64]),
+    ('efl_nt_answer_hello', None, [i64, i64, c, i64, c]),
     ('efl_nt_destroy', None, [i64]),
   ):
     fn = getattr(lib, name)
@@ -151,9 +151,10 @@ class Endpoint(object):
       raise errors.AddressInUseError(buf.value.decode('utf-8', 'replace') or 'cannot listen on %s' % addr)
     return port
 
-  def connect(self, target, timeout_s):
+  def connect(self, target, timeout_s, instance_id):
+    """Opens the stream to `target`, as the party whose Hello carried `instance_id`."""
     buf = ctypes.create_string_buffer(_ERROR_SIZE)
-    code = self._lib.efl_nt_connect(self.handle, _bytes(target), timeout_s, buf, _ERROR_SIZE)
+    code = self._lib.efl_nt_connect(self.handle, _bytes(target), timeout_s, _bytes(instance_id), buf, _ERROR_SIZE)
     if code:
       _raise(code, buf)
 
@@ -222,7 +223,10 @@ class Endpoint(object):
     return (_PEER_STATES[code], buf.value.decode('utf-8', 'replace')) if code in _PEER_STATES else None
 
   def serve_hellos(self, answer):
-    """Answers the server's Hello requests with `answer(request bytes) -> reply bytes` (None: refuse it).
+    """Answers the server's Hello requests with `answer(request bytes) -> (reply bytes, paired instance id)`.
+
+    A reply of None refuses the request; the paired instance id ('' for none yet) is the one peer whose stream the
+    server takes.
 
     Serves until the endpoint is destroyed. Runs in a thread of its own; the wait releases the GIL.
     """
@@ -240,8 +244,8 @@ class Endpoint(object):
         data = ctypes.string_at(request, size.value)
       finally:
         self._lib.efl_nt_hello_free(request)
-      reply = answer(data)
-      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply) if reply is not None else 0)
+      reply, paired = answer(data)
+      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply) if reply is not None else 0, _bytes(paired))
 
   def destroy(self):
     """Stops the transport; kernels still holding it fail with ClosedError."""

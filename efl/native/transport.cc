@@ -237,7 +237,9 @@ class Endpoint {
   }
 
   // Opens the outgoing stream to the peer's native server.
-  int Connect(const std::string& target, double timeout_s, std::string* err) {
+  // `instance` is this party's instance id, the one its Hello carried: the peer's server takes a stream only
+  // from the party it said Hello to.
+  int Connect(const std::string& target, double timeout_s, const std::string& instance, std::string* err) {
     std::lock_guard<std::mutex> send_lock(send_mu_);
     std::vector<grpc_arg> args = ChannelArgs(false);
     grpc_channel_credentials* creds;
@@ -264,9 +266,16 @@ class Endpoint {
                                      nullptr);
     grpc_op op;
     memset(&op, 0, sizeof op);
+    grpc_metadata md;
+    memset(&md, 0, sizeof md);
+    md.key = grpc_slice_from_static_string(kInstanceKey);
+    md.value = grpc_slice_from_copied_buffer(instance.data(), instance.size());
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
     op.flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    op.data.send_initial_metadata.count = 1;
+    op.data.send_initial_metadata.metadata = &md;
     bool ok = Start(&op, 1, kMetadataSent) && Pluck(kMetadataSent, timeout_s);
+    grpc_slice_unref(md.value);
     grpc_metadata_array_init(&reply_md_);
     if (ok) {
       // The server's initial metadata must be received before any message is (else the first receive hangs).
@@ -463,9 +472,11 @@ class Endpoint {
     return id;
   }
 
-  // Answers Hello `id` with a serialized Greeting, or with INVALID_ARGUMENT when `reply` is null.
-  void AnswerHello(int64_t id, const char* reply, size_t size) {
+  // Answers Hello `id` with a serialized Greeting, or with INVALID_ARGUMENT when `reply` is null. `paired` is
+  // the instance id of the peer Python's rules pair this party with ('' for none yet): only its stream is taken.
+  void AnswerHello(int64_t id, const char* reply, size_t size, const std::string& paired) {
     std::lock_guard<std::mutex> l(calls_mu_);
+    if (!paired.empty()) paired_instance_ = paired;
     auto it = awaiting_.find(id);
     if (it == awaiting_.end()) return;  // The caller gave up meanwhile.
     ServerCall* c = it->second;
@@ -709,6 +720,13 @@ class Endpoint {
     c->call = incoming_;
     const char* method = reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(details_.method));
     std::string name(method, GRPC_SLICE_LENGTH(details_.method));
+    std::string instance;
+    for (size_t i = 0; i < request_md_.count; ++i) {
+      const grpc_metadata& md = request_md_.metadata[i];
+      if (grpc_slice_str_cmp(md.key, kInstanceKey) == 0) {
+        instance.assign(reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(md.value)), GRPC_SLICE_LENGTH(md.value));
+      }
+    }
     grpc_call_details_destroy(&details_);
     grpc_metadata_array_destroy(&request_md_);
     std::lock_guard<std::mutex> l(calls_mu_);
@@ -720,7 +738,8 @@ class Endpoint {
     ops[0].data.recv_close_on_server.cancelled = &c->cancelled;
     if (name == "/efl.PeerService/Hello") {
       c->kind = ServerCall::kHello;
-    } else if (name == "/efl.PeerService/Stream" && !stream_taken_) {
+    } else if (name == "/efl.PeerService/Stream" && !stream_taken_ && !paired_instance_.empty() &&
+               instance == paired_instance_) {
       c->kind = ServerCall::kStream;
       stream_taken_ = true;
     }
@@ -738,7 +757,9 @@ class Endpoint {
       StartServerBatch(c, ops, 1, kDone);
       bool stream = name == "/efl.PeerService/Stream";
       SendStatus(c, stream ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNIMPLEMENTED,
-                 stream ? "this party already has a stream from its peer" : "unknown method");
+                 !stream ? "unknown method"
+                 : stream_taken_ ? "this party already has a stream from its peer"
+                                 : "the stream's caller is not the party that said Hello to this one");
     }
     FreeIfIdle(c);
   }
@@ -965,6 +986,7 @@ class Endpoint {
   int64_t next_hello_id_ = 1;
   bool hello_stop_ = false;
   bool stream_taken_ = false;
+  std::string paired_instance_;  // The peer's instance id from its accepted Hello.
   int live_calls_ = 0;
   bool requested_ = false;  // A grpc_server_request_call is pending.
   bool server_down_ = false;
@@ -1059,11 +1081,12 @@ int efl_nt_listen(int64_t handle, const char* addr, char* err, int err_size) {
   return port;
 }
 
-int efl_nt_connect(int64_t handle, const char* target, double timeout_s, char* err, int err_size) {
+int efl_nt_connect(int64_t handle, const char* target, double timeout_s, const char* instance, char* err,
+                   int err_size) {
   auto endpoint = Registry::Get().Find(handle);
   if (!endpoint) return efl_native::kClosed;
   std::string text;
-  int code = endpoint->Connect(target, timeout_s, &text);
+  int code = endpoint->Connect(target, timeout_s, instance, &text);
   efl_native::CopyError(text, err, err_size);
   return code;
 }
@@ -1212,9 +1235,9 @@ int64_t efl_nt_next_hello(int64_t handle, double timeout_s, char** request, int6
 void efl_nt_hello_free(char* request) { free(request); }
 
 // Answers Hello `id` with a serialized Greeting (NULL: the request was not one).
-void efl_nt_answer_hello(int64_t handle, int64_t id, const char* reply, int64_t size) {
+void efl_nt_answer_hello(int64_t handle, int64_t id, const char* reply, int64_t size, const char* paired) {
   auto endpoint = Registry::Get().Find(handle);
-  if (endpoint) endpoint->AnswerHello(id, reply, static_cast<size_t>(size));
+  if (endpoint) endpoint->AnswerHello(id, reply, static_cast<size_t>(size), paired ? paired : "");
 }
 
 // Stops the transport and forgets the handle; kernels that hold the endpoint then fail with ClosedError.

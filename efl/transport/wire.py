@@ -36,6 +36,10 @@ NATIVE_DTYPES = (
   ('uint8', 'uint8'),
 )
 
+# The Stream call's metadata key that carries the caller's instance id (`Greeting.instance_id` of its Hello):
+# a server takes a stream only from the party whose Hello it accepted, never from a stale or foreign caller.
+INSTANCE_METADATA_KEY = 'efl-instance'
+
 
 def code(name):
   """The result code called `name` ('TIMEOUT', ...)."""
@@ -86,6 +90,9 @@ def c_header(frame_descriptor):
     '#define EFL_NATIVE_TYPES "{%s}"' % ', '.join(t for t, _ in NATIVE_DTYPES),
     '#define EFL_FOR_NATIVE_DTYPES(X) %s'
     % ' '.join('X(tensorflow::DT_%s, "%s")' % (t.upper(), w) for t, w in NATIVE_DTYPES),
+    '',
+    "// The Stream call's metadata key for the caller's instance id.",
+    'const char* const kInstanceKey = "%s";' % INSTANCE_METADATA_KEY,
     '',
     '}  // namespace efl_native',
     '',

@@ -5,10 +5,15 @@ import signal
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
 import efl.communicator as ec
+from efl.communicator.communicator import PROTOCOL_VERSION
+from efl.communicator.proto import communicator_pb2 as pb
+from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
+from efl.transport import wire
 from comm_helpers import echo_peer_process
 from proc_helpers import listening_ports
 
@@ -77,3 +82,38 @@ def test_bye_follows_the_frames_sent_before_it(pairs):
   follower.close()
   closer.join(15)
   assert not closer.is_alive()
+
+
+def test_a_stream_is_taken_only_from_the_party_that_said_hello(pairs):
+  """A caller other than the accepted peer (a stale channel reaching a reused port, say) never takes its place."""
+  _, follower = pairs.make()
+  connecting = threading.Thread(target=_connect_quietly, args=(follower, 10))
+  connecting.start()
+  address = follower.local_addr
+  with grpc.insecure_channel(address) as channel:
+    grpc.channel_ready_future(channel).result(timeout=10)
+    greeting = pb.Greeting(role='leader', protocol_version=PROTOCOL_VERSION, instance_id='the-leader')
+    assert pb_grpc.PeerServiceStub(channel).Hello(greeting, timeout=5).error == ''
+    stream = channel.stream_unary('/efl.PeerService/Stream', request_serializer=_as_is, response_deserializer=_as_is)
+    for metadata in ((), ((wire.INSTANCE_METADATA_KEY, 'an-intruder'),)):
+      with pytest.raises(grpc.RpcError) as refused:
+        stream(iter([]), metadata=metadata, timeout=5)
+      assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+      assert "the stream's caller is not the party that said Hello to this one" in refused.value.details()
+    stream(iter([]), metadata=((wire.INSTANCE_METADATA_KEY, 'the-leader'),), timeout=5)  # taken
+    with pytest.raises(grpc.RpcError, match='already has a stream'):
+      stream(iter([]), metadata=((wire.INSTANCE_METADATA_KEY, 'the-leader'),), timeout=5)
+  follower.close()
+  connecting.join(30)
+  assert not connecting.is_alive()
+
+
+def _as_is(data):
+  return data
+
+
+def _connect_quietly(comm, timeout_s):
+  try:
+    comm.connect(timeout_s=timeout_s)
+  except ec.CommunicatorError:
+    pass  # its leader never answers: only its server matters here
