@@ -786,15 +786,10 @@ class Communicator(object):
     caller = dict(context.invocation_metadata()).get(wire.INSTANCE_METADATA_KEY)
     with self._cond:
       if self._incoming:
-        context.abort(
-          grpc.StatusCode.FAILED_PRECONDITION,
-          'this %s already has a stream from its %s' % (self._role, self._peer_role),
-        )
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, wire.STREAM_TAKEN)
       if self._peer_hello is None or caller != self._peer_hello.instance_id:
         # A stale caller (an earlier process, or one that reached a reused port) must not take the peer's place.
-        context.abort(
-          grpc.StatusCode.FAILED_PRECONDITION, "the stream's caller is not the party that said Hello to this one"
-        )
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, wire.STREAM_NOT_PAIRED)
       self._incoming = True
     # A native client waits for the server's metadata before it writes.
     context.send_initial_metadata(())

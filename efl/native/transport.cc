@@ -757,9 +757,7 @@ class Endpoint {
       StartServerBatch(c, ops, 1, kDone);
       bool stream = name == "/efl.PeerService/Stream";
       SendStatus(c, stream ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNIMPLEMENTED,
-                 !stream ? "unknown method"
-                 : stream_taken_ ? "this party already has a stream from its peer"
-                                 : "the stream's caller is not the party that said Hello to this one");
+                 !stream ? "unknown method" : stream_taken_ ? kStreamTaken : kStreamNotPaired);
     }
     FreeIfIdle(c);
   }

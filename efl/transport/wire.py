@@ -39,6 +39,9 @@ NATIVE_DTYPES = (
 # The Stream call's metadata key that carries the caller's instance id (`Greeting.instance_id` of its Hello):
 # a server takes a stream only from the party whose Hello it accepted, never from a stale or foreign caller.
 INSTANCE_METADATA_KEY = 'efl-instance'
+# Why a server refuses a Stream call (FAILED_PRECONDITION), on both transports.
+STREAM_TAKEN = 'this party already has a stream from its peer'
+STREAM_NOT_PAIRED = "the stream's caller is not the party that said Hello to this one"
 
 
 def code(name):
@@ -93,6 +96,9 @@ def c_header(frame_descriptor):
     '',
     "// The Stream call's metadata key for the caller's instance id.",
     'const char* const kInstanceKey = "%s";' % INSTANCE_METADATA_KEY,
+    '// Why a server refuses a Stream call.',
+    'const char* const kStreamTaken = "%s";' % STREAM_TAKEN,
+    'const char* const kStreamNotPaired = "%s";' % STREAM_NOT_PAIRED,
     '',
     '}  // namespace efl_native',
     '',
