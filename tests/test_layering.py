@@ -8,7 +8,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOWER = sorted(
-  glob.glob(os.path.join(ROOT, 'efl', 'transport', '*.py')) + glob.glob(os.path.join(ROOT, 'efl', 'native', '*.py'))
+  glob.glob(os.path.join(ROOT, 'efl', 'transport', '**', '*.py'), recursive=True)
+  + glob.glob(os.path.join(ROOT, 'efl', 'native', '*.py'))
 )
 
 

@@ -22,8 +22,8 @@ from efl.transport.errors import (
 # efl.communicator.build_proto`, which generates them, imports this package first. `ops` imports TensorFlow.
 _LAZY = {
   'Communicator': 'efl.communicator.communicator',
-  'PROTOCOL_VERSION': 'efl.communicator.communicator',
-  'ROLES': 'efl.communicator.communicator',
+  'PROTOCOL_VERSION': 'efl.communicator.handshake',
+  'ROLES': 'efl.communicator.handshake',
   'ops': None,
 }
 

@@ -92,7 +92,7 @@ def send(comm, name, tensor, sync=True):
   comm.register_send(name)
   if _native(comm, tensor.dtype):
     return comm.native.ops.efl_native_send(
-      tensor, endpoint=comm.native.handle, message_name=name, sync=sync, name=_op_name('send', name)
+      tensor, endpoint=comm.native.name, message_name=name, sync=sync, name=_op_name('send', name)
     )
   sequence = None if sync else _Sequence()
 
@@ -121,7 +121,7 @@ def recv(comm, name, dtype, shape=None, sync=True):
   if _native(comm, dtype):
     out = comm.native.ops.efl_native_recv(
       T=dtype,
-      endpoint=comm.native.handle,
+      endpoint=comm.native.name,
       message_name=name,
       sync=sync,
       timeout_s=comm.recv_timeout_s,

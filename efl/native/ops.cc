@@ -18,6 +18,7 @@
 #include "_wire.h"
 
 extern "C" {
+int64_t efl_nt_lookup(const char* name);
 int64_t efl_nt_step(int64_t handle);
 int efl_nt_send_tensor(int64_t handle, const char* name, int64_t step, int sync, const char* dtype, int ndims,
                        const int64_t* dims, const char* data, int64_t size, void (*release)(void*),
@@ -65,17 +66,27 @@ Status AsStatus(int code, const char* text) {
 class NativeOp : public OpKernel {
  public:
   explicit NativeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("endpoint", &handle_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("endpoint", &endpoint_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("message_name", &name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sync", &sync_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("T", &dtype_));
   }
 
  protected:
-  // Sync ops use the communicator's run counter; the others number their own messages.
-  int64_t NextStep() { return sync_ ? efl_nt_step(handle_) : sequence_.fetch_add(1); }
+  // The endpoint is looked up at every run: a communicator that reconnects or is replaced keeps its name.
+  bool Find(OpKernelContext* ctx, int64_t* handle) {
+    *handle = efl_nt_lookup(endpoint_.c_str());
+    if (*handle != 0) return true;
+    std::string text = "no native endpoint called '" + endpoint_ +
+                       "' runs in this process: its communicator was closed, or the graph was built for another";
+    ctx->SetStatus(AsStatus(kClosed, text.c_str()));
+    return false;
+  }
 
-  tensorflow::int64 handle_ = 0;
+  // Sync ops use the communicator's run counter; the others number their own messages.
+  int64_t NextStep(int64_t handle) { return sync_ ? efl_nt_step(handle) : sequence_.fetch_add(1); }
+
+  std::string endpoint_;
   std::string name_;
   bool sync_ = true;
   DataType dtype_;
@@ -89,13 +100,15 @@ class SendOp : public NativeOp {
   explicit SendOp(OpKernelConstruction* ctx) : NativeOp(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
+    int64_t handle;
+    if (!Find(ctx, &handle)) return;
     const Tensor& value = ctx->input(0);
     std::vector<int64_t> dims;
     for (int i = 0; i < value.dims(); ++i) dims.push_back(value.dim_size(i));
     auto data = value.tensor_data();
     char err[kErrorSize];
     // gRPC reads the tensor's own buffer, which this reference keeps alive until it is done.
-    int code = efl_nt_send_tensor(handle_, name_.c_str(), NextStep(), sync_, WireDtype(dtype_),
+    int code = efl_nt_send_tensor(handle, name_.c_str(), NextStep(handle), sync_, WireDtype(dtype_),
                                   static_cast<int>(dims.size()), dims.data(), data.data(), data.size(),
                                   FreeTensorCopy, new Tensor(value), err, kErrorSize);
     OP_REQUIRES(ctx, code == 0, AsStatus(code, err));
@@ -109,10 +122,12 @@ class RecvOp : public NativeOp {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    int64_t step = NextStep();
+    int64_t handle;
+    if (!Find(ctx, &handle)) return;
+    int64_t step = NextStep(handle);
     void* frame = nullptr;
     char err[kErrorSize];
-    int code = efl_nt_recv(handle_, name_.c_str(), step, sync_, timeout_s_, &frame, err, kErrorSize);
+    int code = efl_nt_recv(handle, name_.c_str(), step, sync_, timeout_s_, &frame, err, kErrorSize);
     OP_REQUIRES(ctx, code == 0, AsStatus(code, err));
     Fill(ctx, step, frame);
     efl_nt_frame_free(frame);
@@ -149,7 +164,7 @@ class RecvOp : public NativeOp {
 REGISTER_OP("EflNativeSend")
     .Input("tensor: T")
     .Attr("T: " EFL_NATIVE_TYPES)
-    .Attr("endpoint: int")
+    .Attr("endpoint: string")
     .Attr("message_name: string")
     .Attr("sync: bool = true")
     .SetIsStateful()
@@ -158,7 +173,7 @@ REGISTER_OP("EflNativeSend")
 REGISTER_OP("EflNativeRecv")
     .Output("tensor: T")
     .Attr("T: " EFL_NATIVE_TYPES)
-    .Attr("endpoint: int")
+    .Attr("endpoint: string")
     .Attr("message_name: string")
     .Attr("sync: bool = true")
     .Attr("timeout_s: float = 600")

@@ -48,12 +48,15 @@ std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
 std::string Format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string Format(const char* fmt, ...) {
-  char buf[2048];
-  va_list ap;
+  va_list ap, again;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_copy(again, ap);
+  int size = vsnprintf(nullptr, 0, fmt, ap);  // texts may quote the peer's error, up to 16 KB
   va_end(ap);
-  return buf;
+  std::string out(size > 0 ? size : 0, '\0');
+  if (size > 0) vsnprintf(&out[0], size + 1, fmt, again);
+  va_end(again);
+  return out;
 }
 
 // ------------------------------------------------------------------------------ protobuf wire of efl.Frame
@@ -285,8 +288,7 @@ class Endpoint {
       ok = Start(&op, 1, kMetadataReceived) && Pluck(kMetadataReceived, timeout_s);
     }
     if (!ok) {
-      *err = Format("the %s at %s did not open its stream within %g s; is it still running?",
-                    cfg_.peer_role.c_str(), target.c_str(), timeout_s);
+      *err = Format(EFL_TEXT_STREAM_NOT_OPENED, cfg_.peer_role.c_str(), target.c_str(), timeout_s);
       return kUnreachable;
     }
     connected_ = true;
@@ -332,8 +334,7 @@ class Endpoint {
     for (size_t i = 0; i < n; ++i) grpc_slice_unref(parts[i]);
     if (buffer == nullptr) {
       std::lock_guard<std::mutex> l(mu_);
-      *err = Format("message '%s' at step %lld is %zu bytes, over the limit of %lld bytes; raise %s (at most "
-                    "2147483647) or send smaller tensors", name.c_str(), static_cast<long long>(step), size,
+      *err = Format(EFL_TEXT_TOO_LARGE, name.c_str(), static_cast<long long>(step), static_cast<long long>(size),
                     static_cast<long long>(send_limit_.load()), send_limit_variable_.c_str());
       return kTooLarge;
     }
@@ -342,7 +343,7 @@ class Endpoint {
       std::lock_guard<std::mutex> send_lock(send_mu_);
       code = Broken(false, err);
       if (code == kOk && (!connected_ || finished_)) {
-        *err = "the native transport is not connected; call connect() first";
+        *err = Format(EFL_TEXT_NOT_CONNECTED, cfg_.role.c_str());
         code = kClosed;
       }
       if (code == kOk) {
@@ -353,8 +354,7 @@ class Endpoint {
         if (!Start(&op, 1, kMessageSent) || !PluckWhileAlive(kMessageSent)) {
           code = Broken(false, err);
           if (code == kOk) {
-            *err = Format("sending '%s' at step %lld to the %s at %s failed: the %s process died or the network "
-                          "failed", name.c_str(), static_cast<long long>(step), cfg_.peer_role.c_str(),
+            *err = Format(EFL_TEXT_SEND_FAILED, name.c_str(), static_cast<long long>(step), cfg_.peer_role.c_str(),
                           cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
             code = kLost;
           }
@@ -375,8 +375,7 @@ class Endpoint {
       int code = BrokenLocked(true, err);
       if (code != kOk) return code;
       if (sync && has_peer_step_ && peer_step_ > step) {
-        *err = Format("the %s finished step %lld without sending '%s': it already sent messages of step %lld; "
-                      "the parties disagree on which runs send '%s'", cfg_.peer_role.c_str(),
+        *err = Format(EFL_TEXT_STEP_PASSED, cfg_.peer_role.c_str(),
                       static_cast<long long>(step), name.c_str(), static_cast<long long>(peer_step_),
                       name.c_str());
         return kStepMismatch;
@@ -386,9 +385,7 @@ class Endpoint {
       }
       auto now = Clock::now();
       if (now >= deadline) {
-        *err = Format("deadline exceeded: recv of '%s' at step %lld waited %.1f s for the %s at %s; raise "
-                      "default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow",
-                      name.c_str(), static_cast<long long>(step), timeout_s, cfg_.peer_role.c_str(),
+        *err = Format(EFL_TEXT_RECV_TIMEOUT, name.c_str(), static_cast<long long>(step), timeout_s, cfg_.peer_role.c_str(),
                       cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
         return kTimeout;
       }
@@ -398,8 +395,7 @@ class Endpoint {
     const Frame& head = *fifo.front();
     if (sync && head.step == step && !PhaseFits(name, step, head.phase, err)) return kStepMismatch;
     if (head.step != step || head.sync != sync) {
-      *err = Format("recv of '%s' expects step %lld (%s) but the %s's next '%s' message has step %lld (%s)",
-                    name.c_str(), static_cast<long long>(step), sync ? "sync" : "unsynced",
+      *err = Format(EFL_TEXT_STEP_MISMATCH, name.c_str(), static_cast<long long>(step), sync ? "sync" : "unsynced",
                     cfg_.peer_role.c_str(), name.c_str(), static_cast<long long>(head.step),
                     head.sync ? "sync" : "unsynced");
       return kStepMismatch;
@@ -504,9 +500,9 @@ class Endpoint {
       status_known_ = true;
       if (status_ != GRPC_STATUS_OK && !shut_down_ && !finished_) {
         char* details = grpc_slice_to_c_string(status_details_);
-        std::string text = Format("the stream to the %s at %s failed (status %d: %s): the %s process died or the "
-                                  "network failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
-                                  static_cast<int>(status_), details, cfg_.peer_role.c_str());
+        std::string text = Format(EFL_TEXT_STREAM_TO_FAILED, cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
+                                  Format("status %d: %s", static_cast<int>(status_), details).c_str(),
+                                  cfg_.peer_role.c_str());
         gpr_free(details);
         if (lost_.empty() && peer_end_ == kNoEnd) {
           lost_ = text;
@@ -757,7 +753,7 @@ class Endpoint {
       StartServerBatch(c, ops, 1, kDone);
       bool stream = name == "/efl.PeerService/Stream";
       SendStatus(c, stream ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNIMPLEMENTED,
-                 !stream ? "unknown method" : stream_taken_ ? kStreamTaken : kStreamNotPaired);
+                 !stream ? "unknown method" : stream_taken_ ? EFL_TEXT_STREAM_TAKEN : EFL_TEXT_STREAM_NOT_PAIRED);
     }
     FreeIfIdle(c);
   }
@@ -851,8 +847,7 @@ class Endpoint {
       if (incoming_ended_) return;
       incoming_ended_ = true;
       if (peer_end_ == kNoEnd && lost_.empty()) {
-        lost_ = Format("the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network "
-                       "failed", cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(), cleanly ? "ended" : "broke",
+        lost_ = Format(EFL_TEXT_STREAM_FROM_ENDED, cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(), cleanly ? "ended" : "broke",
                        cfg_.peer_role.c_str());
       }
     }
@@ -916,8 +911,8 @@ class Endpoint {
   int BrokenLocked(bool receiving, std::string* err) {
     (void)receiving;
     if (closing_) {
-      *err = "this " + cfg_.role + "'s communicator is closed" +
-             (close_error_.empty() ? "" : " with error: " + close_error_);
+      *err = close_error_.empty() ? Format(EFL_TEXT_CLOSED, cfg_.role.c_str())
+                                 : Format(EFL_TEXT_CLOSED_WITH_ERROR, cfg_.role.c_str(), close_error_.c_str());
       return kClosed;
     }
     return PeerStateLocked(err);
@@ -925,11 +920,11 @@ class Endpoint {
 
   int PeerStateLocked(std::string* err) {
     if (peer_end_ == kPeerError) {
-      *err = "the " + cfg_.peer_role + " failed: " + peer_text_;
+      *err = Format(EFL_TEXT_PEER_FAILED, cfg_.peer_role.c_str(), peer_text_.c_str());
       return kPeerFailed;
     }
     if (peer_end_ == kPeerBye) {
-      *err = "the " + cfg_.peer_role + " closed its communicator (it finished) and sends nothing more";
+      *err = Format(EFL_TEXT_PEER_CLOSED, cfg_.peer_role.c_str());
       return kPeerClosed;
     }
     if (!lost_.empty()) {
@@ -942,9 +937,7 @@ class Endpoint {
   // Both parties run the same procedure, so at one step they run the same phase (caller holds mu_).
   bool PhaseFits(const std::string& name, int64_t step, const std::string& peer_phase, std::string* err) {
     if (peer_phase.empty() || phase_.empty() || peer_phase == phase_) return true;
-    *err = Format("at step %lld the %s runs a '%s' step but this %s runs a '%s' step (waiting for '%s'): the "
-                  "parties' procedures diverged; give both the same procedure arguments (e.g. train_step, "
-                  "eval_step, max_iter) and the same amount of data", static_cast<long long>(step),
+    *err = Format(EFL_TEXT_PHASE_MISMATCH, static_cast<long long>(step),
                   cfg_.peer_role.c_str(), peer_phase.c_str(), cfg_.role.c_str(), phase_.c_str(), name.c_str());
     return false;
   }
@@ -1010,9 +1003,13 @@ class Endpoint {
 };
 
 // Endpoints by handle: graphs name their endpoint by an integer attribute.
+// The live endpoints, by handle (Python's) and by name (the kernels': a graph names its endpoint, so it holds
+// nothing that only this process knows).
 struct Registry {
   std::mutex mu;
   std::map<int64_t, std::shared_ptr<Endpoint>> endpoints;
+  std::map<std::string, int64_t> names;
+  std::map<int64_t, std::string> name_of;
   int64_t next = 1;
 
   static Registry& Get() {
@@ -1039,8 +1036,9 @@ extern "C" {
 
 using efl_native::Registry;
 
-// The TLS arguments are PEM text or NULL (see Config).
-int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_addr, int64_t send_limit,
+// The TLS arguments are PEM text or NULL (see Config). Returns the handle, or 0 if `name` is taken by a live
+// endpoint.
+int64_t efl_nt_create(const char* name, const char* role, const char* peer_role, const char* peer_addr, int64_t send_limit,
                       const char* send_limit_variable, int64_t recv_limit, double scan_s, const char* peer_ca,
                       const char* my_cert, const char* my_key, const char* target_name_override,
                       int keepalive_time_ms, int keepalive_timeout_ms) {
@@ -1064,9 +1062,20 @@ int64_t efl_nt_create(const char* role, const char* peer_role, const char* peer_
   endpoint->set_send_limit(send_limit, send_limit_variable);
   Registry& registry = Registry::Get();
   std::lock_guard<std::mutex> l(registry.mu);
+  if (registry.names.count(name)) return 0;
   int64_t handle = registry.next++;
   registry.endpoints[handle] = endpoint;
+  registry.names[name] = handle;
+  registry.name_of[handle] = name;
   return handle;
+}
+
+// The handle of the live endpoint called `name`, or 0.
+int64_t efl_nt_lookup(const char* name) {
+  Registry& registry = Registry::Get();
+  std::lock_guard<std::mutex> l(registry.mu);
+  auto it = registry.names.find(name);
+  return it == registry.names.end() ? 0 : it->second;
 }
 
 // Returns the port, or 0 with `err` set.
@@ -1248,6 +1257,8 @@ void efl_nt_destroy(int64_t handle) {
     if (it == registry.endpoints.end()) return;
     endpoint = it->second;
     registry.endpoints.erase(it);
+    registry.names.erase(registry.name_of[handle]);
+    registry.name_of.erase(handle);
   }
   endpoint->Shutdown();
 }

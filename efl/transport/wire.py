@@ -7,6 +7,7 @@ next build; nothing is kept in step by hand.
 """
 
 import collections
+import json
 
 # Result codes of the native transport's C API, and the `efl.transport.errors` class each one raises (in
 # Python, and in the kernels' TF error messages). 0 is success.
@@ -39,9 +40,38 @@ NATIVE_DTYPES = (
 # The Stream call's metadata key that carries the caller's instance id (`Greeting.instance_id` of its Hello):
 # a server takes a stream only from the party whose Hello it accepted, never from a stale or foreign caller.
 INSTANCE_METADATA_KEY = 'efl-instance'
-# Why a server refuses a Stream call (FAILED_PRECONDITION), on both transports.
-STREAM_TAKEN = 'this party already has a stream from its peer'
-STREAM_NOT_PAIRED = "the stream's caller is not the party that said Hello to this one"
+
+# The texts of the transport's rules, as printf templates both languages fill in (C++ gets `%d` as `%lld` and
+# passes 64-bit integers). Each names the rule that broke and the value that broke it.
+TEXT = {
+  # This side closed (with an error) or never connected.
+  'CLOSED': "this %s's communicator is closed",
+  'CLOSED_WITH_ERROR': "this %s's communicator is closed with error: %s",
+  'NOT_CONNECTED': "this %s's communicator is not connected; call connect() first",
+  # The peer's stream ended with ERROR or BYE.
+  'PEER_FAILED': 'the %s failed: %s',
+  'PEER_CLOSED': 'the %s closed its communicator (it finished) and sends nothing more',
+  # The receive rules: a (name, step) that can no longer come, the phases of both parties, the head's step.
+  'STEP_PASSED': "the %s finished step %d without sending '%s': it already sent messages of step %d; the parties "
+  "disagree on which runs send '%s'",
+  'PHASE_MISMATCH': "at step %d the %s runs a '%s' step but this %s runs a '%s' step (waiting for '%s'): the "
+  "parties' procedures diverged; give both the same procedure arguments (e.g. train_step, eval_step, max_iter) "
+  'and the same amount of data',
+  'STEP_MISMATCH': "recv of '%s' expects step %d (%s) but the %s's next '%s' message has step %d (%s)",
+  'RECV_TIMEOUT': "deadline exceeded: recv of '%s' at step %d waited %.1f s for the %s at %s; raise "
+  'default_timeout_milliseconds or EFL_RECV_TIMEOUT_S if the %s is just slow',
+  'TOO_LARGE': "message '%s' at step %d is %d bytes, over the limit of %d bytes; raise %s (at most 2147483647) "
+  'or send smaller tensors',
+  # A stream that broke: the peer's ('ended' or 'broke'), or this party's (with gRPC's account).
+  'STREAM_FROM_ENDED': 'the stream from the %s at %s %s without BYE or ERROR: the %s process died or the network '
+  'failed',
+  'STREAM_TO_FAILED': 'the stream to the %s at %s failed (%s): the %s process died or the network failed',
+  'SEND_FAILED': "sending '%s' at step %d to the %s at %s failed: the %s process died or the network failed",
+  'STREAM_NOT_OPENED': 'the %s at %s did not open its stream within %g s; is it still running?',
+  # Why a server refuses a Stream call (FAILED_PRECONDITION).
+  'STREAM_TAKEN': 'this party already has a stream from its peer',
+  'STREAM_NOT_PAIRED': "the stream's caller is not the party that said Hello to this one",
+}
 
 
 def code(name):
@@ -54,6 +84,12 @@ def code(name):
 
 def _camel(name):
   return ''.join(part.capitalize() for part in name.lower().split('_'))
+
+
+def _c_string(text):
+  # JSON's escapes of an ASCII text are C's.
+  text.encode('ascii')
+  return json.dumps(text)
 
 
 def c_header(frame_descriptor):
@@ -96,9 +132,11 @@ def c_header(frame_descriptor):
     '',
     "// The Stream call's metadata key for the caller's instance id.",
     'const char* const kInstanceKey = "%s";' % INSTANCE_METADATA_KEY,
-    '// Why a server refuses a Stream call.',
-    'const char* const kStreamTaken = "%s";' % STREAM_TAKEN,
-    'const char* const kStreamNotPaired = "%s";' % STREAM_NOT_PAIRED,
+    '',
+    "// The rules' texts (printf templates; integers are long long).",
+  ]
+  lines += ['#define EFL_TEXT_%s %s' % (name, _c_string(TEXT[name].replace('%d', '%lld'))) for name in sorted(TEXT)]
+  lines += [
     '',
     '}  // namespace efl_native',
     '',

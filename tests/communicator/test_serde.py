@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from efl.communicator import serde
+from efl.transport import serde
 from efl.transport.errors import CommunicatorError
 from efl.communicator.proto import communicator_pb2 as pb
 

@@ -14,7 +14,7 @@ import pytest
 
 from efl import native
 from efl.communicator import Communicator
-from efl.communicator import serde
+from efl.transport import serde
 from efl.communicator.communicator import PROTOCOL_VERSION
 from efl.communicator.proto import communicator_pb2 as pb
 from efl.communicator.proto import communicator_pb2_grpc as pb_grpc

@@ -1,0 +1,3 @@
+"""The grpcio transport (pure Python, always available): see `transport`."""
+
+from efl.transport.grpcio.transport import GrpcioTransport
