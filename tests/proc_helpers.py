@@ -1,23 +1,17 @@
 """Helpers for tests that run real processes: free ports, starting parties, running a pair."""
 
 import os
-import socket
 import subprocess
 import sys
 
 from efl import compat
 from efl import launcher
+from ports import free_port
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How a user's script imports TensorFlow: as the seed's snippets do on TF 1; on TF 2, its v1 API (README).
 TF_IMPORT = 'import tensorflow.compat.v1 as tf' if compat.TF2 else 'import tensorflow as tf'
-
-
-def free_port():
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def party_env(extra=None):

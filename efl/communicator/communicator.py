@@ -202,7 +202,7 @@ class Communicator(object):
 
   @property
   def local_port(self):
-    """The port the server listens on (known after `connect()` started it), else None."""
+    """The port the server listens on (known after `listen()` or `connect()` started it), else None."""
     return self._local_port
 
   @property
@@ -281,6 +281,30 @@ class Communicator(object):
 
   # ------------------------------------------------------------------------------------------- connect
 
+  def listen(self):
+    """Starts this party's server now rather than in `connect()`, and returns its port.
+
+    With `local_addr` on port 0, the port is known before the peer starts: two parties in one process listen
+    first, then each learns the other's address (`set_peer_addr`), then both connect.
+    """
+    with self._lock:
+      if self._state != _CREATED:
+        raise errors.CommunicatorError('listen() before connect(); this communicator is %s' % self._state)
+      if self._local_port is None:
+        self._listen()
+      return self._local_port
+
+  def set_peer_addr(self, peer_addr):
+    """Sets the peer's 'host:port' before `connect()` (for a peer whose port was picked when it listened)."""
+    if not isinstance(peer_addr, str) or ':' not in peer_addr:
+      raise ValueError("peer_addr must be a 'host:port' string, got %r" % (peer_addr,))
+    with self._lock:
+      if self._state != _CREATED:
+        raise errors.CommunicatorError('set_peer_addr() before connect(); this communicator is %s' % self._state)
+      self._peer_addr = peer_addr
+      self._config = self._config._replace(peer_addr=peer_addr)
+      self._transport.set_peer_addr(peer_addr)
+
   def connect(self, timeout_s=None, info=None):
     """Starts the server, waits for the peer and checks that both parties fit together.
 
@@ -318,7 +342,8 @@ class Communicator(object):
     )
     _OPEN.add(self)
     try:
-      self._listen()
+      if self._local_port is None:
+        self._listen()
       deadline = time.time() + timeout_s
       peer = self._handshake.run(self._transport, self._peer_addr, self._local_addr, self._tls, deadline, timeout_s)
       info = self._handshake.info(peer)
@@ -523,6 +548,7 @@ class Communicator(object):
     self._transport.close()  # wakes and fails whatever still waits on the old connection
     with self._lock:
       self._transport = self._transport_class(self._config)
+      self._local_port = None  # the new transport listens again at connect()
       self._handshake = self._new_handshake()
       self._state = _CREATED
       self._phase = ''

@@ -43,6 +43,7 @@ def _declare(lib):
     ('efl_nt_connect', i32, [i64, c, dbl, c, c, i32]),
     ('efl_nt_step', i64, [i64]),
     ('efl_nt_set_step', None, [i64, i64]),
+    ('efl_nt_set_peer_addr', None, [i64, c]),
     ('efl_nt_set_phase', None, [i64, c]),
     ('efl_nt_set_send_limit', None, [i64, i64, c]),
     ('efl_nt_send', i32, [i64, c, i64, c, i64, c, i32]),

@@ -128,6 +128,10 @@ class Endpoint(base.Transport):
       stub = pb_grpc.PeerServiceStub(self._channel)
     return stub.Hello(greeting, timeout=timeout_s)
 
+  def set_peer_addr(self, peer_addr):
+    self._cfg = self._cfg._replace(peer_addr=peer_addr)
+    self._lib.efl_nt_set_peer_addr(self.handle, _bytes(peer_addr))
+
   def open_stream(self, timeout_s, instance_id, send_limit, send_limit_variable):
     self._lib.efl_nt_set_send_limit(self.handle, send_limit, _bytes(send_limit_variable))
     buf = ctypes.create_string_buffer(_ERROR_SIZE)

@@ -200,7 +200,17 @@ struct Config {
 
 class Endpoint {
  public:
-  explicit Endpoint(const Config& config) : cfg_(config) {}
+  explicit Endpoint(const Config& config) : cfg_(config), peer_addr_(config.peer_addr) {}
+
+  // The peer's address in error texts; a party that listens before it knows its peer's sets it then.
+  void set_peer_addr(const std::string& addr) {
+    std::lock_guard<std::mutex> l(addr_mu_);
+    peer_addr_ = addr;
+  }
+  std::string PeerAddr() {
+    std::lock_guard<std::mutex> l(addr_mu_);
+    return peer_addr_;
+  }
   ~Endpoint() { Shutdown(); }
 
   // Starts the server on `addr` (port 0: a free port); returns the port, or 0 with `err` set.
@@ -355,7 +365,7 @@ class Endpoint {
           code = Broken(false, err);
           if (code == kOk) {
             *err = Format(EFL_TEXT_SEND_FAILED, name.c_str(), static_cast<long long>(step), cfg_.peer_role.c_str(),
-                          cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
+                          PeerAddr().c_str(), cfg_.peer_role.c_str());
             code = kLost;
           }
         }
@@ -386,7 +396,7 @@ class Endpoint {
       auto now = Clock::now();
       if (now >= deadline) {
         *err = Format(EFL_TEXT_RECV_TIMEOUT, name.c_str(), static_cast<long long>(step), timeout_s, cfg_.peer_role.c_str(),
-                      cfg_.peer_addr.c_str(), cfg_.peer_role.c_str());
+                      PeerAddr().c_str(), cfg_.peer_role.c_str());
         return kTimeout;
       }
       auto wake = now + std::chrono::microseconds(static_cast<int64_t>(cfg_.scan_s * 1e6));
@@ -500,7 +510,7 @@ class Endpoint {
       status_known_ = true;
       if (status_ != GRPC_STATUS_OK && !shut_down_ && !finished_) {
         char* details = grpc_slice_to_c_string(status_details_);
-        std::string text = Format(EFL_TEXT_STREAM_TO_FAILED, cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(),
+        std::string text = Format(EFL_TEXT_STREAM_TO_FAILED, cfg_.peer_role.c_str(), PeerAddr().c_str(),
                                   Format("status %d: %s", static_cast<int>(status_), details).c_str(),
                                   cfg_.peer_role.c_str());
         gpr_free(details);
@@ -847,7 +857,7 @@ class Endpoint {
       if (incoming_ended_) return;
       incoming_ended_ = true;
       if (peer_end_ == kNoEnd && lost_.empty()) {
-        lost_ = Format(EFL_TEXT_STREAM_FROM_ENDED, cfg_.peer_role.c_str(), cfg_.peer_addr.c_str(), cleanly ? "ended" : "broke",
+        lost_ = Format(EFL_TEXT_STREAM_FROM_ENDED, cfg_.peer_role.c_str(), PeerAddr().c_str(), cleanly ? "ended" : "broke",
                        cfg_.peer_role.c_str());
       }
     }
@@ -943,6 +953,8 @@ class Endpoint {
   }
 
   const Config cfg_;
+  std::mutex addr_mu_;
+  std::string peer_addr_;
   std::atomic<int64_t> step_{0};
   std::atomic<int64_t> send_limit_{0};
 
@@ -1106,6 +1118,11 @@ int64_t efl_nt_step(int64_t handle) {
 void efl_nt_set_step(int64_t handle, int64_t step) {
   auto endpoint = Registry::Get().Find(handle);
   if (endpoint) endpoint->set_step(step);
+}
+
+void efl_nt_set_peer_addr(int64_t handle, const char* addr) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (endpoint) endpoint->set_peer_addr(addr);
 }
 
 void efl_nt_set_phase(int64_t handle, const char* phase) {

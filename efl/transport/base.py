@@ -67,6 +67,10 @@ class Transport(object):
     """
     raise NotImplementedError
 
+  def set_peer_addr(self, peer_addr):
+    """Sets the peer's address, before `hello` (a party that listened first learns it afterwards)."""
+    raise NotImplementedError
+
   def hello(self, greeting, timeout_s):
     """Calls the peer's Hello with `greeting` and returns its answer (a `Greeting`).
 

@@ -1,22 +1,16 @@
-"""Helpers for the communicator tests: free ports and pairs of connected communicators in one process.
+"""Helpers for the communicator tests: pairs of connected communicators in one process, on ports they pick.
 
 A uniquely named module rather than conftest.py, which other test directories also have.
 """
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
 
 from efl.communicator import Communicator
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+from ports import free_port, pair
 
 
 def connect_both(first, second, timeout_s=10.0, infos=(None, None)):
@@ -39,7 +33,7 @@ def connect_both(first, second, timeout_s=10.0, infos=(None, None)):
 
 
 class Pairs(object):
-  """Creates leader/follower pairs on free ports and closes them all at teardown."""
+  """Creates leader/follower pairs on ports they pick and closes them all at teardown."""
 
   def __init__(self):
     self.comms = []
@@ -47,9 +41,7 @@ class Pairs(object):
   def make(self, leader_send=(), follower_send=(), roles=('leader', 'follower'), **kwargs):
     """Returns an unconnected pair; names the leader sends are registered as recv at the follower and
     vice versa."""
-    pl, pf = free_port(), free_port()
-    leader = Communicator(roles[0], '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl, **kwargs)
-    follower = Communicator(roles[1], '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf, **kwargs)
+    leader, follower = pair(roles, **kwargs)
     for name in leader_send:
       leader.register_send(name)
       follower.register_recv(name)

@@ -11,7 +11,9 @@ import efl.communicator as ec
 from efl.communicator import Communicator
 from efl import native as native_module
 from efl.native import available as native_available
-from comm_helpers import connect_both, free_port
+from comm_helpers import connect_both
+from ports import listening_pair
+from ports import free_port
 
 DTYPES = ['bool', 'int8', 'int32', 'int64', 'uint8', 'float16', 'float32', 'float64']
 
@@ -128,9 +130,10 @@ def test_unknown_names_are_refused_at_connect_on_both_sides(pairs):
 
 
 def test_parties_of_different_jobs_are_refused_naming_both_ids(pairs):
-  lp, fp = free_port(), free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp, app_id='job-a')
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp, app_id='job-b')
+  leader, follower = listening_pair(
+    lambda peer, local: Communicator('leader', peer, local, app_id='job-a'),
+    lambda peer, local: Communicator('follower', peer, local, app_id='job-b'),
+  )
   pairs.comms += [leader, follower]
   results = connect_both(leader, follower)
   assert isinstance(results[0], ec.HandshakeError) and isinstance(results[1], ec.HandshakeError), results
@@ -146,10 +149,12 @@ def test_parties_on_different_transports_exchange_frames_and_bye(pairs, monkeypa
   """Both transports serve the same PeerService: a native party and a Python party work together."""
   if not native_available()[0]:
     pytest.skip('native transport not built')
-  lp, fp = free_port(), free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
-  monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'off' if transport == 'native' else 'on')
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+
+  def make_follower(peer, local):
+    monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'off' if transport == 'native' else 'on')
+    return Communicator('follower', peer, local)
+
+  leader, follower = listening_pair(lambda peer, local: Communicator('leader', peer, local), make_follower)
   pairs.comms += [leader, follower]
   assert (leader.native is None) != (follower.native is None)
   leader.register_send('x')
@@ -340,3 +345,22 @@ def test_native_transport_that_cannot_load(monkeypatch):
   monkeypatch.setenv('EFL_NATIVE_TRANSPORT', 'fast')
   with pytest.raises(ValueError, match="EFL_NATIVE_TRANSPORT must be one of auto, on, off, got 'fast'"):
     Communicator('leader', '127.0.0.1:1', '127.0.0.1:2')
+
+
+def test_listen_first_then_learn_the_peer(pairs):
+  # The pairs of these tests listen on port 0 before they connect (tests/ports.py): the port is known at once.
+  leader, follower = pairs.make(['x'])
+  assert leader.local_port and leader.listen() == leader.local_port  # a second listen() changes nothing
+  assert follower.peer_addr == '127.0.0.1:%d' % leader.local_port
+  assert leader.peer_addr == '127.0.0.1:%d' % follower.local_port
+  with pytest.raises(ValueError, match="peer_addr must be a 'host:port' string, got 'nowhere'"):
+    leader.set_peer_addr('nowhere')
+  assert connect_both(leader, follower) == [{}, {}]
+  leader.send('x', 0, np.arange(3))
+  np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), np.arange(3))
+  with pytest.raises(
+    ec.CommunicatorError, match=r'set_peer_addr\(\) before connect\(\); this communicator is connected'
+  ):
+    leader.set_peer_addr('127.0.0.1:1')
+  with pytest.raises(ec.CommunicatorError, match=r'listen\(\) before connect\(\); this communicator is connected'):
+    follower.listen()

@@ -86,10 +86,11 @@ def test_bye_follows_the_frames_sent_before_it(pairs):
 
 def test_a_stream_is_taken_only_from_the_party_that_said_hello(pairs):
   """A caller other than the accepted peer (a stale channel reaching a reused port, say) never takes its place."""
-  _, follower = pairs.make()
+  leader, follower = pairs.make()
+  leader.close()  # the follower's real leader never comes: only the follower's server matters here
   connecting = threading.Thread(target=_connect_quietly, args=(follower, 10))
   connecting.start()
-  address = follower.local_addr
+  address = '127.0.0.1:%d' % follower.local_port
   with grpc.insecure_channel(address) as channel:
     grpc.channel_ready_future(channel).result(timeout=10)
     greeting = pb.Greeting(role='leader', protocol_version=PROTOCOL_VERSION, instance_id='the-leader')
@@ -116,4 +117,4 @@ def _connect_quietly(comm, timeout_s):
   try:
     comm.connect(timeout_s=timeout_s)
   except ec.CommunicatorError:
-    pass  # its leader never answers: only its server matters here
+    pass  # its leader never answers

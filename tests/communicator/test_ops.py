@@ -8,7 +8,8 @@ import tensorflow.compat.v1 as tf
 
 from efl.communicator import Communicator
 from efl.lib import ops
-from comm_helpers import close_all, connect_both, free_port
+from comm_helpers import close_all, connect_both
+from ports import pair
 
 # Every test runs on both transports: native kernels and py_funcs.
 pytestmark = pytest.mark.usefixtures('transport')
@@ -48,9 +49,7 @@ def _run_in_threads(*fns):
 
 def test_send_recv_ops_between_two_sessions(monkeypatch):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
-  lp, fp = free_port(), free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  leader, follower = pair()
 
   leader_graph, follower_graph = tf.Graph(), tf.Graph()
   with leader_graph.as_default():
@@ -107,9 +106,7 @@ def test_send_recv_ops_between_two_sessions(monkeypatch):
 
 def test_recv_dtype_mismatch_is_reported(monkeypatch):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
-  lp, fp = free_port(), free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  leader, follower = pair()
   with tf.Graph().as_default():
     wrong = ops.recv(follower, 'x', tf.int32)
     leader.register_send('x')
@@ -133,9 +130,7 @@ def test_unsupported_dtype_is_refused_at_graph_build():
 def test_send_op_over_the_size_limit_names_the_variable(monkeypatch):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
   monkeypatch.setenv('EFL_CLIENT_MAX_SEND_MESSAGE_SIZE', '4096')
-  lp, fp = free_port(), free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  leader, follower = pair()
   with tf.Graph().as_default():
     send = ops.send(leader, 'x', tf.zeros([2048], tf.float32))
     follower.register_recv('x')

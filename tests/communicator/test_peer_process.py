@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import efl.communicator as ec
-from comm_helpers import echo_peer_process, free_port
+from comm_helpers import echo_peer_process
+from ports import free_port
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

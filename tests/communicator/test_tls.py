@@ -12,7 +12,8 @@ from efl.communicator import Communicator
 from efl.communicator.proto import communicator_pb2 as pb
 from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from cert_helpers import HAVE_OPENSSL, make_ca, make_leaf
-from comm_helpers import close_all, connect_both, free_port
+from comm_helpers import close_all, connect_both
+from ports import listening_pair
 
 pytestmark = pytest.mark.skipif(
   not HAVE_OPENSSL, reason='the openssl command-line tool is needed to make test certificates'
@@ -33,23 +34,30 @@ def certs(tmp_path_factory):
   }
 
 
-def _party(monkeypatch, role, peer_port, local_port, ca, key_cert):
-  monkeypatch.setenv('EFL_PEER_CERTS_FILENAME', ca)
-  monkeypatch.setenv('EFL_MY_KEY_FILENAME', key_cert[0])
-  monkeypatch.setenv('EFL_MY_CERTS_FILENAME', key_cert[1])
-  monkeypatch.setenv('EFL_SSL_TARGET_NAME_OVERRIDE', 'localhost')
-  # The settings are read by the constructor, so each party keeps its own.
-  return Communicator(role, '127.0.0.1:%d' % peer_port, '127.0.0.1:%d' % local_port)
+def _party(monkeypatch, role, ca, key_cert):
+  """Makes a (peer_addr, local_addr) -> Communicator of `role` with TLS from `ca` and `key_cert`."""
+
+  def make(peer_addr, local_addr):
+    monkeypatch.setenv('EFL_PEER_CERTS_FILENAME', ca)
+    monkeypatch.setenv('EFL_MY_KEY_FILENAME', key_cert[0])
+    monkeypatch.setenv('EFL_MY_CERTS_FILENAME', key_cert[1])
+    monkeypatch.setenv('EFL_SSL_TARGET_NAME_OVERRIDE', 'localhost')
+    # The settings are read by the constructor, so each party keeps its own.
+    return Communicator(role, peer_addr, local_addr)
+
+  return make
 
 
 def test_mutual_tls_exchange(certs, monkeypatch, transport):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
-  lp, fp = free_port(), free_port()
-  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
-  follower = _party(monkeypatch, 'follower', lp, fp, certs['ca'], certs['follower'])
+  leader, follower = listening_pair(
+    _party(monkeypatch, 'leader', certs['ca'], certs['leader']),
+    _party(monkeypatch, 'follower', certs['ca'], certs['follower']),
+  )
   assert (leader.native is not None) == (transport == 'native')
   leader.register_send('x')
   follower.register_recv('x')
+  fp = follower.local_port
   try:
     assert connect_both(leader, follower) == [{}, {}]
     # Plaintext to the TLS port, from a stranger: raw bytes and a gRPC Hello. Refused; the pair goes on.
@@ -67,9 +75,10 @@ def test_mutual_tls_exchange(certs, monkeypatch, transport):
 
 
 def test_certificate_of_another_ca_is_refused_with_a_tls_error(certs, monkeypatch):
-  lp, fp = free_port(), free_port()
-  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
-  stranger = _party(monkeypatch, 'follower', lp, fp, certs['other_ca'], certs['stranger'])
+  leader, stranger = listening_pair(
+    _party(monkeypatch, 'leader', certs['ca'], certs['leader']),
+    _party(monkeypatch, 'follower', certs['other_ca'], certs['stranger']),
+  )
   try:
     results = connect_both(leader, stranger, timeout_s=20)
     for r in results:
@@ -80,11 +89,12 @@ def test_certificate_of_another_ca_is_refused_with_a_tls_error(certs, monkeypatc
 
 
 def test_plain_client_against_tls_server_times_out_with_a_tls_hint(certs, monkeypatch):
-  lp, fp = free_port(), free_port()
-  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
-  for var in ('EFL_PEER_CERTS_FILENAME', 'EFL_MY_KEY_FILENAME', 'EFL_MY_CERTS_FILENAME'):
-    monkeypatch.delenv(var)
-  plain = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  def make_plain(peer_addr, local_addr):
+    for var in ('EFL_PEER_CERTS_FILENAME', 'EFL_MY_KEY_FILENAME', 'EFL_MY_CERTS_FILENAME'):
+      monkeypatch.delenv(var)
+    return Communicator('follower', peer_addr, local_addr)
+
+  leader, plain = listening_pair(_party(monkeypatch, 'leader', certs['ca'], certs['leader']), make_plain)
   try:
     results = connect_both(leader, plain, timeout_s=3)
     assert isinstance(results[1], ec.PeerUnreachableError), results[1]
@@ -95,10 +105,11 @@ def test_plain_client_against_tls_server_times_out_with_a_tls_hint(certs, monkey
 
 
 def test_client_certificate_of_another_ca_is_refused_on_both_sides(certs, monkeypatch):
-  lp, fp = free_port(), free_port()
-  leader = _party(monkeypatch, 'leader', fp, lp, certs['ca'], certs['leader'])
-  # Trusts the leader's CA, but presents a certificate the leader cannot verify.
-  stranger = _party(monkeypatch, 'follower', lp, fp, certs['ca'], certs['stranger'])
+  # The stranger trusts the leader's CA, but presents a certificate the leader cannot verify.
+  leader, stranger = listening_pair(
+    _party(monkeypatch, 'leader', certs['ca'], certs['leader']),
+    _party(monkeypatch, 'follower', certs['ca'], certs['stranger']),
+  )
   try:
     results = connect_both(leader, stranger, timeout_s=8)
     assert isinstance(results[0], ec.TLSHandshakeError), results[0]

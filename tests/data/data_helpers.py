@@ -1,10 +1,11 @@
 """Helpers for the data reader tests: TFRecord files in tmp dirs, sessions, connected communicator pairs."""
 
 import os
-import socket
 import threading
 
 import tensorflow.compat.v1 as tf
+
+from ports import pair  # noqa: E402
 
 tf.disable_eager_execution()
 
@@ -63,12 +64,6 @@ def read_all(features, hooks, max_batches=1000, session_creator=None):
   return batches
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def run_in_threads(*fns, timeout=60):
   """Runs the functions concurrently; returns their results, re-raising the first exception."""
   results = [None] * len(fns)
@@ -91,17 +86,13 @@ def run_in_threads(*fns, timeout=60):
 
 
 class CommPairs(object):
-  """Makes leader/follower `efl.Communicator` pairs on free 127.0.0.1 ports and closes them at teardown."""
+  """Makes leader/follower `efl.Communicator` pairs on ports they pick and closes them at teardown."""
 
   def __init__(self):
     self.comms = []
 
   def make(self):
-    from efl.communicator import Communicator  # pylint: disable=g-import-not-at-top
-
-    pl, pf = free_port(), free_port()
-    leader = Communicator('leader', '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl)
-    follower = Communicator('follower', '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf)
+    leader, follower = pair()
     self.comms += [leader, follower]
     return leader, follower
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from cert_helpers import HAVE_OPENSSL, make_ca, make_leaf
-from proc_helpers import free_port, run_pair, start_party
+from proc_helpers import run_pair, start_party
+from ports import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'split_party.py')

@@ -16,7 +16,8 @@ import numpy as np
 
 from efl.communicator.proto import communicator_pb2 as pb
 from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
-from proc_helpers import free_port, start_party
+from proc_helpers import start_party
+from ports import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'split_party.py')

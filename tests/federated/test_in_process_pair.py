@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import efl
-from proc_helpers import free_port
+from ports import free_port
 
 N, BATCH, H = 256, 32, 3
 

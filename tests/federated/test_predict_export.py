@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from proc_helpers import ROOT, free_port, party_env, run_pair, start_party
+from proc_helpers import ROOT, party_env, run_pair, start_party
+from ports import free_port
 
 EXAMPLE = os.path.join(ROOT, 'efl', 'example', 'mnist')
 HERE = os.path.dirname(os.path.abspath(__file__))

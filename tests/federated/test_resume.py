@@ -18,7 +18,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from efl.framework.federal_model import checkpoint_steps
-from proc_helpers import free_port, start_party
+from proc_helpers import start_party
+from ports import free_port
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import resume_party  # noqa: E402

@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import split_party  # noqa: E402
 from efl import native  # noqa: E402
-from proc_helpers import free_port, run_pair, start_party  # noqa: E402
+from proc_helpers import run_pair, start_party  # noqa: E402
+from ports import free_port  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'split_party.py')

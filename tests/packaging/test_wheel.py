@@ -22,7 +22,8 @@ import pytest
 
 from efl import launcher
 from efl.communicator.proto import _codegen
-from proc_helpers import ROOT, free_port
+from proc_helpers import ROOT
+from ports import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 8

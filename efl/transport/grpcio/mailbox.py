@@ -43,6 +43,10 @@ class Mailbox(object):
     with self._cond:
       self._open = True
 
+  def set_peer_addr(self, peer_addr):
+    with self._cond:
+      self._peer_addr = peer_addr
+
   def set_phase(self, phase):
     with self._cond:
       self._phase = phase

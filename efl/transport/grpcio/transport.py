@@ -176,6 +176,10 @@ class GrpcioTransport(base.Transport):
   def hello(self, greeting, timeout_s):
     return self._stub_to_peer().Hello(greeting, timeout=timeout_s)
 
+  def set_peer_addr(self, peer_addr):
+    self._cfg = self._cfg._replace(peer_addr=peer_addr)
+    self._mailbox.set_peer_addr(peer_addr)
+
   def open_stream(self, timeout_s, instance_id, send_limit, send_limit_variable):
     del timeout_s  # the call opens asynchronously; a peer that never takes it shows as a lost connection
     self._send_limit, self._send_limit_variable = send_limit, send_limit_variable
