@@ -8,13 +8,15 @@ Both register their name with the communicator when the graph is built, and use 
 so they must run inside the session runs that advance the step (see `Communicator.step`). With `sync=False`
 each op numbers its own messages 0, 1, 2, ... instead, for ordered side channels.
 
-A waiting `recv` op holds a thread of the session's inter-op pool. If all threads wait, a `send` of the same
-run that the peer needs first can never run, and both parties stall. Sessions that run these ops therefore need
-more inter-op threads than TF's default (the number of cores): build their config with `session_config()`.
+The native `recv` kernel is asynchronous: while it waits it holds no thread. A waiting `py_func` receive does
+hold a thread of the session's inter-op pool; if all threads wait, a `send` of the same run that the peer needs
+first can never run, and both parties stall. Sessions that run these ops therefore build their config with
+`session_config()`, which gives the pool a thread for each such receive.
 """
 
 import itertools
 import threading
+import weakref
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -24,6 +26,10 @@ from efl.transport import wire
 # The native kernels' dtypes (one table with the C++ side), and strings, which the Python ops carry.
 _NATIVE_DTYPES = tuple(tf.as_dtype(name) for name, _ in wire.NATIVE_DTYPES)
 SUPPORTED_DTYPES = _NATIVE_DTYPES + (tf.string,)
+
+
+# Per communicator, the names its native (asynchronous) recv kernels receive: they need no pool thread.
+_ASYNC_RECVS = weakref.WeakKeyDictionary()
 
 
 def _check_dtype(dtype, what):
@@ -36,10 +42,11 @@ def _check_dtype(dtype, what):
 def session_config(config=None, comm=None, min_threads=None):
   """Returns a `tf.ConfigProto` whose inter-op pool cannot be filled by waiting `recv` ops.
 
-  With `comm`, the pool has one thread per registered name (each receive may hold one while it waits; sends
-  are counted too, to be safe) and one more for the rest of the run. More threads cost time: a party pinned
-  to one core switches between them at every op (a pool of 16 made the federated MNIST network slower
-  than one of 5: by 12% at batch 4096 and 22% at batch 256, medians of three alternating pairs).
+  With `comm`, the pool has one thread for each received name whose receive waits on a thread (a `py_func`:
+  strings, the Python transport, side channels that call `comm.recv`) and one more for the rest of the run;
+  the native kernels' receives wait without one. More threads cost time: a party pinned to one core switches
+  between them at every op (a pool of 16 made the federated MNIST network slower than one of 5: by 12% at
+  batch 4096 and 22% at batch 256, medians of three alternating pairs).
 
   Args:
     config: a `tf.ConfigProto` to extend (copied, not modified), or None.
@@ -56,7 +63,8 @@ def session_config(config=None, comm=None, min_threads=None):
   if comm is None:
     needed = 16 if min_threads is None else min_threads
   else:
-    needed = max(2 if min_threads is None else min_threads, len(comm.recv_names) + len(comm.send_names) + 1)
+    waiting = [n for n in comm.recv_names if n not in _ASYNC_RECVS.get(comm, ())]
+    needed = max(2 if min_threads is None else min_threads, len(waiting) + 1)
   out.inter_op_parallelism_threads = max(out.inter_op_parallelism_threads, needed)
   # The global pool keeps the size the process's first session gave it; a session-owned pool gets this one.
   out.use_per_session_threads = True
@@ -119,6 +127,7 @@ def recv(comm, name, dtype, shape=None, sync=True):
   dtype = _check_dtype(dtype, 'efl recv(%r)' % name)
   comm.register_recv(name)
   if _native(comm, dtype):
+    _ASYNC_RECVS.setdefault(comm, set()).add(name)
     out = comm.native.ops.efl_native_recv(
       T=dtype,
       endpoint=comm.native.name,

@@ -23,8 +23,8 @@ int64_t efl_nt_step(int64_t handle);
 int efl_nt_send_tensor(int64_t handle, const char* name, int64_t step, int sync, const char* dtype, int ndims,
                        const int64_t* dims, const char* data, int64_t size, void (*release)(void*),
                        void* release_arg, char* err, int err_size);
-int efl_nt_recv(int64_t handle, const char* name, int64_t step, int sync, double timeout_s, void** frame,
-                char* err, int err_size);
+void efl_nt_recv_async(int64_t handle, const char* name, int64_t step, int sync, double timeout_s,
+                       void (*done)(void*, int, void*, const char*), void* arg);
 void efl_nt_frame_data(void* frame, const char** dtype, int* ndims, const int64_t** dims, const char** raw,
                        int64_t* raw_size);
 void efl_nt_frame_free(void* frame);
@@ -33,6 +33,7 @@ void efl_nt_frame_free(void* frame);
 namespace efl_native {
 namespace {
 
+using tensorflow::AsyncOpKernel;
 using tensorflow::DataType;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
@@ -63,9 +64,11 @@ Status AsStatus(int code, const char* text) {
   return tensorflow::errors::Unknown(message);
 }
 
-class NativeOp : public OpKernel {
+// The attributes both kernels read; `Base` is OpKernel or AsyncOpKernel.
+template <typename Base>
+class NativeOp : public Base {
  public:
-  explicit NativeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit NativeOp(OpKernelConstruction* ctx) : Base(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("endpoint", &endpoint_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("message_name", &name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sync", &sync_));
@@ -95,7 +98,7 @@ class NativeOp : public OpKernel {
 
 void FreeTensorCopy(void* tensor) { delete static_cast<Tensor*>(tensor); }
 
-class SendOp : public NativeOp {
+class SendOp : public NativeOp<OpKernel> {
  public:
   explicit SendOp(OpKernelConstruction* ctx) : NativeOp(ctx) {}
 
@@ -115,26 +118,47 @@ class SendOp : public NativeOp {
   }
 };
 
-class RecvOp : public NativeOp {
+// Asynchronous: while it waits for the peer's frame it holds no thread of the session's inter-op pool; the
+// endpoint's one deciding thread completes it (transport.cc, RecvAsync).
+class RecvOp : public NativeOp<AsyncOpKernel> {
  public:
   explicit RecvOp(OpKernelConstruction* ctx) : NativeOp(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("timeout_s", &timeout_s_));
   }
 
-  void Compute(OpKernelContext* ctx) override {
+  void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     int64_t handle;
-    if (!Find(ctx, &handle)) return;
-    int64_t step = NextStep(handle);
-    void* frame = nullptr;
-    char err[kErrorSize];
-    int code = efl_nt_recv(handle, name_.c_str(), step, sync_, timeout_s_, &frame, err, kErrorSize);
-    OP_REQUIRES(ctx, code == 0, AsStatus(code, err));
-    Fill(ctx, step, frame);
-    efl_nt_frame_free(frame);
+    if (!Find(ctx, &handle)) {
+      done();
+      return;
+    }
+    auto* pending = new Pending{this, ctx, std::move(done), NextStep(handle)};
+    efl_nt_recv_async(handle, name_.c_str(), pending->step, sync_, timeout_s_, &RecvOp::Decided, pending);
   }
 
  private:
-  void Fill(OpKernelContext* ctx, int64_t step, void* frame) {
+  struct Pending {
+    RecvOp* op;
+    OpKernelContext* ctx;
+    DoneCallback done;
+    int64_t step;
+  };
+
+  static void Decided(void* arg, int code, void* frame, const char* err) {
+    Pending* pending = static_cast<Pending*>(arg);
+    if (code == 0) {
+      pending->ctx->SetStatus(pending->op->Fill(pending->ctx, pending->step, frame));
+      efl_nt_frame_free(frame);
+    } else {
+      pending->ctx->SetStatus(AsStatus(code, err));
+    }
+    DoneCallback done = std::move(pending->done);
+    delete pending;
+    done();
+  }
+
+  // The frame's tensor as the kernel's output (errors go through the status: OP_REQUIRES is for sync kernels).
+  Status Fill(OpKernelContext* ctx, int64_t step, void* frame) {
     const char* dtype;
     const char* raw;
     const int64_t* dims;
@@ -142,20 +166,24 @@ class RecvOp : public NativeOp {
     int64_t raw_size;
     efl_nt_frame_data(frame, &dtype, &ndims, &dims, &raw, &raw_size);
     const char* expected = WireDtype(dtype_);
-    OP_REQUIRES(ctx, strcmp(dtype, expected) == 0,
-                tensorflow::errors::InvalidArgument(
-                    "TypeError: recv('", name_, "') at step ", step, " expects ", expected, " but the peer sent ",
-                    dtype, "; use the same dtype on both sides"));
+    if (strcmp(dtype, expected) != 0) {
+      return tensorflow::errors::InvalidArgument("TypeError: recv('", name_, "') at step ", step, " expects ",
+                                                 expected, " but the peer sent ", dtype,
+                                                 "; use the same dtype on both sides");
+    }
     TensorShape shape;
     for (int i = 0; i < ndims; ++i) shape.AddDim(dims[i]);
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &out));
+    Status status = ctx->allocate_output(0, shape, &out);
+    if (!status.ok()) return status;
     auto dst = out->tensor_data();
-    OP_REQUIRES(ctx, static_cast<int64_t>(dst.size()) == raw_size,
-                tensorflow::errors::DataLoss("CommunicatorError: corrupt frame '", name_, "': shape ",
-                                             shape.DebugString(), " of ", dtype, " needs ", dst.size(),
-                                             " bytes, frame has ", raw_size));
+    if (static_cast<int64_t>(dst.size()) != raw_size) {
+      return tensorflow::errors::DataLoss("CommunicatorError: corrupt frame '", name_, "': shape ",
+                                          shape.DebugString(), " of ", dtype, " needs ", dst.size(),
+                                          " bytes, frame has ", raw_size);
+    }
     if (raw_size > 0) memcpy(const_cast<char*>(dst.data()), raw, raw_size);
+    return Status();
   }
 
   float timeout_s_ = 600;

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -196,6 +197,26 @@ struct Config {
   // gRPC keepalive, as on the Python transport (settings.keepalive, EFL_PEER_TIMEOUT_S).
   int keepalive_time_ms = 10000;
   int keepalive_timeout_ms = 15000;
+};
+
+// A receive's outcome: kOk and the frame, or an error code and its text.
+using RecvDone = std::function<void(int code, const std::shared_ptr<Frame>& frame, const std::string& err)>;
+constexpr int kPending = -1;  // Not decided yet (never returned through the C API).
+
+// A receive of RecvAsync that waits for its frame.
+struct Waiter {
+  std::string name;
+  int64_t step;
+  bool sync;
+  double timeout_s;
+  Clock::time_point deadline;
+  RecvDone done;
+};
+
+struct Decided {
+  int code = kPending;
+  std::shared_ptr<Frame> frame;
+  std::string err;
 };
 
 class Endpoint {
@@ -380,39 +401,37 @@ class Endpoint {
            std::string* err) {
     auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
     std::unique_lock<std::mutex> l(mu_);
-    std::deque<std::shared_ptr<Frame>>& fifo = mailbox_[name];
-    while (fifo.empty()) {
-      int code = BrokenLocked(true, err);
-      if (code != kOk) return code;
-      if (sync && has_peer_step_ && peer_step_ > step) {
-        *err = Format(EFL_TEXT_STEP_PASSED, cfg_.peer_role.c_str(),
-                      static_cast<long long>(step), name.c_str(), static_cast<long long>(peer_step_),
-                      name.c_str());
-        return kStepMismatch;
-      }
-      if (sync && has_peer_step_ && peer_step_ == step && !PhaseFits(name, step, peer_phase_, err)) {
-        return kStepMismatch;
-      }
-      auto now = Clock::now();
-      if (now >= deadline) {
-        *err = Format(EFL_TEXT_RECV_TIMEOUT, name.c_str(), static_cast<long long>(step), timeout_s, cfg_.peer_role.c_str(),
-                      PeerAddr().c_str(), cfg_.peer_role.c_str());
-        return kTimeout;
-      }
-      auto wake = now + std::chrono::microseconds(static_cast<int64_t>(cfg_.scan_s * 1e6));
+    for (;;) {
+      int code = TryRecvLocked(name, step, sync, timeout_s, deadline, out, err);
+      if (code != kPending) return code;
+      auto wake = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(cfg_.scan_s * 1e6));
       cv_.wait_until(l, std::min(deadline, wake));
     }
-    const Frame& head = *fifo.front();
-    if (sync && head.step == step && !PhaseFits(name, step, head.phase, err)) return kStepMismatch;
-    if (head.step != step || head.sync != sync) {
-      *err = Format(EFL_TEXT_STEP_MISMATCH, name.c_str(), static_cast<long long>(step), sync ? "sync" : "unsynced",
-                    cfg_.peer_role.c_str(), name.c_str(), static_cast<long long>(head.step),
-                    head.sync ? "sync" : "unsynced");
-      return kStepMismatch;
+  }
+
+  // Recv without a waiting thread of the caller's: `done(code, frame, error)` runs once the receive is decided,
+  // on this call's thread when it already is, else on the endpoint's one thread that decides every waiting
+  // receive (so an asynchronous kernel holds no inter-op thread while it waits). Same rules as Recv.
+  void RecvAsync(const std::string& name, int64_t step, bool sync, double timeout_s, RecvDone done) {
+    auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
+    std::shared_ptr<Frame> frame;
+    std::string err;
+    int code = kPending;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      bool queued_behind = false;  // An earlier receive of the same name decides first.
+      for (const Waiter& w : waiters_) queued_behind = queued_behind || w.name == name;
+      if (!queued_behind) code = TryRecvLocked(name, step, sync, timeout_s, deadline, &frame, &err);
+      if (code == kPending) {
+        waiters_.push_back(Waiter{name, step, sync, timeout_s, deadline, std::move(done)});
+        if (!deciding_.joinable()) deciding_ = std::thread([this] { DecideWaiters(); });
+      }
     }
-    *out = fifo.front();
-    fifo.pop_front();
-    return kOk;
+    if (code == kPending) {
+      cv_.notify_all();  // The deciding thread takes the new deadline into account.
+    } else {
+      done(code, frame, err);
+    }
   }
 
   // Marks this side closing (waiting receives fail with ClosedError), then writes BYE (`error` empty) or ERROR
@@ -532,6 +551,7 @@ class Endpoint {
       closing_ = true;
     }
     cv_.notify_all();
+    if (deciding_.joinable()) deciding_.join();  // It fails what still waits (closed), then ends.
     {
       std::lock_guard<std::mutex> l(calls_mu_);
       hello_stop_ = true;
@@ -918,6 +938,72 @@ class Endpoint {
 
   // The error that explains why nothing more will come, or kOk (caller holds mu_). The peer's stream is in
   // order, so its end is known only once every frame before it was filed.
+  // One look at the mailbox for a receive of (name, step): kOk with *out, an error code with *err, or kPending.
+  int TryRecvLocked(const std::string& name, int64_t step, bool sync, double timeout_s, Clock::time_point deadline,
+                    std::shared_ptr<Frame>* out, std::string* err) {
+    std::deque<std::shared_ptr<Frame>>& fifo = mailbox_[name];
+    if (fifo.empty()) {
+      int code = BrokenLocked(true, err);
+      if (code != kOk) return code;
+      if (sync && has_peer_step_ && peer_step_ > step) {
+        *err = Format(EFL_TEXT_STEP_PASSED, cfg_.peer_role.c_str(),
+                      static_cast<long long>(step), name.c_str(), static_cast<long long>(peer_step_),
+                      name.c_str());
+        return kStepMismatch;
+      }
+      if (sync && has_peer_step_ && peer_step_ == step && !PhaseFits(name, step, peer_phase_, err)) {
+        return kStepMismatch;
+      }
+      if (Clock::now() >= deadline) {
+        *err = Format(EFL_TEXT_RECV_TIMEOUT, name.c_str(), static_cast<long long>(step), timeout_s,
+                      cfg_.peer_role.c_str(), PeerAddr().c_str(), cfg_.peer_role.c_str());
+        return kTimeout;
+      }
+      return kPending;
+    }
+    const Frame& head = *fifo.front();
+    if (sync && head.step == step && !PhaseFits(name, step, head.phase, err)) return kStepMismatch;
+    if (head.step != step || head.sync != sync) {
+      *err = Format(EFL_TEXT_STEP_MISMATCH, name.c_str(), static_cast<long long>(step), sync ? "sync" : "unsynced",
+                    cfg_.peer_role.c_str(), name.c_str(), static_cast<long long>(head.step),
+                    head.sync ? "sync" : "unsynced");
+      return kStepMismatch;
+    }
+    *out = fifo.front();
+    fifo.pop_front();
+    return kOk;
+  }
+
+  // The thread of RecvAsync: wakes on every change of the mailbox or the connection (cv_), at the next
+  // deadline and every scan_s, decides what it can in arrival order, and runs their callbacks unlocked. Once
+  // the endpoint shut down every receive is decided (ClosedError), so it ends with none left waiting.
+  void DecideWaiters() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      std::vector<std::pair<Waiter, Decided>> ready;
+      auto wake = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(cfg_.scan_s * 1e6));
+      for (auto it = waiters_.begin(); it != waiters_.end();) {
+        Decided d;
+        d.code = TryRecvLocked(it->name, it->step, it->sync, it->timeout_s, it->deadline, &d.frame, &d.err);
+        if (d.code == kPending) {
+          wake = std::min(wake, it->deadline);
+          ++it;
+        } else {
+          ready.emplace_back(std::move(*it), std::move(d));
+          it = waiters_.erase(it);
+        }
+      }
+      if (!ready.empty()) {
+        l.unlock();
+        for (auto& r : ready) r.first.done(r.second.code, r.second.frame, r.second.err);
+        l.lock();
+        continue;
+      }
+      if (shut_down_ && waiters_.empty()) return;
+      cv_.wait_until(l, wake);
+    }
+  }
+
   int BrokenLocked(bool receiving, std::string* err) {
     (void)receiving;
     if (closing_) {
@@ -961,6 +1047,8 @@ class Endpoint {
   // Receiving side; mu_ guards the rest.
   std::mutex mu_;
   std::condition_variable cv_;
+  std::deque<Waiter> waiters_;  // RecvAsync's receives not decided yet, in arrival order (under mu_).
+  std::thread deciding_;  // Decides them (DecideWaiters); started by the first that has to wait.
   std::map<std::string, std::deque<std::shared_ptr<Frame>>> mailbox_;
   bool has_peer_step_ = false;
   int64_t peer_step_ = 0;
@@ -1164,6 +1252,22 @@ int efl_nt_recv(int64_t handle, const char* name, int64_t step, int sync, double
   efl_native::CopyError(text, err, err_size);
   *frame = code == efl_native::kOk ? new std::shared_ptr<efl_native::Frame>(out) : nullptr;
   return code;
+}
+
+// Like efl_nt_recv without blocking: calls `done(arg, code, frame, err)` once decided, maybe on another thread;
+// `frame` (kOk only) is freed with efl_nt_frame_free, `err` lives only during the call.
+void efl_nt_recv_async(int64_t handle, const char* name, int64_t step, int sync, double timeout_s,
+                       void (*done)(void*, int, void*, const char*), void* arg) {
+  auto endpoint = Registry::Get().Find(handle);
+  if (!endpoint) {
+    done(arg, efl_native::kClosed, nullptr, "this communicator's native transport is closed");
+    return;
+  }
+  endpoint->RecvAsync(name, step, sync != 0, timeout_s,
+                      [done, arg](int code, const std::shared_ptr<efl_native::Frame>& frame, const std::string& err) {
+                        void* out = code == efl_native::kOk ? new std::shared_ptr<efl_native::Frame>(frame) : nullptr;
+                        done(arg, code, out, err.c_str());
+                      });
 }
 
 // Sends a tensor as a DATA frame (sync frames carry the endpoint's phase). The frame refers to `data` without

@@ -1,6 +1,7 @@
 """The TF send/recv ops: two graphs, each with its own session and Communicator, run in two threads."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -143,3 +144,42 @@ def test_send_op_over_the_size_limit_names_the_variable(monkeypatch):
           sess.run(send)
     finally:
       close_all(leader, follower)
+
+
+def test_a_waiting_native_recv_holds_no_thread(monkeypatch, transport):
+  # The leader's run receives x0..x3 and sends 'y'; the follower sends the x's only after it received 'y'. On
+  # one inter-op thread, receives that held their thread while they waited would keep the send from running.
+  if transport != 'native':
+    pytest.skip('a py_func receive holds its thread; session_config() counts it')
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  leader, follower = pair(default_timeout_milliseconds=20000)  # a stall fails within 20 s
+  names = ['x%d' % i for i in range(4)]
+  leader_graph, follower_graph = tf.Graph(), tf.Graph()
+  with leader_graph.as_default():
+    # The send waits for an op that the one thread takes up after the receives (its queue is last in, first out).
+    late = tf.py_func(lambda: time.sleep(0.2), [], [], stateful=True)
+    xs = [ops.recv(leader, n, tf.float32) for n in names]
+    with tf.control_dependencies([late]):
+      send_y = ops.send(leader, 'y', tf.constant([1.0, 2.0]))
+  with follower_graph.as_default():
+    y = ops.recv(follower, 'y', tf.float32)
+    send_xs = [ops.send(follower, n, y * i) for i, n in enumerate(names)]
+  # The native receives need no thread of the pool; strings and the Python transport's do.
+  assert ops.session_config(comm=leader).inter_op_parallelism_threads == 2
+  one_thread = tf.ConfigProto(inter_op_parallelism_threads=1, use_per_session_threads=True)
+  assert connect_both(leader, follower) == [{}, {}]
+  got = {}
+
+  def run_leader():
+    with tf.Session(graph=leader_graph, config=one_thread) as sess:
+      got['xs'] = sess.run([xs, send_y])[0]
+
+  def run_follower():
+    with tf.Session(graph=follower_graph) as sess:
+      sess.run(send_xs)
+
+  try:
+    _run_in_threads(run_leader, run_follower)
+  finally:
+    close_all(leader, follower)
+  assert [x.tolist() for x in got['xs']] == [[1.0 * i, 2.0 * i] for i in range(4)]
