@@ -65,15 +65,6 @@ def _transport_class():
   mode = settings.native_transport()
   if mode == 'off':
     return GrpcioTransport
-  if settings.recovery_timeout_s() is not None:
-    # reset() reconnects in place, which the native endpoint (fixed in the graph's kernels) cannot.
-    if mode == 'on':
-      raise errors.CommunicatorError(
-        'EFL_RECOVERY_TIMEOUT_S needs the Python transport, but EFL_NATIVE_TRANSPORT=on; set it to auto or off '
-        'on both parties'
-      )
-    _log.info('recovery is on (EFL_RECOVERY_TIMEOUT_S): the Python transport carries the data')
-    return GrpcioTransport
   ok, why = native.available()
   if not ok:
     if mode == 'on':
@@ -161,11 +152,10 @@ class Communicator(object):
     )
     self._app_id = app_id or ''
     self._instance_id = uuid.uuid4().hex
-    self._transport_class = _transport_class()
     self._recv_names = []
     self._send_names = []
     self._handshake = self._new_handshake()
-    self._transport = self._transport_class(self._config)
+    self._transport = _transport_class()(self._config)
 
     self._lock = threading.Lock()  # guards the state and what is set with it
     self._state = _CREATED
@@ -531,14 +521,9 @@ class Communicator(object):
   def reset(self):
     """Drops the connection to a lost peer and returns to the state before connect(), step 0, the same names.
 
-    Then connect() pairs this party with the peer's new process (recovery without a restart). Only the
-    Python transport can: the native transport's endpoint is fixed in the graph's kernels.
+    Then connect() pairs this party with the peer's new process (recovery without a restart). The old transport
+    stops and a new one takes its place (the native kernels find it by the old one's name).
     """
-    if self._transport.kind == 'native':
-      raise errors.CommunicatorError(
-        'recovery needs the Python transport (the native endpoint cannot reconnect in place): set '
-        'EFL_NATIVE_TRANSPORT=off on both parties'
-      )
     with self._lock:
       lost = (self._transport.peer_state() or ('',))[0] == 'ConnectionLostError'
       if self._state in (_CLOSING, _CLOSED) and self._close_error is None and not lost:
@@ -547,7 +532,7 @@ class Communicator(object):
     self._handshake.cancel()
     self._transport.close()  # wakes and fails whatever still waits on the old connection
     with self._lock:
-      self._transport = self._transport_class(self._config)
+      self._transport = self._transport.successor()
       self._local_port = None  # the new transport listens again at connect()
       self._handshake = self._new_handshake()
       self._state = _CREATED

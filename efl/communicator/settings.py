@@ -10,7 +10,7 @@
 - `EFL_RECV_TIMEOUT_S` (unset): overrides `default_timeout_milliseconds` of `recv()`.
 - `EFL_CLOSE_TIMEOUT_S` (default 10): how long `close()` waits for the peer's last frames.
 - `EFL_RECOVERY_TIMEOUT_S` (unset: off): with it, a FederalModel whose peer is lost waits this long for the
-  peer's new process, then resumes with it from their common checkpoint (the Python transport carries it).
+  peer's new process, then resumes with it from their common checkpoint.
 - `EFL_PEER_TIMEOUT_S` (default 25): a peer whose process answers nothing for this long (stopped, its host
   frozen, the network dropping packets) is lost; a killed one is seen at once from its closed connection.
 - `EFL_NATIVE_TRANSPORT` (`auto`, `on`, `off`; default `auto`): whether data frames and the send/recv ops use

@@ -41,20 +41,27 @@ def _decode(frame):
 
 
 class Endpoint(base.Transport):
-  """One communicator's native transport; `config` is an `efl.transport.base.Config`."""
+  """One communicator's native transport; `config` is an `efl.transport.base.Config`.
+
+  The graph's kernels find the endpoint by its `name`: the role's, numbered if the role has several endpoints
+  in this process; `name` asks for that one (the predecessor's, which must be closed).
+  """
 
   kind = 'native'
 
-  def __init__(self, config):
+  def __init__(self, config, name=None):
     self._ops, self._lib = load()
     self._cfg = config
     tls, keepalive = config.tls, config.keepalive
-    for number in itertools.count(1):
-      # The graph's kernels find the endpoint by this name: the role's, numbered if the role has several here.
-      self.name = config.role if number == 1 else '%s_%d' % (config.role, number)
-      self.handle = self._create(self.name, config, tls, keepalive)
-      if self.handle:
+    candidates = [name] if name else (config.role if n == 1 else '%s_%d' % (config.role, n) for n in itertools.count(1))
+    handle = 0
+    for candidate in candidates:
+      handle = self._create(candidate, config, tls, keepalive)
+      if handle:
         break
+    if not handle:
+      raise errors.CommunicatorError('a native endpoint called %r is still open in this process' % name)
+    self.name, self.handle = candidate, handle
     self._lock = threading.Lock()
     self._channel = None  # for Hello calls to the peer
     self._hello_thread = None
@@ -188,6 +195,9 @@ class Endpoint(base.Transport):
     buf = ctypes.create_string_buffer(_ERROR_SIZE)
     code = self._lib.efl_nt_peer_state(self.handle, buf, _ERROR_SIZE)
     return (_PEER_STATES[code], buf.value.decode('utf-8', 'replace')) if code in _PEER_STATES else None
+
+  def successor(self):
+    return Endpoint(self._cfg, name=self.name)
 
   def close(self):
     """Stops the transport; kernels still holding it fail with ClosedError."""

@@ -135,3 +135,7 @@ class Transport(object):
   def close(self):
     """Stops the server and the streams. Safe to call more than once."""
     raise NotImplementedError
+
+  def successor(self):
+    """A new transport of this kind and configuration, to connect again after this one was closed."""
+    raise NotImplementedError

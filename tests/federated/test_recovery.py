@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from efl import native
 from proc_helpers import ROOT, party_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,8 +68,11 @@ def _traced(path):
   return runs
 
 
+@pytest.mark.parametrize('transport', ['native', 'python'])
 @pytest.mark.parametrize('trial', range(TRIALS))
-def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path, trial):
+def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path, trial, transport):
+  if transport == 'native' and not native.available()[0]:
+    pytest.skip('native transport not built: %s' % native.available()[1])
   rng = random.Random(trial)
   victim, kill_after = rng.choice(['leader', 'follower']), rng.randint(3, STEPS - 10)
   data, out = str(tmp_path / 'data'), str(tmp_path / 'out')
@@ -95,7 +99,7 @@ def test_killed_party_recovers_and_every_sample_is_used_once_per_epoch(tmp_path,
     ]
     + args,
     cwd=ROOT,
-    env=party_env({'EFL_RECOVERY_TIMEOUT_S': '60'}),
+    env=party_env({'EFL_RECOVERY_TIMEOUT_S': '60', 'EFL_NATIVE_TRANSPORT': 'on' if transport == 'native' else 'off'}),
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
   )

@@ -259,6 +259,9 @@ class GrpcioTransport(base.Transport):
   def peer_state(self, wait_for_detail_s=0):
     return self._mailbox.peer_state(wait_for_detail_s)
 
+  def successor(self):
+    return GrpcioTransport(self._cfg)
+
   def close(self):
     self._mailbox.close(None)  # wakes whatever still waits on this connection
     self._outbox.put(_END_OF_STREAM)
