@@ -132,6 +132,7 @@ class Communicator(object):
     self._peer_addr = peer_addr
     self._local_addr = local_addr
     self._local_port = None
+    self._bound_port = None  # the port once listened on: a reconnection after reset() listens there again
     # Read once: recv() runs every step, and reading the environment there costs as much as the rest of it.
     self._recv_timeout_s = settings.recv_timeout_s(default_timeout_milliseconds)
     self._tls = settings.tls_config()
@@ -335,7 +336,9 @@ class Communicator(object):
       if self._local_port is None:
         self._listen()
       deadline = time.time() + timeout_s
-      peer = self._handshake.run(self._transport, self._peer_addr, self._local_addr, self._tls, deadline, timeout_s)
+      peer = self._handshake.run(
+        self._transport, self._peer_addr, self._local_addr, self._tls, deadline, timeout_s, self.peer_timeout_s
+      )
       info = self._handshake.info(peer)
       self._peer_recv_names = frozenset(peer.recv_names)
       # The largest message the stream may carry: this client's send limit or the peer server's receive limit.
@@ -367,8 +370,11 @@ class Communicator(object):
     return 'client %s / server %s' % (client, server)
 
   def _listen(self):
+    address = self._local_addr
+    if self._bound_port:  # the peer's new process finds this party where its predecessor did (port 0 too)
+      address = '%s:%d' % (address.rsplit(':', 1)[0], self._bound_port)
     try:
-      self._local_port = self._transport.listen(self._local_addr, self._handshake)
+      self._local_port = self._bound_port = self._transport.listen(address, self._handshake)
     except errors.AddressInUseError as e:
       raise errors.AddressInUseError(
         'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '

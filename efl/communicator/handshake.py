@@ -135,12 +135,17 @@ class Handshake(base.Greeter):
         request.protocol_version,
         request.app_id,
       )
-    return self.greeting(error=reason)
+    reply = self.greeting(error=reason)
+    reply.busy = True
+    return reply
 
   # ------------------------------------------------------------------------------------- client side
 
-  def run(self, transport, peer_addr, local_addr, tls, deadline, timeout_s):
+  def run(self, transport, peer_addr, local_addr, tls, deadline, timeout_s, peer_timeout_s):
     """Calls the peer's Hello until it answers, then waits for the peer's own Hello.
+
+    A peer still paired with an earlier process of this party's role is asked again for up to `peer_timeout_s`
+    (the time it takes to notice that the earlier one is gone).
 
     Returns:
       The peer's `Greeting`, checked.
@@ -150,6 +155,13 @@ class Handshake(base.Greeter):
       ClosedError: `cancel()` was called meanwhile.
     """
     reply = self._call_hello(transport, peer_addr, tls, deadline, timeout_s)
+    busy_until = min(deadline, time.time() + peer_timeout_s)
+    while reply.error and reply.busy and time.time() < busy_until:
+      # The peer is still paired with this party's predecessor, whose death it notices within its peer
+      # timeout (at once for a killed process); a restarted party asks again until then.
+      _log.info('the %s at %s is still paired with an earlier %s; asking again', self.peer_role, peer_addr, self.role)
+      time.sleep(min(0.5, max(0.0, busy_until - time.time())))
+      reply = self._call_hello(transport, peer_addr, tls, deadline, timeout_s)
     if reply.error:
       raise errors.HandshakeError(
         'the %s at %s refused this %s: %s' % (self.peer_role, peer_addr, self.role, reply.error)

@@ -364,3 +364,42 @@ def test_listen_first_then_learn_the_peer(pairs):
     leader.set_peer_addr('127.0.0.1:1')
   with pytest.raises(ec.CommunicatorError, match=r'listen\(\) before connect\(\); this communicator is connected'):
     follower.listen()
+
+
+def test_a_restarted_party_asks_again_while_the_survivor_is_still_paired(pairs, caplog):
+  # A restarted leader can say Hello before the follower noticed that the first one died: it is refused as
+  # busy and asks again until the follower, reset by its recovery, accepts it.
+  leader, follower = pairs.connected(['x'])
+  address = '127.0.0.1:%d' % leader.local_port
+  leader.close(error='killed')
+  newcomer = Communicator('leader', '127.0.0.1:%d' % follower.local_port, address)
+  newcomer.register_send('x')
+  pairs.comms.append(newcomer)
+  result = {}
+  connecting = threading.Thread(target=lambda: result.update(peer=newcomer.connect(timeout_s=30)))
+  with caplog.at_level('INFO', logger='tensorflow.efl.communicator'):
+    connecting.start()
+    deadline = time.time() + 20
+    while 'is still paired with an earlier leader; asking again' not in caplog.text and time.time() < deadline:
+      time.sleep(0.05)
+    assert 'is still paired with an earlier leader; asking again' in caplog.text
+  assert connecting.is_alive()
+  follower.reset()
+  assert follower.connect(timeout_s=20) == {}
+  connecting.join(30)
+  assert result == {'peer': {}}
+  newcomer.send('x', 0, np.arange(2))
+  np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), np.arange(2))
+
+
+def test_a_second_party_of_a_role_is_refused_after_the_peer_timeout(pairs, monkeypatch):
+  monkeypatch.setenv('EFL_PEER_TIMEOUT_S', '2')
+  leader, follower = pairs.connected(['x'])
+  intruder = Communicator('leader', '127.0.0.1:%d' % follower.local_port, '127.0.0.1:0')
+  intruder.register_send('x')
+  pairs.comms.append(intruder)
+  start = time.time()
+  with pytest.raises(ec.HandshakeError, match='paired with the leader that connected first'):
+    intruder.connect(timeout_s=30)
+  assert time.time() - start < 10
+  assert leader.connected and follower.connected
