@@ -132,7 +132,6 @@ class Communicator(object):
     self._peer_addr = peer_addr
     self._local_addr = local_addr
     self._local_port = None
-    self._bound_port = None  # the port once listened on: a reconnection after reset() listens there again
     # Read once: recv() runs every step, and reading the environment there costs as much as the rest of it.
     self._recv_timeout_s = settings.recv_timeout_s(default_timeout_milliseconds)
     self._tls = settings.tls_config()
@@ -371,10 +370,10 @@ class Communicator(object):
 
   def _listen(self):
     address = self._local_addr
-    if self._bound_port:  # the peer's new process finds this party where its predecessor did (port 0 too)
-      address = '%s:%d' % (address.rsplit(':', 1)[0], self._bound_port)
+    if self._local_port:  # after reset(): the peer's new process finds this party where it was (port 0 too)
+      address = '%s:%d' % (address.rsplit(':', 1)[0], self._local_port)
     try:
-      self._local_port = self._bound_port = self._transport.listen(address, self._handshake)
+      self._local_port = self._transport.listen(address, self._handshake)
     except errors.AddressInUseError as e:
       raise errors.AddressInUseError(
         'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
@@ -388,9 +387,7 @@ class Communicator(object):
     if state == _CREATED:
       raise errors.ClosedError('%s before connect(); connect the communicator first' % what)
     if state in (_CLOSING, _CLOSED):
-      if self._close_error:
-        raise errors.ClosedError(wire.TEXT['CLOSED_WITH_ERROR'] % (self._role, self._close_error))
-      raise errors.ClosedError(wire.TEXT['CLOSED'] % self._role)
+      raise errors.ClosedError(wire.closed_text(self._role, self._close_error))
     if state != _CONNECTED:
       raise errors.ClosedError(wire.TEXT['NOT_CONNECTED'] % self._role)
 
@@ -528,7 +525,8 @@ class Communicator(object):
     """Drops the connection to a lost peer and returns to the state before connect(), step 0, the same names.
 
     Then connect() pairs this party with the peer's new process (recovery without a restart). The old transport
-    stops and a new one takes its place (the native kernels find it by the old one's name).
+    stops and a new one takes its place (the native kernels find it by the old one's name); it listens at once on
+    the port the old one had, where the peer's new process looks for this party.
     """
     with self._lock:
       lost = (self._transport.peer_state() or ('',))[0] == 'ConnectionLostError'
@@ -539,8 +537,9 @@ class Communicator(object):
     self._transport.close()  # wakes and fails whatever still waits on the old connection
     with self._lock:
       self._transport = self._transport.successor()
-      self._local_port = None  # the new transport listens again at connect()
       self._handshake = self._new_handshake()
+      if self._local_port is not None:
+        self._listen()
       self._state = _CREATED
       self._phase = ''
       self._peer_recv_names = frozenset()

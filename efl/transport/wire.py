@@ -74,6 +74,11 @@ TEXT = {
 }
 
 
+def closed_text(role, error):
+  """Why a party closed, for what still runs against it: `error` is its close error ('' or None for none)."""
+  return TEXT['CLOSED_WITH_ERROR'] % (role, error) if error else TEXT['CLOSED'] % role
+
+
 def code(name):
   """The result code called `name` ('TIMEOUT', ...)."""
   for entry in RESULT_CODES:

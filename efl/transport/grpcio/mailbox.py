@@ -109,9 +109,7 @@ class Mailbox(object):
   def _raise_if_broken(self):
     """Raises the error that explains why nothing more will come from the peer (caller holds the lock)."""
     if self._close_error is not None:
-      if self._close_error:
-        raise errors.ClosedError(_T['CLOSED_WITH_ERROR'] % (self._role, self._close_error))
-      raise errors.ClosedError(_T['CLOSED'] % self._role)
+      raise errors.ClosedError(wire.closed_text(self._role, self._close_error))
     state = self._peer_state()
     if state is not None:
       raise getattr(errors, state[0])(state[1])
