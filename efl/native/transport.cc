@@ -823,8 +823,12 @@ class Endpoint {
       {
         std::lock_guard<std::mutex> l(calls_mu_);
         --c->in_flight;
-        received = c->received;
-        c->received = nullptr;
+        // Only a read's own event takes its message: the core fills c->received before that event is queued,
+        // so another batch's event taken in between (the initial metadata sent, say) must leave it there.
+        if (what == kStreamRead || what == kHelloRead) {
+          received = c->received;
+          c->received = nullptr;
+        }
         if (what == kHelloRead) {
           if (ev.success && received != nullptr) {
             grpc_byte_buffer_reader reader;

@@ -14,7 +14,7 @@ from efl.communicator.communicator import PROTOCOL_VERSION
 from efl.communicator.proto import communicator_pb2 as pb
 from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl.transport import wire
-from comm_helpers import echo_peer_process
+from comm_helpers import Pairs, echo_peer_process
 from proc_helpers import listening_ports
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,6 +82,33 @@ def test_bye_follows_the_frames_sent_before_it(pairs):
   follower.close()
   closer.join(15)
   assert not closer.is_alive()
+
+
+def test_the_first_frames_of_a_new_stream_are_never_lost(transport, monkeypatch):
+  """Frames sent the moment the streams open all arrive, on many fresh pairs.
+
+  The native server once let the event of another batch of the stream's call (its initial metadata sent)
+  take the message of a read that had completed but whose own event was still queued: 1 pair in 150 to 300
+  lost its first frames and was reported as ended without BYE. A race, so the test opens as many pairs as
+  it can in a few seconds (hundreds on the native transport; the old code failed within them in 10 runs of
+  10).
+  """
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '3')
+  deadline, opened = time.time() + 4.0, 0
+  while time.time() < deadline and opened < 2000:
+    p = Pairs()
+    try:
+      leader, follower = p.connected(leader_send=['x'], follower_send=['y'])
+      for step in range(2):
+        leader.send('x', step, np.full(2, step))
+        follower.send('y', step, np.full(2, step))
+      for step in range(2):
+        assert follower.recv('x', step, timeout_s=10)[0] == step
+        assert leader.recv('y', step, timeout_s=10)[0] == step
+    finally:
+      p.close_all()
+    opened += 1
+  assert opened >= (10 if transport == 'python' else 50), opened
 
 
 def test_a_stream_is_taken_only_from_the_party_that_said_hello(pairs):
