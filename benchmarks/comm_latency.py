@@ -21,7 +21,6 @@ Prints the medians, `BENCH comm_round_trip_ms_<shape>` (the communicator on the 
 import argparse
 import os
 import queue
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,16 +33,11 @@ import numpy as np
 
 from efl import native
 from efl.communicator.communicator import Communicator
+from efl.launcher import free_port
 
 WARMUP = 50
 _MODES = {'native': 'on', 'python': 'off'}  # EFL_NATIVE_TRANSPORT of each transport
 _METHOD = '/bench.Echo/Stream'
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 class _SendRecvEnd(object):
@@ -177,7 +171,7 @@ def _round_trips_ms(args, transport, shape, native_mode):
   """One run over `transport` (efl's on `native_mode`, an EFL_NATIVE_TRANSPORT value): starts the echoing
   follower, returns the leader's mean round trip in ms."""
   os.environ['EFL_NATIVE_TRANSPORT'] = native_mode  # Read by the communicators of both processes.
-  lp, fp = _free_port(), _free_port()
+  lp, fp = free_port(), free_port()
   child = subprocess.Popen(
     [
       sys.executable,

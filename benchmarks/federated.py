@@ -17,7 +17,6 @@ repeat also runs the Python transport (`EFL_NATIVE_TRANSPORT=off`), and the benc
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -87,12 +86,6 @@ def _party(role, batch):
   print('RESULT ' + json.dumps({'role': role, 'samples_per_s': rate}), flush=True)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _rate(out):
   for line in out.decode('utf-8', 'replace').splitlines():
     if line.startswith('RESULT '):
@@ -121,7 +114,9 @@ def measure_single(batch):
 
 
 def measure_federated(batch, transport=None):
-  lp, fp = _free_port(), _free_port()
+  from efl.launcher import free_port  # both parties start at once, so both need their ports first
+
+  lp, fp = free_port(), free_port()
   procs = [
     _run(
       [

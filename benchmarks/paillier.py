@@ -10,7 +10,6 @@ output says so. Usage:
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -23,12 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from efl.communicator import Communicator, CommunicatorError  # noqa: E402
 from efl.privacy.paillier import encoding, generate_paillier_key  # noqa: E402
 from efl.privacy.paillier.protocol import ActiveParty, PassiveParty  # noqa: E402
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _load():
@@ -52,9 +45,8 @@ def _cpu_s(ciphers):
 
 def efl_step(pub, priv, batch, dim, steps, precomputed):
   """Returns [(wall seconds, CPU seconds of both parties)] for each step (forward + backward)."""
-  lp, fp = _free_port(), _free_port()
-  leader = Communicator('leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp)
-  follower = Communicator('follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp)
+  leader = Communicator('leader', '127.0.0.1:0', '127.0.0.1:0')  # learns the follower's port from its Hello
+  follower = Communicator('follower', '127.0.0.1:%d' % leader.listen(), '127.0.0.1:0')
   active = ActiveParty(follower, dim, pub, priv, 0.01)
   passive = PassiveParty(leader, dim, dim, pub, 0.01)
   t = threading.Thread(target=leader.connect)

@@ -60,6 +60,14 @@ def _close_forgotten():
 atexit.register(_close_forgotten)
 
 
+def _port_of(addr):
+  """The port of a 'host:port' address, None if it is not a number."""
+  try:
+    return int(addr.rsplit(':', 1)[1])
+  except ValueError:
+    return None
+
+
 def _transport_class():
   """The transport class `EFL_NATIVE_TRANSPORT` asks for and this installation has."""
   mode = settings.native_transport()
@@ -86,7 +94,8 @@ class Communicator(object):
 
   Args:
     federal_role: 'leader' or 'follower'.
-    peer_addr: host:port of the peer's server.
+    peer_addr: host:port of the peer's server. With port 0, this party waits for the peer to call first and
+        takes the port from the peer's Hello (the peer must be given this party's address).
     local_addr: host:port this party's server listens on (port 0 picks a free port; see `local_port`).
     client_thread_num: accepted for compatibility; the client needs no thread pool.
     server_thread_num: size of the server's thread pool (at least 4).
@@ -129,6 +138,7 @@ class Communicator(object):
       )
     self._role = federal_role
     self._peer_role = handshake.peer_role_of(federal_role)
+    self._given_peer_addr = peer_addr  # port 0: learned from the peer's Hello at each connect()
     self._peer_addr = peer_addr
     self._local_addr = local_addr
     self._local_port = None
@@ -291,9 +301,13 @@ class Communicator(object):
     with self._lock:
       if self._state != _CREATED:
         raise errors.CommunicatorError('set_peer_addr() before connect(); this communicator is %s' % self._state)
-      self._peer_addr = peer_addr
-      self._config = self._config._replace(peer_addr=peer_addr)
-      self._transport.set_peer_addr(peer_addr)
+      self._given_peer_addr = peer_addr
+      self._use_peer_addr(peer_addr)
+
+  def _use_peer_addr(self, peer_addr):
+    self._peer_addr = peer_addr
+    self._config = self._config._replace(peer_addr=peer_addr)
+    self._transport.set_peer_addr(peer_addr)
 
   def connect(self, timeout_s=None, info=None):
     """Starts the server, waits for the peer and checks that both parties fit together.
@@ -335,6 +349,11 @@ class Communicator(object):
       if self._local_port is None:
         self._listen()
       deadline = time.time() + timeout_s
+      if _port_of(self._given_peer_addr) == 0:
+        learned = self._handshake.learn_peer_addr(self._given_peer_addr, self._bound_local_addr(), deadline, timeout_s)
+        with self._lock:
+          self._use_peer_addr(learned)
+        _log.info("%s: the %s's Hello says it listens on %s", self._role, self._peer_role, learned)
       peer = self._handshake.run(
         self._transport, self._peer_addr, self._local_addr, self._tls, deadline, timeout_s, self.peer_timeout_s
       )
@@ -379,6 +398,11 @@ class Communicator(object):
         'cannot listen on local_addr %s (%s); another process may use the port: stop it or pass '
         'another --local_addr' % (self._local_addr, e)
       )
+    self._handshake.listen_port = self._local_port
+    _log.info('%s listening on %s', self._role, self._bound_local_addr())
+
+  def _bound_local_addr(self):
+    return '%s:%d' % (self._local_addr.rsplit(':', 1)[0], self._local_port)
 
   # -------------------------------------------------------------------------------------- send and recv
 
@@ -538,6 +562,8 @@ class Communicator(object):
     with self._lock:
       self._transport = self._transport.successor()
       self._handshake = self._new_handshake()
+      if self._peer_addr != self._given_peer_addr:
+        self._use_peer_addr(self._given_peer_addr)  # the peer's new process may listen on another port
       if self._local_port is not None:
         self._listen()
       self._state = _CREATED

@@ -58,11 +58,13 @@ class Handshake(base.Greeter):
     self._send_names = send_names
     self._cond = threading.Condition()  # guards everything below
     self._info_json = '{}'
+    self._begun = False  # connect() began: Hellos are answered from then on
     self._connecting = False
     self._cancelled = False
     self._peer = None  # the accepted peer's Greeting
     self._peer_failure = None  # what the peer said when it failed before the parties connected
     self._refusals_logged = set()  # kinds of refused Hello already logged (a flood is logged once)
+    self.listen_port = 0  # this party's server's port, once it listens
 
   def greeting(self, error=''):
     return pb.Greeting(
@@ -75,12 +77,14 @@ class Handshake(base.Greeter):
       max_receive_message_size=self._recv_limit,
       error=error,
       app_id=self._app_id,
+      listen_port=self.listen_port,
     )
 
   def begin(self, info_json):
     """connect() starts: a Hello from a replacement process may still take the first one's place."""
     with self._cond:
       self._info_json = info_json
+      self._begun = True
       self._connecting = True
 
   def end(self):
@@ -103,6 +107,8 @@ class Handshake(base.Greeter):
 
   def answer(self, request):
     with self._cond:
+      if not self._begun and not request.error:
+        return None  # this party's names and info are final only once connect() begins
       if request.error:  # The peer failed before connecting (see announce_failure).
         if self._connecting:
           self._peer_failure = request.error[:MAX_ERROR_TEXT]
@@ -188,6 +194,51 @@ class Handshake(base.Greeter):
         'running with --peer_addr pointing at %s?' % (peer_addr, self.role, self.peer_role, local_addr)
       )
     return peer
+
+  def learn_peer_addr(self, peer_addr, local_addr, deadline, timeout_s):
+    """For a `peer_addr` with port 0: waits for the peer's Hello and returns its address, host:listen_port.
+
+    The host stays the one `peer_addr` names (so TLS checks the name given); the port is the one the peer's
+    Greeting says its server listens on.
+
+    Raises:
+      PeerUnreachableError: no peer called within `timeout_s`.
+      HandshakeError, PeerFailedError: the peer does not fit, or failed; its Greeting names no port.
+      ClosedError: `cancel()` was called meanwhile.
+    """
+    host = peer_addr.rsplit(':', 1)[0]
+    with self._cond:
+      while self._peer is None and self._peer_failure is None:
+        if self._cancelled:
+          raise errors.ClosedError('close() was called while connect() waited for the %s' % self.peer_role)
+        remaining = deadline - time.time()
+        if remaining <= 0:
+          raise errors.PeerUnreachableError(
+            "no %s called this %s's server at %s within %g s; this %s's peer_addr %s has port 0, so it waits "
+            "for the %s to call first: start the %s with --peer_addr pointing at this %s's server"
+            % (
+              self.peer_role,
+              self.role,
+              local_addr,
+              timeout_s,
+              self.role,
+              peer_addr,
+              self.peer_role,
+              self.peer_role,
+              self.role,
+            )
+          )
+        self._cond.wait(min(remaining, 1.0))
+    self._check_peer_hello_if_any(peer_addr)
+    with self._cond:
+      port = self._peer.listen_port
+    if not port:
+      raise errors.HandshakeError(
+        "the %s that called this %s did not say which port it listens on, and this %s's peer_addr %s has "
+        "port 0: give this %s the %s's address in --peer_addr, or both parties the same efl version"
+        % (self.peer_role, self.role, self.role, peer_addr, self.role, self.peer_role)
+      )
+    return '%s:%d' % (host, port)
 
   def _call_hello(self, transport, peer_addr, tls, deadline, timeout_s):
     start = time.time()

@@ -56,7 +56,7 @@ def _declare(lib):
     ('efl_nt_peer_state', i32, [i64, c, i32]),
     ('efl_nt_next_hello', i64, [i64, dbl, ctypes.POINTER(p), ctypes.POINTER(i64)]),
     ('efl_nt_hello_free', None, [p]),
-    ('efl_nt_answer_hello', None, [i64, i64, c, i64, c]),
+    ('efl_nt_answer_hello', None, [i64, i64, c, i64, c, i32, c]),
     ('efl_nt_destroy', None, [i64]),
   ):
     fn = getattr(lib, name)

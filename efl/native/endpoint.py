@@ -10,8 +10,9 @@ import itertools
 import logging
 import threading
 
+import grpc
+
 from efl.communicator.proto import communicator_pb2 as pb
-from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl.native import load
 from efl.transport import base
 from efl.transport import errors
@@ -26,6 +27,9 @@ _ERRORS = {entry.code: getattr(errors, entry.error_class) for entry in wire.RESU
 # Result codes of efl_nt_peer_state, by efl error class name.
 _PEER_STATES = {wire.code(name): _ERRORS[wire.code(name)].__name__ for name in ('PEER_FAILED', 'PEER_CLOSED', 'LOST')}
 _ERROR_SIZE = 8192
+# The gRPC status codes a refused Hello gets (see Greeter.answer).
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def _bytes(text):
@@ -62,8 +66,7 @@ class Endpoint(base.Transport):
     if not handle:
       raise errors.CommunicatorError('a native endpoint called %r is still open in this process' % name)
     self.name, self.handle = candidate, handle
-    self._lock = threading.Lock()
-    self._channel = None  # for Hello calls to the peer
+    self._peer = channels.PeerChannel(config)  # for Hello calls to the peer
     self._hello_thread = None
 
   def _create(self, name, config, tls, keepalive):
@@ -119,24 +122,24 @@ class Endpoint(base.Transport):
         data = ctypes.string_at(request, size.value)
       finally:
         self._lib.efl_nt_hello_free(request)
+      reply, status, details = None, _UNAVAILABLE, wire.TEXT['HELLO_TOO_EARLY'] % self._cfg.role
       try:
-        reply = greeter.answer(pb.Greeting.FromString(data)).SerializeToString()
+        answer = greeter.answer(pb.Greeting.FromString(data))
+        if answer is not None:
+          reply, status, details = answer.SerializeToString(), 0, ''
       except Exception as e:  # pylint: disable=broad-except
         _log.warning('refused a Hello that is not a Greeting: %r', e)
-        reply = None
+        status, details = _INVALID_ARGUMENT, wire.TEXT['HELLO_NOT_GREETING']
       # The server takes a stream only from the paired party (the one whose Hello was accepted).
       paired = greeter.paired_instance()
-      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply) if reply is not None else 0, _bytes(paired))
+      self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply or b''), _bytes(paired), status, _bytes(details))
 
   def hello(self, greeting, timeout_s):
-    with self._lock:
-      if self._channel is None:
-        self._channel = channels.open_channel(self._cfg)
-      stub = pb_grpc.PeerServiceStub(self._channel)
-    return stub.Hello(greeting, timeout=timeout_s)
+    return self._peer.hello(greeting, timeout_s)
 
   def set_peer_addr(self, peer_addr):
     self._cfg = self._cfg._replace(peer_addr=peer_addr)
+    self._peer.set_peer_addr(peer_addr)
     self._lib.efl_nt_set_peer_addr(self.handle, _bytes(peer_addr))
 
   def open_stream(self, timeout_s, instance_id, send_limit, send_limit_variable):
@@ -204,7 +207,6 @@ class Endpoint(base.Transport):
     if self.handle:
       self._lib.efl_nt_destroy(self.handle)
       self.handle = 0
-    if self._channel is not None:
-      self._channel.close()
+    self._peer.close()
     if self._hello_thread is not None and self._hello_thread is not threading.current_thread():
       self._hello_thread.join(5.0)

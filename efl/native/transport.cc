@@ -497,17 +497,19 @@ class Endpoint {
     return id;
   }
 
-  // Answers Hello `id` with a serialized Greeting, or with INVALID_ARGUMENT when `reply` is null. `paired` is
-  // the instance id of the peer Python's rules pair this party with ('' for none yet): only its stream is taken.
-  void AnswerHello(int64_t id, const char* reply, size_t size, const std::string& paired) {
+  // Answers Hello `id` with a serialized Greeting, or with `status` and `details` when status is not OK. `paired`
+  // is the instance id of the peer Python's rules pair this party with ('' for none yet): only its stream is
+  // taken.
+  void AnswerHello(int64_t id, const char* reply, size_t size, const std::string& paired, int status,
+                   const char* details) {
     std::lock_guard<std::mutex> l(calls_mu_);
     if (!paired.empty()) paired_instance_ = paired;
     auto it = awaiting_.find(id);
     if (it == awaiting_.end()) return;  // The caller gave up meanwhile.
     ServerCall* c = it->second;
     awaiting_.erase(it);
-    if (reply == nullptr) {
-      SendStatus(c, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a Greeting");
+    if (status != GRPC_STATUS_OK) {
+      SendStatus(c, static_cast<grpc_status_code>(status), details);
       return;
     }
     grpc_slice slice = grpc_slice_from_copied_buffer(reply, size);
@@ -1366,10 +1368,13 @@ int64_t efl_nt_next_hello(int64_t handle, double timeout_s, char** request, int6
 
 void efl_nt_hello_free(char* request) { free(request); }
 
-// Answers Hello `id` with a serialized Greeting (NULL: the request was not one).
-void efl_nt_answer_hello(int64_t handle, int64_t id, const char* reply, int64_t size, const char* paired) {
+// Answers Hello `id` with a serialized Greeting (status 0) or refuses it with a gRPC status and its details.
+void efl_nt_answer_hello(int64_t handle, int64_t id, const char* reply, int64_t size, const char* paired,
+                         int32_t status, const char* details) {
   auto endpoint = Registry::Get().Find(handle);
-  if (endpoint) endpoint->AnswerHello(id, reply, static_cast<size_t>(size), paired ? paired : "");
+  if (endpoint) {
+    endpoint->AnswerHello(id, reply, static_cast<size_t>(size), paired ? paired : "", status, details ? details : "");
+  }
 }
 
 // Stops the transport and forgets the handle; kernels that hold the endpoint then fail with ClosedError.

@@ -38,7 +38,12 @@ class Greeter(object):
   """The server side of the handshake, which a transport's server calls (implemented by the communicator)."""
 
   def answer(self, request):
-    """Returns the `Greeting` that answers the peer's `request` (a `Greeting`)."""
+    """Returns the `Greeting` that answers the peer's `request` (a `Greeting`).
+
+    None means that this party does not take Hellos yet (its connect() has not begun, so its names and info are
+    not final): the server answers UNAVAILABLE with `wire.TEXT['HELLO_TOO_EARLY']`, and the caller asks again
+    as if the server did not listen yet.
+    """
     raise NotImplementedError
 
   def paired_instance(self):

@@ -68,6 +68,10 @@ TEXT = {
   'STREAM_TO_FAILED': 'the stream to the %s at %s failed (%s): the %s process died or the network failed',
   'SEND_FAILED': "sending '%s' at step %d to the %s at %s failed: the %s process died or the network failed",
   'STREAM_NOT_OPENED': 'the %s at %s did not open its stream within %g s; is it still running?',
+  # Why a server refuses a Hello: UNAVAILABLE (the caller asks again, as if the server did not listen yet) or
+  # INVALID_ARGUMENT.
+  'HELLO_TOO_EARLY': 'this %s has not begun connect() yet; ask again',
+  'HELLO_NOT_GREETING': 'the request is not a Greeting',
   # Why a server refuses a Stream call (FAILED_PRECONDITION).
   'STREAM_TAKEN': 'this party already has a stream from its peer',
   'STREAM_NOT_PAIRED': "the stream's caller is not the party that said Hello to this one",

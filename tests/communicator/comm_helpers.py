@@ -10,7 +10,7 @@ import sys
 import threading
 
 from efl.communicator import Communicator
-from ports import free_port, pair
+from ports import ANY_PORT, pair
 
 
 def connect_both(first, second, timeout_s=10.0, infos=(None, None)):
@@ -76,22 +76,24 @@ def close_all(*comms):
 def echo_peer_process():
   """A leader `Communicator` (sends 'x', receives 'y') and a child process echoing 'x' back as 'y' (echo_peer.py).
 
-  Yields (comm, child Popen, the child's port); the child inherits this process's environment.
+  Yields (comm, child Popen); the child inherits this process's environment. Both listen on ports they pick:
+  the leader first, then the child, given the leader's address; the leader learns the child's port from its
+  Hello (its peer_addr has port 0).
   """
-  local, peer = free_port(), free_port()
+  comm = Communicator('leader', ANY_PORT, ANY_PORT)
+  comm.register_send('x')
+  comm.register_recv('y')
+  port = comm.listen()
   proc = subprocess.Popen(
     [
       sys.executable,
       os.path.join(os.path.dirname(os.path.abspath(__file__)), 'echo_peer.py'),
-      '127.0.0.1:%d' % local,
-      '127.0.0.1:%d' % peer,
+      '127.0.0.1:%d' % port,
+      ANY_PORT,
     ]
   )
-  comm = Communicator('leader', '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
-  comm.register_send('x')
-  comm.register_recv('y')
   try:
-    yield comm, proc, peer
+    yield comm, proc
   finally:
     if proc.poll() is None:
       proc.kill()

@@ -4,16 +4,20 @@ import socket
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
 import efl.communicator as ec
 from efl.communicator import Communicator
+from efl.communicator.communicator import PROTOCOL_VERSION
+from efl.communicator.proto import communicator_pb2 as pb
+from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl import native as native_module
 from efl.native import available as native_available
-from comm_helpers import connect_both
+from comm_helpers import close_all, connect_both
 from ports import listening_pair
-from ports import free_port
+from ports import ANY_PORT
 
 DTYPES = ['bool', 'int8', 'int32', 'int64', 'uint8', 'float16', 'float32', 'float64']
 
@@ -68,8 +72,13 @@ def test_many_queued_messages_keep_their_order(pairs):
     np.testing.assert_array_equal(follower.recv('x', step, timeout_s=10), sent[step])
 
 
-def test_connect_can_be_interrupted_by_close():
-  comm = Communicator('leader', '127.0.0.1:%d' % free_port(), '127.0.0.1:%d' % free_port())
+# Nothing listens on port 1 of 127.0.0.1 (a privileged port): a peer there never answers.
+NOBODY = '127.0.0.1:1'
+
+
+@pytest.mark.parametrize('peer_addr', [NOBODY, ANY_PORT], ids=['calling', 'waiting_for_hello'])
+def test_connect_can_be_interrupted_by_close(peer_addr):
+  comm = Communicator('leader', peer_addr, ANY_PORT)
   result = {}
 
   def connect():
@@ -286,14 +295,101 @@ def test_bad_role_is_refused():
     Communicator('boss', '127.0.0.1:1', '127.0.0.1:2')
 
 
+def test_a_party_whose_peer_port_is_0_learns_it_from_the_hello(transport):
+  """The leader starts first on ports it picks; the follower is given its address; the leader learns the rest."""
+  del transport
+  leader = Communicator('leader', ANY_PORT, ANY_PORT)
+  leader.register_send('x')
+  follower = Communicator('follower', '127.0.0.1:%d' % leader.listen(), ANY_PORT)
+  follower.register_recv('x')
+  follower.register_send('y')
+  leader.register_recv('y')
+  try:
+    assert connect_both(leader, follower) == [{}, {}]
+    assert leader.peer_addr == '127.0.0.1:%d' % follower.local_port
+    leader.send('x', 0, np.arange(3))
+    follower.send('y', 0, follower.recv('x', 0, timeout_s=10) * 2)
+    np.testing.assert_array_equal(leader.recv('y', 0, timeout_s=10), [0, 2, 4])
+  finally:
+    close_all(leader, follower)
+
+
+def test_a_survivor_learns_the_port_of_the_peers_new_process_again(transport, monkeypatch):
+  del transport
+  monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')  # the dying follower does not wait long for the leader's end
+  leader = Communicator('leader', ANY_PORT, ANY_PORT)
+  leader.register_send('x')
+  address = '127.0.0.1:%d' % leader.listen()
+  followers = []
+  try:
+    for attempt in range(2):
+      follower = Communicator('follower', address, ANY_PORT)
+      follower.register_recv('x')
+      followers.append(follower)
+      assert connect_both(leader, follower) == [{}, {}]
+      assert leader.peer_addr == '127.0.0.1:%d' % follower.local_port
+      leader.send('x', 0, np.full(2, attempt))
+      np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), [attempt, attempt])
+      if attempt == 0:
+        dying = threading.Thread(target=follower.close, kwargs={'error': 'killed'})
+        dying.start()
+        leader.reset()  # while the follower closes, as in two processes
+        dying.join(30)
+        assert leader.peer_addr == ANY_PORT  # to be learned from the new process's Hello
+    assert followers[0].local_port != followers[1].local_port
+  finally:
+    close_all(leader, *followers)
+
+
+def test_two_parties_that_both_wait_for_a_hello_say_so(transport):
+  del transport
+  leader, follower = Communicator('leader', ANY_PORT, ANY_PORT), Communicator('follower', ANY_PORT, ANY_PORT)
+  try:
+    for r in connect_both(leader, follower, timeout_s=1.5):
+      assert isinstance(r, ec.PeerUnreachableError), r
+      assert 'has port 0, so it waits for the' in str(r) and 'with --peer_addr pointing at' in str(r), r
+  finally:
+    close_all(leader, follower)
+
+
+def test_a_waiting_party_refuses_a_hello_that_names_no_port(transport):
+  """A peer that does not say where it listens (an older efl) gets a clear error, not a wait."""
+  del transport
+  leader = Communicator('leader', ANY_PORT, ANY_PORT)
+  address = '127.0.0.1:%d' % leader.listen()
+  result = []
+  waiter = threading.Thread(target=lambda: result.append(_connect_error(leader, 30)))
+  waiter.start()
+  try:
+    greeting = pb.Greeting(role='follower', protocol_version=PROTOCOL_VERSION, instance_id='an-older-follower')
+    deadline = time.time() + 15
+    with grpc.insecure_channel(address) as channel:
+      while waiter.is_alive() and time.time() < deadline:
+        try:
+          pb_grpc.PeerServiceStub(channel).Hello(greeting, timeout=2)
+        except grpc.RpcError:
+          pass  # the leader has not begun connect() yet, or it already failed and stopped its server
+        waiter.join(0.1)
+  finally:
+    leader.close()
+  assert isinstance(result[0], ec.HandshakeError), result
+  assert 'did not say which port it listens on' in str(result[0]), result
+
+
+def _connect_error(comm, timeout_s):
+  try:
+    comm.connect(timeout_s=timeout_s)
+  except ec.CommunicatorError as e:
+    return e
+  return None
+
+
 def test_connect_timeout_names_the_address():
-  port = free_port()
-  comm = Communicator('follower', '127.0.0.1:%d' % port, '127.0.0.1:%d' % free_port())
+  comm = Communicator('follower', NOBODY, ANY_PORT)
   start = time.time()
   with pytest.raises(
     ec.PeerUnreachableError,
-    match=r'leader at peer_addr 127.0.0.1:%d did not answer '
-    r'within 1.5 s.*start the leader' % port,
+    match=r'leader at peer_addr 127.0.0.1:1 did not answer within 1.5 s.*start the leader',
   ):
     comm.connect(timeout_s=1.5)
   assert time.time() - start < 8
@@ -305,7 +401,7 @@ def test_taken_port_is_reported():
     s.bind(('127.0.0.1', 0))
     s.listen(1)
     addr = '127.0.0.1:%d' % s.getsockname()[1]
-    comm = Communicator('leader', '127.0.0.1:%d' % free_port(), addr)
+    comm = Communicator('leader', NOBODY, addr)
     with pytest.raises(ec.AddressInUseError, match='cannot listen on local_addr %s' % addr):
       comm.connect(timeout_s=1)
     comm.close()

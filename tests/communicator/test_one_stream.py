@@ -12,9 +12,9 @@ import pytest
 import efl.communicator as ec
 from efl.communicator.communicator import PROTOCOL_VERSION
 from efl.communicator.proto import communicator_pb2 as pb
-from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl.transport import wire
 from comm_helpers import Pairs, echo_peer_process
+from ports import call_hello
 from proc_helpers import listening_ports
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,18 +28,18 @@ def echo_peer(transport):  # `transport` first: the child inherits its EFL_NATIV
 
 def test_a_party_listens_on_exactly_one_port(echo_peer, transport, monkeypatch):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')
-  comm, proc, peer_port = echo_peer
+  comm, proc = echo_peer
   assert (comm.native is not None) == (transport == 'native')
   comm.connect(timeout_s=60)
   comm.send('x', 0, np.ones(3))
   assert comm.recv('y', 0, timeout_s=30) is not None  # the peer is connected both ways
-  assert listening_ports(proc.pid) == [peer_port]
+  assert listening_ports(proc.pid) == [int(comm.peer_addr.rsplit(':', 1)[1])]  # the port its Hello named
   assert listening_ports(os.getpid()).count(comm.local_port) == 1
 
 
 def test_killed_peer_is_reported_after_the_frames_it_sent(echo_peer, monkeypatch):
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')
-  comm, proc, _ = echo_peer
+  comm, proc = echo_peer
   comm.connect(timeout_s=60)
   for step in range(3):
     comm.send('x', step, np.full(4, step))
@@ -118,10 +118,9 @@ def test_a_stream_is_taken_only_from_the_party_that_said_hello(pairs):
   connecting = threading.Thread(target=_connect_quietly, args=(follower, 10))
   connecting.start()
   address = '127.0.0.1:%d' % follower.local_port
+  greeting = pb.Greeting(role='leader', protocol_version=PROTOCOL_VERSION, instance_id='the-leader')
+  assert call_hello(address, greeting).error == ''
   with grpc.insecure_channel(address) as channel:
-    grpc.channel_ready_future(channel).result(timeout=10)
-    greeting = pb.Greeting(role='leader', protocol_version=PROTOCOL_VERSION, instance_id='the-leader')
-    assert pb_grpc.PeerServiceStub(channel).Hello(greeting, timeout=5).error == ''
     stream = channel.stream_unary('/efl.PeerService/Stream', request_serializer=_as_is, response_deserializer=_as_is)
     for metadata in ((), ((wire.INSTANCE_METADATA_KEY, 'an-intruder'),)):
       with pytest.raises(grpc.RpcError) as refused:

@@ -12,15 +12,15 @@ import pytest
 
 import efl.communicator as ec
 from comm_helpers import echo_peer_process
-from ports import free_port
+from ports import ANY_PORT
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
 def echo_peer():
-  with echo_peer_process() as (comm, proc, _):
-    yield comm, proc
+  with echo_peer_process() as peer:
+    yield peer
 
 
 def test_killed_peer_is_detected_within_seconds(echo_peer, monkeypatch):
@@ -59,9 +59,9 @@ raise ValueError('model_fn has a bug')  # before connect(), as a graph-building 
 @pytest.mark.parametrize('waiting_role', ['follower', 'leader'])
 def test_peer_failing_before_connect_is_reported_at_once(waiting_role):
   """A party that dies before connecting tells the waiting peer why, instead of leaving it to its timeout."""
-  local, peer = free_port(), free_port()
-  comm = ec.Communicator(waiting_role, '127.0.0.1:%d' % peer, '127.0.0.1:%d' % local)
+  comm = ec.Communicator(waiting_role, ANY_PORT, ANY_PORT)  # it learns the peer's port from its Hello
   comm.register_recv('x')
+  port = comm.listen()
   script = _FAILING_LEADER.replace("'leader'", repr('follower' if waiting_role == 'leader' else 'leader'))
   outcome = []
 
@@ -75,11 +75,9 @@ def test_peer_failing_before_connect_is_reported_at_once(waiting_role):
   waiter = threading.Thread(target=connect)
   waiter.start()
   try:
-    while comm.local_port is None and waiter.is_alive():
-      time.sleep(0.01)
     start = time.time()
     failed = subprocess.run(
-      [sys.executable, '-c', script, '127.0.0.1:%d' % local, '127.0.0.1:%d' % peer], stderr=subprocess.PIPE, timeout=60
+      [sys.executable, '-c', script, '127.0.0.1:%d' % port, ANY_PORT], stderr=subprocess.PIPE, timeout=60
     )
     waiter.join(30)
     elapsed = time.time() - start

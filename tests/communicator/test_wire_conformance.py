@@ -17,8 +17,8 @@ from efl.communicator import Communicator
 from efl.transport import serde
 from efl.communicator.communicator import PROTOCOL_VERSION
 from efl.communicator.proto import communicator_pb2 as pb
-from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl.transport import wire
+from ports import call_hello
 
 NATIVE_OK, NATIVE_WHY = native.available()
 NAMES = ['f16', 'f32', 'f64', 'i32', 'i64', 'bool', 'u8']
@@ -75,8 +75,7 @@ class ScriptedPeer(object):
 
   def _hello_back(self):
     self.leader_listens.wait(10)
-    with grpc.insecure_channel(self.leader_addr) as channel:
-      pb_grpc.PeerServiceStub(channel).Hello(self.greeting(), timeout=10)
+    call_hello(self.leader_addr, self.greeting())
 
   def _stream(self, messages, context):
     self.stream_metadata = dict(context.invocation_metadata())

@@ -1,18 +1,19 @@
 """Both parties in one process (two threads, two graphs): FederalModel takes its role and addresses as
 arguments, so a test needs no command line. Real gRPC on 127.0.0.1."""
 
+import queue
 import threading
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import efl
-from ports import free_port
+from ports import ANY_PORT
 
 N, BATCH, H = 256, 32, 3
 
 
-def _party(role, own, peer, results):
+def _party(role, leader_port, results):
   rng = np.random.RandomState(0)
   x = rng.normal(size=(N, 6)).astype(np.float32)
   y = (x.sum(axis=1, keepdims=True) > 0).astype(np.float32)
@@ -52,8 +53,13 @@ def _party(role, own, peer, results):
 
   try:
     with tf.Graph().as_default():
-      model = efl.FederalModel(federal_role=role, local_addr='127.0.0.1:%d' % own, peer_addr='127.0.0.1:%d' % peer)
-      assert model.federal_role == role and model.communicator.local_addr == '127.0.0.1:%d' % own
+      # The leader listens on a port it picks and learns the follower's from its Hello (peer port 0); the
+      # follower is given the leader's port.
+      peer = ANY_PORT if role == 'leader' else '127.0.0.1:%d' % leader_port.get(timeout=120)
+      model = efl.FederalModel(federal_role=role, local_addr=ANY_PORT, peer_addr=peer)
+      assert model.federal_role == role and model.communicator.local_addr == ANY_PORT
+      if role == 'leader':
+        leader_port.put(model.communicator.listen())
       model.input_fn(input_fn).loss_fn(loss_fn)
       model.optimizer_fn(efl.optimizer_fn.optimizer_setter(tf.train.GradientDescentOptimizer(0.5)))
       model.compile()
@@ -64,12 +70,9 @@ def _party(role, own, peer, results):
 
 
 def test_both_parties_in_one_process():
-  lp, fp = free_port(), free_port()
+  leader_port = queue.Queue()
   results = {}
-  threads = [
-    threading.Thread(target=_party, args=('leader', lp, fp, results)),
-    threading.Thread(target=_party, args=('follower', fp, lp, results)),
-  ]
+  threads = [threading.Thread(target=_party, args=(role, leader_port, results)) for role in ('leader', 'follower')]
   for t in threads:
     t.start()
   for t in threads:

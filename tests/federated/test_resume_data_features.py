@@ -7,23 +7,16 @@ session is a new graph and a new Communicator pair, as after a restart.
 """
 
 import os
-import socket
 import threading
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import efl.data
-from efl.communicator import Communicator
+from ports import pair
 
 FILES, PER_FILE, BATCH, EPOCHS = 5, 5, 3, 2
 WORKER_IDX, WORKER_NUM = 1, 2
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _write(base, role):
@@ -44,11 +37,7 @@ def _write(base, role):
 
 def _session(tmp_path, batches):
   """One session of both parties: restores, reads up to `batches` batches, checkpoints; returns their batches."""
-  pl, pf = _free_port(), _free_port()
-  comms = {
-    'leader': Communicator('leader', '127.0.0.1:%d' % pf, '127.0.0.1:%d' % pl),
-    'follower': Communicator('follower', '127.0.0.1:%d' % pl, '127.0.0.1:%d' % pf),
-  }
+  comms = dict(zip(('leader', 'follower'), pair()))
   graphs, readers, features = {}, {}, {}
   for role in comms:
     graphs[role] = tf.Graph()

@@ -2,7 +2,6 @@
 gRPC communicators on 127.0.0.1. Checks the values against the plaintext computation, what crosses the
 wire, and the errors for layers that do not fit together."""
 
-import socket
 import threading
 
 import numpy as np
@@ -13,14 +12,9 @@ from efl.communicator import Communicator
 from efl.privacy.paillier import PaillierCipher, encoding, keys
 from efl.privacy.paillier.layers import EncryptActiveLayer, EncryptPassiveLayer
 from efl.privacy.paillier.protocol import message_names
+from ports import listening_pair
 
 B, DA, DP, LR = 10, 4, 3, 0.05
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 class RecordingCommunicator(Communicator):
@@ -65,12 +59,11 @@ class Pair(object):
   """The leader's and the follower's graphs around the two layers."""
 
   def __init__(self, key_files, leader_public=None, recv_dim=DA, leader_lr=LR, seed=0, follower_rows=B):
-    lp, fp = _free_port(), _free_port()
-    self.leader = RecordingCommunicator(
-      'leader', '127.0.0.1:%d' % fp, '127.0.0.1:%d' % lp, default_timeout_milliseconds=60000
-    )
-    self.follower = RecordingCommunicator(
-      'follower', '127.0.0.1:%d' % lp, '127.0.0.1:%d' % fp, default_timeout_milliseconds=60000
+    self.leader, self.follower = listening_pair(
+      *(
+        lambda peer, local, role=role: RecordingCommunicator(role, peer, local, default_timeout_milliseconds=60000)
+        for role in ('leader', 'follower')
+      )
     )
     rng = np.random.RandomState(seed)
     self.xa = rng.randn(follower_rows, DA).astype(np.float32)

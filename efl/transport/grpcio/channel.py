@@ -1,9 +1,13 @@
 """grpcio's channel and server for a party, with efl's TLS, keepalive and message size settings.
 
-The grpcio transport uses both; the native transport calls the peer's Hello through `open_channel`'s channel.
+The grpcio transport uses both; the native transport calls the peer's Hello through a `PeerChannel`.
 """
 
+import threading
+
 import grpc
+
+from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 
 
 def keepalive_options(keepalive, server):
@@ -53,3 +57,40 @@ def add_port(server, local_addr, tls):
     [(tls.my_key, tls.my_cert)], root_certificates=tls.peer_ca, require_client_auth=bool(tls.peer_ca)
   )
   return server.add_secure_port(local_addr, creds)
+
+
+class PeerChannel(object):
+  """The channel to the peer's address: opened at first use, opened anew when the address changes.
+
+  The address changes before connect() only, e.g. once a party whose peer_addr has port 0 learned the port.
+  """
+
+  def __init__(self, config):
+    self._config = config
+    self._lock = threading.Lock()
+    self._channel = None
+
+  def set_peer_addr(self, peer_addr):
+    with self._lock:
+      if peer_addr != self._config.peer_addr:
+        self._config = self._config._replace(peer_addr=peer_addr)
+        self._close_locked()
+
+  def get(self):
+    with self._lock:
+      if self._channel is None:
+        self._channel = open_channel(self._config)
+      return self._channel
+
+  def hello(self, greeting, timeout_s):
+    """Calls the peer's Hello with `greeting`; returns its Greeting or raises grpc.RpcError."""
+    return pb_grpc.PeerServiceStub(self.get()).Hello(greeting, timeout=timeout_s)
+
+  def close(self):
+    with self._lock:
+      self._close_locked()
+
+  def _close_locked(self):
+    if self._channel is not None:
+      self._channel.close()
+      self._channel = None

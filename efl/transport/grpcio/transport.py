@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from efl.communicator.proto import communicator_pb2 as pb
-from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl.transport import base
 from efl.transport import errors
 from efl.transport import serde
@@ -50,8 +49,7 @@ class GrpcioTransport(base.Transport):
     self._lock = threading.Lock()
     self._greeter = None
     self._server = None
-    self._channel = None
-    self._stub = None
+    self._peer = channels.PeerChannel(config)
     self._incoming = False  # whether the peer's stream is attached to the server
     self._outbox = queue.Queue()
     self._stream_call = None
@@ -103,7 +101,7 @@ class GrpcioTransport(base.Transport):
       _SERVICE,
       {
         'Hello': grpc.unary_unary_rpc_method_handler(
-          lambda request, context: self._greeter.answer(request),
+          self._answer_hello,
           request_deserializer=pb.Greeting.FromString,
           response_serializer=pb.Greeting.SerializeToString,
         ),
@@ -114,6 +112,12 @@ class GrpcioTransport(base.Transport):
         ),
       },
     )
+
+  def _answer_hello(self, request, context):
+    reply = self._greeter.answer(request)
+    if reply is None:
+      context.abort(grpc.StatusCode.UNAVAILABLE, wire.TEXT['HELLO_TOO_EARLY'] % self._cfg.role)
+    return reply
 
   def _on_stream(self, batches, context):
     caller = dict(context.invocation_metadata()).get(wire.INSTANCE_METADATA_KEY)
@@ -166,26 +170,19 @@ class GrpcioTransport(base.Transport):
 
   # ------------------------------------------------------------------------------------------ client
 
-  def _stub_to_peer(self):
-    with self._lock:
-      if self._channel is None:
-        self._channel = channels.open_channel(self._cfg)
-        self._stub = pb_grpc.PeerServiceStub(self._channel)
-      return self._stub
-
   def hello(self, greeting, timeout_s):
-    return self._stub_to_peer().Hello(greeting, timeout=timeout_s)
+    return self._peer.hello(greeting, timeout_s)
 
   def set_peer_addr(self, peer_addr):
     self._cfg = self._cfg._replace(peer_addr=peer_addr)
+    self._peer.set_peer_addr(peer_addr)
     self._mailbox.set_peer_addr(peer_addr)
 
   def open_stream(self, timeout_s, instance_id, send_limit, send_limit_variable):
     del timeout_s  # the call opens asynchronously; a peer that never takes it shows as a lost connection
     self._send_limit, self._send_limit_variable = send_limit, send_limit_variable
-    self._stub_to_peer()
     # Frames are serialized by send(); the stream writes the bytes as they are.
-    stream = self._channel.stream_unary(
+    stream = self._peer.get().stream_unary(
       '/%s/Stream' % _SERVICE, request_serializer=_as_is, response_deserializer=pb.StreamEnd.FromString
     )
     self._stream_call = stream.future(self._outgoing_messages(), metadata=((wire.INSTANCE_METADATA_KEY, instance_id),))
@@ -270,5 +267,4 @@ class GrpcioTransport(base.Transport):
       self._stream_call.cancel()
     if self._server is not None:
       self._server.stop(grace_s).wait(grace_s + 2.0)
-    if self._channel is not None:
-      self._channel.close()
+    self._peer.close()
