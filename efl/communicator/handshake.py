@@ -173,21 +173,13 @@ class Handshake(base.Greeter):
         'the %s at %s refused this %s: %s' % (self.peer_role, peer_addr, self.role, reply.error)
       )
     self.check(reply, peer_addr)
-    with self._cond:
-      while self._peer is None and self._peer_failure is None:
-        if self._cancelled:
-          raise errors.ClosedError('close() was called while connect() waited for the %s' % self.peer_role)
-        remaining = deadline - time.time()
-        if remaining <= 0:
-          raise errors.PeerUnreachableError(
-            "the %s at %s answered, but it did not call this %s's server at %s within %g s; "
-            "check the %s's --peer_addr (it must reach %s)"
-            % (self.peer_role, peer_addr, self.role, local_addr, timeout_s, self.peer_role, local_addr)
-          )
-        self._cond.wait(min(remaining, 1.0))
-    self._check_peer_hello_if_any(peer_addr)
-    with self._cond:
-      peer = self._peer
+    peer = self._wait_for_peer_hello(
+      peer_addr,
+      deadline,
+      "the %s at %s answered, but it did not call this %s's server at %s within %g s; "
+      "check the %s's --peer_addr (it must reach %s)"
+      % (self.peer_role, peer_addr, self.role, local_addr, timeout_s, self.peer_role, local_addr),
+    )
     if peer.instance_id != reply.instance_id:
       raise errors.HandshakeError(
         'the server at %s and the party that called this %s are different processes; is another %s '
@@ -206,39 +198,44 @@ class Handshake(base.Greeter):
       HandshakeError, PeerFailedError: the peer does not fit, or failed; its Greeting names no port.
       ClosedError: `cancel()` was called meanwhile.
     """
-    host = peer_addr.rsplit(':', 1)[0]
-    with self._cond:
-      while self._peer is None and self._peer_failure is None:
-        if self._cancelled:
-          raise errors.ClosedError('close() was called while connect() waited for the %s' % self.peer_role)
-        remaining = deadline - time.time()
-        if remaining <= 0:
-          raise errors.PeerUnreachableError(
-            "no %s called this %s's server at %s within %g s; this %s's peer_addr %s has port 0, so it waits "
-            "for the %s to call first: start the %s with --peer_addr pointing at this %s's server"
-            % (
-              self.peer_role,
-              self.role,
-              local_addr,
-              timeout_s,
-              self.role,
-              peer_addr,
-              self.peer_role,
-              self.peer_role,
-              self.role,
-            )
-          )
-        self._cond.wait(min(remaining, 1.0))
-    self._check_peer_hello_if_any(peer_addr)
-    with self._cond:
-      port = self._peer.listen_port
+    port = self._wait_for_peer_hello(
+      peer_addr,
+      deadline,
+      "no %s called this %s's server at %s within %g s; this %s's peer_addr %s has port 0, so it waits for the "
+      "%s to call first: start the %s with --peer_addr pointing at this %s's server"
+      % (
+        self.peer_role,
+        self.role,
+        local_addr,
+        timeout_s,
+        self.role,
+        peer_addr,
+        self.peer_role,
+        self.peer_role,
+        self.role,
+      ),
+    ).listen_port
     if not port:
       raise errors.HandshakeError(
         "the %s that called this %s did not say which port it listens on, and this %s's peer_addr %s has "
         "port 0: give this %s the %s's address in --peer_addr, or both parties the same efl version"
         % (self.peer_role, self.role, self.role, peer_addr, self.role, self.peer_role)
       )
-    return '%s:%d' % (host, port)
+    return '%s:%d' % (peer_addr.rsplit(':', 1)[0], port)
+
+  def _wait_for_peer_hello(self, peer_addr, deadline, timed_out_text):
+    """The peer's Greeting once its Hello arrived and fits; PeerUnreachableError(timed_out_text) at deadline."""
+    with self._cond:
+      while self._peer is None and self._peer_failure is None:
+        if self._cancelled:
+          raise errors.ClosedError('close() was called while connect() waited for the %s' % self.peer_role)
+        remaining = deadline - time.time()
+        if remaining <= 0:
+          raise errors.PeerUnreachableError(timed_out_text)
+        self._cond.wait(min(remaining, 1.0))
+    self._check_peer_hello_if_any(peer_addr)
+    with self._cond:
+      return self._peer
 
   def _call_hello(self, transport, peer_addr, tls, deadline, timeout_s):
     start = time.time()

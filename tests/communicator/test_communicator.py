@@ -15,6 +15,7 @@ from efl.communicator.proto import communicator_pb2 as pb
 from efl.communicator.proto import communicator_pb2_grpc as pb_grpc
 from efl import native as native_module
 from efl.native import available as native_available
+from efl.transport import wire
 from comm_helpers import close_all, connect_both
 from ports import listening_pair
 from ports import ANY_PORT
@@ -295,48 +296,49 @@ def test_bad_role_is_refused():
     Communicator('boss', '127.0.0.1:1', '127.0.0.1:2')
 
 
-def test_a_party_whose_peer_port_is_0_learns_it_from_the_hello(transport):
-  """The leader starts first on ports it picks; the follower is given its address; the leader learns the rest."""
+def test_a_hello_before_connect_began_is_answered_unavailable(transport):
+  """A party that listens early (listen(), reset()) takes Hellos only once its names and info are final."""
   del transport
-  leader = Communicator('leader', ANY_PORT, ANY_PORT)
-  leader.register_send('x')
-  follower = Communicator('follower', '127.0.0.1:%d' % leader.listen(), ANY_PORT)
-  follower.register_recv('x')
-  follower.register_send('y')
-  leader.register_recv('y')
+  comm = Communicator('leader', NOBODY, ANY_PORT)
+  address = '127.0.0.1:%d' % comm.listen()
   try:
-    assert connect_both(leader, follower) == [{}, {}]
-    assert leader.peer_addr == '127.0.0.1:%d' % follower.local_port
-    leader.send('x', 0, np.arange(3))
-    follower.send('y', 0, follower.recv('x', 0, timeout_s=10) * 2)
-    np.testing.assert_array_equal(leader.recv('y', 0, timeout_s=10), [0, 2, 4])
+    with grpc.insecure_channel(address) as channel:
+      greeting = pb.Greeting(role='follower', protocol_version=PROTOCOL_VERSION, instance_id='an-early-follower')
+      with pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.PeerServiceStub(channel).Hello(greeting, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == wire.TEXT['HELLO_TOO_EARLY'] % 'leader'
   finally:
-    close_all(leader, follower)
+    comm.close()
 
 
-def test_a_survivor_learns_the_port_of_the_peers_new_process_again(transport, monkeypatch):
+def test_a_party_whose_peer_port_is_0_learns_it_from_each_new_peer_process(transport, monkeypatch):
+  """The leader starts first on a port it picks; each follower is given the leader's address and listens on
+  a port it picks; the leader learns it from the follower's Hello, also after a reset."""
   del transport
   monkeypatch.setenv('EFL_CLOSE_TIMEOUT_S', '2')  # the dying follower does not wait long for the leader's end
   leader = Communicator('leader', ANY_PORT, ANY_PORT)
   leader.register_send('x')
+  leader.register_recv('y')
   address = '127.0.0.1:%d' % leader.listen()
   followers = []
   try:
     for attempt in range(2):
       follower = Communicator('follower', address, ANY_PORT)
       follower.register_recv('x')
+      follower.register_send('y')
       followers.append(follower)
       assert connect_both(leader, follower) == [{}, {}]
       assert leader.peer_addr == '127.0.0.1:%d' % follower.local_port
       leader.send('x', 0, np.full(2, attempt))
-      np.testing.assert_array_equal(follower.recv('x', 0, timeout_s=10), [attempt, attempt])
+      follower.send('y', 0, follower.recv('x', 0, timeout_s=10) + 1)
+      np.testing.assert_array_equal(leader.recv('y', 0, timeout_s=10), [attempt + 1, attempt + 1])
       if attempt == 0:
         dying = threading.Thread(target=follower.close, kwargs={'error': 'killed'})
         dying.start()
         leader.reset()  # while the follower closes, as in two processes
         dying.join(30)
         assert leader.peer_addr == ANY_PORT  # to be learned from the new process's Hello
-    assert followers[0].local_port != followers[1].local_port
   finally:
     close_all(leader, *followers)
 
