@@ -31,9 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 
-from efl import native
-from efl.communicator.communicator import Communicator
-from efl.launcher import free_port
+# The checkout this script is in, not an installed efl: side-by-side runs of two checkouts measure each.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from efl import native  # noqa: E402
+from efl.communicator.communicator import Communicator  # noqa: E402
+from efl.launcher import free_port  # noqa: E402
 
 WARMUP = 50
 _MODES = {'native': 'on', 'python': 'off'}  # EFL_NATIVE_TRANSPORT of each transport

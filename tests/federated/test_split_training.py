@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -87,6 +88,39 @@ def test_split_training_matches_one_process(tmp_path, transport):
   np.testing.assert_allclose(leader['vars']['net/w_l'], w['w_l'], rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(leader['vars']['net/v'], w['v'], rtol=1e-4, atol=1e-6)
   assert '[train] gstep=%d' % steps in res['leader'][1]
+
+
+def test_parties_started_one_after_the_other_need_only_the_leaders_address(tmp_path):
+  """No port chosen in advance: the leader listens on a port it picks and learns the follower's from its Hello;
+  the follower is started with the port the leader's log names."""
+  logs = {role: os.path.join(str(tmp_path), '%s.log' % role) for role in ('leader', 'follower')}
+  args = ['--out', str(tmp_path), '--steps', '3']
+  procs = {'leader': start_party(SCRIPT, 'leader', 0, 0, args, cwd=HERE, log_path=logs['leader'])}
+  try:
+    port = _wait_for_listening(procs['leader'], logs['leader'], 'leader')
+    procs['follower'] = start_party(SCRIPT, 'follower', 0, port, args, cwd=HERE, log_path=logs['follower'])
+    for role, p in procs.items():
+      assert p.wait(120) == 0, '%s failed:\n%s' % (role, open(logs[role]).read()[-3000:])
+  finally:
+    for p in procs.values():
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  follower_port = _wait_for_listening(procs['follower'], logs['follower'], 'follower')
+  assert "the follower's Hello says it listens on 127.0.0.1:%d" % follower_port in open(logs['leader']).read()
+  assert '[train] gstep=3' in open(logs['leader']).read()
+
+
+def _wait_for_listening(proc, log, role, timeout_s=120):
+  """The port `role`'s log says it listens on, once it says so."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline:
+    found = re.search(r'%s listening on 127\.0\.0\.1:(\d+)' % role, open(log, 'rb').read().decode('utf-8', 'replace'))
+    if found:
+      return int(found.group(1))
+    assert proc.poll() is None, '%s exited before it listened:\n%s' % (role, open(log).read()[-3000:])
+    time.sleep(0.1)
+  raise AssertionError('%s did not log its port within %d s' % (role, timeout_s))
 
 
 def test_eval_sends_keep_train_aligned(tmp_path):
