@@ -108,10 +108,10 @@ def test_follower_stopped_briefly_does_not_stop_training(tmp_path):
 
 
 def test_refused_connection(tmp_path):
-  lp, fp = free_port(), free_port()  # nothing listens on fp
+  fp = 1  # nothing listens on port 1 of 127.0.0.1 (a privileged port)
   log = str(tmp_path / 'leader.log')
   leader = start_party(
-    SCRIPT, 'leader', lp, fp, ['--out', str(tmp_path)], cwd=HERE, env={'EFL_CONNECT_TIMEOUT_S': '2'}, log_path=log
+    SCRIPT, 'leader', 0, fp, ['--out', str(tmp_path)], cwd=HERE, env={'EFL_CONNECT_TIMEOUT_S': '2'}, log_path=log
   )
   assert leader.wait(60) != 0
   line, text = _last_line(log)
