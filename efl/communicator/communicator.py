@@ -139,7 +139,6 @@ class Communicator(object):
     self._role = federal_role
     self._peer_role = handshake.peer_role_of(federal_role)
     self._given_peer_addr = peer_addr  # port 0: learned from the peer's Hello at each connect()
-    self._peer_addr = peer_addr
     self._local_addr = local_addr
     self._local_port = None
     # Read once: recv() runs every step, and reading the environment there costs as much as the rest of it.
@@ -194,7 +193,7 @@ class Communicator(object):
 
   @property
   def peer_addr(self):
-    return self._peer_addr
+    return self._config.peer_addr
 
   @property
   def local_addr(self):
@@ -305,7 +304,6 @@ class Communicator(object):
       self._use_peer_addr(peer_addr)
 
   def _use_peer_addr(self, peer_addr):
-    self._peer_addr = peer_addr
     self._config = self._config._replace(peer_addr=peer_addr)
     self._transport.set_peer_addr(peer_addr)
 
@@ -338,7 +336,7 @@ class Communicator(object):
       '%s connecting: local %s, peer %s, TLS %s, %s transport; receives %s; sends %s',
       self._role,
       self._local_addr,
-      self._peer_addr,
+      self._config.peer_addr,
       self._tls_summary(),
       'native' if self._transport.kind == 'native' else 'Python',
       self._recv_names,
@@ -355,7 +353,7 @@ class Communicator(object):
           self._use_peer_addr(learned)
         _log.info("%s: the %s's Hello says it listens on %s", self._role, self._peer_role, learned)
       peer = self._handshake.run(
-        self._transport, self._peer_addr, self._local_addr, self._tls, deadline, timeout_s, self.peer_timeout_s
+        self._transport, self._config.peer_addr, self._local_addr, self._tls, deadline, timeout_s, self.peer_timeout_s
       )
       info = self._handshake.info(peer)
       self._peer_recv_names = frozenset(peer.recv_names)
@@ -379,7 +377,7 @@ class Communicator(object):
     if closed_meanwhile:
       self._transport.close()
       raise errors.ClosedError('close() was called while connect() ran')
-    _log.info('%s connected to the %s at %s', self._role, self._peer_role, self._peer_addr)
+    _log.info('%s connected to the %s at %s', self._role, self._peer_role, self._config.peer_addr)
     return info
 
   def _tls_summary(self):
@@ -562,7 +560,7 @@ class Communicator(object):
     with self._lock:
       self._transport = self._transport.successor()
       self._handshake = self._new_handshake()
-      if self._peer_addr != self._given_peer_addr:
+      if self._config.peer_addr != self._given_peer_addr:
         self._use_peer_addr(self._given_peer_addr)  # the peer's new process may listen on another port
       if self._local_port is not None:
         self._listen()
@@ -584,7 +582,7 @@ class Communicator(object):
   def __repr__(self):
     return 'Communicator(%s, peer %s, local %s, %s, step %d)' % (
       self._role,
-      self._peer_addr,
+      self._config.peer_addr,
       self._local_addr,
       self._state,
       self.step,

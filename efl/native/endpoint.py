@@ -122,14 +122,17 @@ class Endpoint(base.Transport):
         data = ctypes.string_at(request, size.value)
       finally:
         self._lib.efl_nt_hello_free(request)
-      reply, status, details = None, _UNAVAILABLE, wire.TEXT['HELLO_TOO_EARLY'] % self._cfg.role
+      reply, status, details = None, 0, ''
       try:
         answer = greeter.answer(pb.Greeting.FromString(data))
-        if answer is not None:
-          reply, status, details = answer.SerializeToString(), 0, ''
       except Exception as e:  # pylint: disable=broad-except
         _log.warning('refused a Hello that is not a Greeting: %r', e)
         status, details = _INVALID_ARGUMENT, wire.TEXT['HELLO_NOT_GREETING']
+      else:
+        if answer is None:  # see Greeter.answer
+          status, details = _UNAVAILABLE, wire.TEXT['HELLO_TOO_EARLY'] % self._cfg.role
+        else:
+          reply = answer.SerializeToString()
       # The server takes a stream only from the paired party (the one whose Hello was accepted).
       paired = greeter.paired_instance()
       self._lib.efl_nt_answer_hello(handle, hello_id, reply, len(reply or b''), _bytes(paired), status, _bytes(details))
